@@ -1,0 +1,14 @@
+"""latentbridge's built-in plugins, one module per plugin, grouped by kind.
+
+They register through the same hooks a third-party package uses (see ``latentbridge.hookspecs``);
+the registry imports the modules listed in ``BUILTIN_PLUGINS`` explicitly.
+"""
+
+BUILTIN_PLUGINS = [
+    "latentbridge.plugins.objectives.nll",
+    "latentbridge.plugins.translators.linear",
+    "latentbridge.plugins.injection.soft_only",
+    "latentbridge.plugins.injection.soft_plus_text",
+    "latentbridge.plugins.tasks.arith",
+    "latentbridge.plugins.tasks.gsm8k",
+]

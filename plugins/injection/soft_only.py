@@ -1,0 +1,22 @@
+"""Injection mode ``soft_only``: the target reads the soft tokens and the answer cue, no question text."""
+
+from __future__ import annotations
+
+from latentbridge import InjectionMode, TargetText, hookimpl
+from latentbridge.injection import answer_segment
+from latentbridge.layout import Segment, Soft, Text
+
+
+class SoftOnly(InjectionMode):
+    """[soft][cue]: the question reaches the target only through the soft tokens."""
+
+    name = "soft_only"
+    reads_question = False
+
+    def segments(self, text: TargetText) -> list[Segment]:
+        return [Soft(), Text(text.prefix), Text(text.cue), *answer_segment(text)]
+
+
+@hookimpl
+def register_injection_modes(register):
+    register(SoftOnly)

@@ -1,0 +1,21 @@
+"""Injection mode ``soft_plus_text``: soft tokens in front of the literal prompt."""
+
+from __future__ import annotations
+
+from latentbridge import InjectionMode, TargetText, hookimpl
+from latentbridge.injection import answer_segment
+from latentbridge.layout import Segment, Soft, Text
+
+
+class SoftPlusText(InjectionMode):
+    """[soft][prompt]: soft tokens in front of the literal prompt (few-shot header and question)."""
+
+    name = "soft_plus_text"
+
+    def segments(self, text: TargetText) -> list[Segment]:
+        return [Soft(), Text(text.prefix), Text(text.prompt), *answer_segment(text)]
+
+
+@hookimpl
+def register_injection_modes(register):
+    register(SoftPlusText)

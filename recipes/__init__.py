@@ -1,0 +1,1 @@
+"""Recipes shipped with latentbridge: one YAML file per experiment (see `latentbridge ls`)."""

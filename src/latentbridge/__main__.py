@@ -1,0 +1,3 @@
+from latentbridge.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""GSM8K answer extraction and scoring, as lm-evaluation-harness does it.
+
+Two named filters: ``strict`` takes the number after the first ``#### ``; ``flexible`` takes the last
+number anywhere in the text. Both normalise by removing commas, ``$`` and one trailing period before
+an exact string match. No match is ``None`` (written as ``[invalid]`` in reports).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+INVALID = "[invalid]"
+
+_STRICT = re.compile(r"#### (\-?[0-9\.\,\$]+)")
+_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+
+Mode = Literal["strict", "flexible"]
+
+
+def normalize_number(text: str) -> str:
+    """Remove commas and ``$``, then one trailing period: ``"$1,200." -> "1200"``."""
+    text = text.strip().replace(",", "").replace("$", "")
+    return text[:-1] if text.endswith(".") else text
+
+
+def extract_answer(text: str, mode: Mode = "strict") -> str | None:
+    """The normalised answer in ``text``, or None when the filter finds none.
+
+    >>> extract_answer("She makes 9 * 2 = $18.\\n#### 18")
+    '18'
+    >>> extract_answer("so the answer is $1,200.", mode="flexible")
+    '1200'
+    """
+    if mode == "strict":
+        match = _STRICT.search(text)
+        candidates = [match.group(1)] if match else []
+    elif mode == "flexible":  # the last match that holds a digit ("..", ",," do not count)
+        candidates = [a or b for a, b in reversed(_FLEXIBLE.findall(text))]
+    else:
+        raise ValueError(f"unknown extraction mode {mode!r}: use 'strict' or 'flexible'")
+    for found in candidates:
+        value = normalize_number(found)
+        if any(ch.isdigit() for ch in value):
+            return value
+    return None
+
+
+def is_correct(generated_text: str, gold_answer_text: str, mode: Mode = "strict") -> bool:
+    """True when the answer extracted from ``generated_text`` equals the gold ``#### N``."""
+    gold = extract_answer(gold_answer_text, "strict")
+    if gold is None:
+        raise ValueError(f"gold answer has no '#### <number>' line: {gold_answer_text[-60:]!r}")
+    return extract_answer(generated_text, mode) == gold

@@ -1,0 +1,126 @@
+"""The Translator interface: source hidden states in, soft tokens in the target's embedding space out."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .configs import config_to_dict, option
+from .errors import LatentBridgeError
+from .shapes import check_shape
+
+WEIGHTS_FILE = "translator.safetensors"
+CONFIG_FILE = "translator.json"
+
+
+@dataclass
+class TranslatorConfig:
+    """Fields every translator has. ``d_src`` and ``d_tgt`` are filled in from the models when left out."""
+
+    k: int = option(8, gt=0, help="number of soft tokens produced per example")
+    d_src: int | None = option(None, gt=0, help="source hidden size (default: read from the source model)")
+    d_tgt: int | None = option(None, gt=0, help="target embedding size (default: read from the target model)")
+
+    def check(self) -> list[tuple[str, str]]:
+        return []
+
+
+class Translator(nn.Module):
+    """Maps source hidden states to ``k`` soft tokens: ``(h: b t d_src, mask: b t) -> soft: b k d_tgt``.
+
+    Subclasses set ``name`` and ``Config`` and implement :meth:`translate`; :meth:`forward` checks the
+    shape contract on the way in and out. ``mask`` is 1 (True) on real source tokens and 0 on padding;
+    a translator must give the same output whatever the padding (left or right, any amount).
+    ``seeds`` (``b``, int64) is set by translators that sample (the DiT) so that the same input always
+    gives the same soft tokens; the others ignore it.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TranslatorConfig]] = TranslatorConfig
+
+    def __init__(self, config: TranslatorConfig):
+        super().__init__()
+        if config.d_src is None or config.d_tgt is None:
+            raise LatentBridgeError(f"translator '{self.name}': d_src and d_tgt must be set before building it")
+        self.config = config
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        dims = check_shape(h, "b t d_src", d_src=self.config.d_src, what=f"translator '{self.name}' input h")
+        check_shape(mask, "b t", **dims, what=f"translator '{self.name}' input mask")
+        soft = self.translate(h, mask.bool(), seeds=seeds)
+        check_shape(
+            soft, "b k d_tgt", b=dims["b"], k=self.config.k, d_tgt=self.config.d_tgt,
+            what=f"translator '{self.name}' output",
+        )
+        return soft
+
+    @abstractmethod
+    def translate(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None) -> torch.Tensor:
+        """``h: b t d_src``, ``mask: b t`` (bool) -> ``b k d_tgt``."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": config_to_dict(self.config)}
+
+
+def save_translator(translator: Translator, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``translator.safetensors`` and ``translator.json`` into ``folder``.
+
+    The tensors are cloned to contiguous memory first, so the files never alias the live weights.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in translator.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    meta = translator.describe() | (extra or {})
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def read_translator_meta(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise LatentBridgeError(f"no translator found: {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LatentBridgeError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def load_translator_weights(translator: Translator, folder: str | Path) -> Translator:
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise LatentBridgeError(f"no translator weights: {path} does not exist")
+    state = load_file(str(path))
+    missing, unexpected = translator.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise LatentBridgeError(
+            f"{path}: weights do not fit translator '{translator.name}' "
+            f"(missing: {sorted(missing)}, unexpected: {sorted(unexpected)})"
+        )
+    return translator
+
+
+def load_translator(folder: str | Path, registry: Any = None) -> Translator:
+    """Rebuild a translator from ``translator.json`` + ``translator.safetensors`` alone."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    meta = read_translator_meta(folder)
+    name = meta.get("name")
+    config = registry.config_for("translator", name, meta.get("config", {}), path=f"{folder}/{CONFIG_FILE}")
+    translator = registry.get("translator", name).cls(config)
+    return load_translator_weights(translator, folder).eval()

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import pytest
+
+from latentbridge.errors import ConfigError, LatentBridgeError
+from latentbridge.recipe import apply_overrides, load_recipe, parse_yaml, validate_recipe
+
+GOOD = """\
+# A test recipe.
+name: demo
+models: {source: tiny-llama, target: tiny-mistral}
+task: {name: gsm8k, data_dir: /data/gsm8k, shots: 2}
+translator: {name: linear, k: 4}
+injection: soft_plus_text
+objectives:
+  nll: {weight: 1.0}
+train: {steps: 20, lr: 1.0e-3}
+eval: {every: 10, n: 8}
+"""
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_good_recipe_resolves_every_default(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD))
+    data = recipe.to_dict()
+    assert data["injection"] == {"name": "soft_plus_text"}
+    assert data["translator"]["variant"] == "pooled"
+    assert data["objectives"]["nll"] == {"weight": 1.0, "start_step": 0, "warmup_steps": 0, "reduction": "token"}
+    assert data["train"]["schedule"] == "cosine"
+    # the resolved recipe is itself a valid recipe that resolves to the same thing
+    assert validate_recipe(parse_yaml(recipe.to_yaml())).to_dict() == data
+
+
+def test_three_mistakes_are_all_reported(tmp_path):
+    bad = GOOD.replace("weight: 1.0", 'weight: "abc"').replace("k: 4", "k: 0").replace("lr: 1.0e-3", "lr: 1.0e-3, lrr: 2")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, bad))
+    assert info.value.problems == [
+        "train.lrr: unknown key (did you mean 'lr'?)",
+        "translator.k: expected an integer > 0, got 0",
+        'objectives.nll.weight: expected a number >= 0, got "abc"',
+    ]
+
+
+def test_unknown_plugin_names_suggest(tmp_path):
+    bad = GOOD.replace("name: linear", "name: linaer").replace("nll:", "nl:").replace("soft_plus_text", "soft_plus")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, bad))
+    problems = info.value.problems
+    assert any("translator: unknown translator 'linaer' (did you mean 'linear'?)" in p for p in problems)
+    assert any("objectives.nl: unknown objective 'nl' (did you mean 'nll'?)" in p for p in problems)
+    assert any("injection: unknown injection mode 'soft_plus' (did you mean 'soft_plus_text'?)" in p for p in problems)
+
+
+def test_missing_sections_and_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, "name: x\nmodel: {}\n"))
+    problems = info.value.problems
+    assert "model: unknown key (did you mean 'models'?)" in problems
+    for key in ("models", "task", "translator", "injection", "objectives"):
+        assert f"{key}: required key is missing" in problems
+
+
+def test_all_zero_weights_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="every weight is 0"):
+        load_recipe(write(tmp_path, GOOD.replace("weight: 1.0", "weight: 0")))
+
+
+def test_malformed_yaml_gives_line_number(tmp_path):
+    path = write(tmp_path, "name: x\nmodels: {source: a\ntask: b\n")
+    with pytest.raises(LatentBridgeError, match=r"recipe.yaml:3:\d+: malformed YAML"):
+        load_recipe(path)
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    path = write(tmp_path, GOOD + "seed: 1\nseed: 2\n")
+    with pytest.raises(LatentBridgeError, match=r"recipe.yaml:\d+:1: malformed YAML: duplicate key 'seed'"):
+        load_recipe(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path, GOOD + "run_dir: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(LatentBridgeError, match="malformed YAML"):
+        load_recipe(path)
+
+
+def test_overrides_set_delete_and_shorthand(tmp_path):
+    path = write(tmp_path, GOOD)
+    recipe = load_recipe(path, ["train.steps=7", "objectives.nll.weight=0.5", "translator.variant=per_token",
+                                "eval.systems=[bridged, target]", "~task.shots", "seed=3"])
+    assert recipe.train.steps == 7
+    assert recipe.objectives["nll"].weight == 0.5
+    assert recipe.translator.config.variant == "per_token"
+    assert recipe.eval.systems == ["bridged", "target"]
+    assert recipe.task.config.shots == 0
+    assert recipe.seed == 3
+
+
+def test_override_errors():
+    data = {"a": {"b": 1}, "injection": "soft_only"}
+    with pytest.raises(LatentBridgeError, match="no key a.c"):
+        apply_overrides(data, ["~a.c"])
+    with pytest.raises(LatentBridgeError, match="a.b is not a mapping"):
+        apply_overrides(data, ["a.b.c=1"])
+    with pytest.raises(LatentBridgeError, match="expected key.path=value"):
+        apply_overrides(data, ["novalue"])
+    apply_overrides(data, ["injection.name=soft_plus_text"])
+    assert data["injection"] == {"name": "soft_plus_text"}
+
+
+def test_validation_errors_from_overrides_name_the_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, GOOD), ["eval.every=0", "objectives.nll.weight=-1"])
+    assert info.value.problems == [
+        "eval.every: expected an integer > 0, got 0",
+        "objectives.nll.weight: expected a number >= 0, got -1",
+    ]
+
+
+def test_missing_recipe_file():
+    with pytest.raises(LatentBridgeError, match="recipe file not found: nowhere/x.yaml"):
+        load_recipe("nowhere/x.yaml")
+    with pytest.raises(LatentBridgeError, match="neither a file nor a shipped recipe"):
+        load_recipe("no_such_recipe")

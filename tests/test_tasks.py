@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latentbridge.data import read_examples
+from latentbridge.errors import LatentBridgeError
+from latentbridge.eval import extract_answer
+from latentbridge.registry import Registry
+
+REGISTRY = Registry.load(autoload=False)
+
+
+def make_task(name, **config):
+    return REGISTRY.get("task", name).cls(REGISTRY.config_for("task", name, config))
+
+
+def test_real_gsm8k_loads(gsm8k_dir):
+    task = make_task("gsm8k", data_dir=str(gsm8k_dir))
+    test = task.examples("test")
+    assert len(test) == 1319 and len(task.examples("train")) == 7473
+    assert test[0].question.startswith("Janet")
+    assert all(extract_answer(e.answer) is not None for e in test)
+
+
+def test_arith_is_gsm8k_format_and_disjoint():
+    task = make_task("arith")
+    train, test = task.examples("train"), task.examples("test")
+    assert len(test) == 200
+    assert not {e.question for e in train} & {e.question for e in test}
+    assert all(e.answer.splitlines()[-1].startswith("#### ") for e in test)
+    assert all(extract_answer(e.answer) is not None for e in train[:500])
+    assert len(task.labels()) >= 5
+
+
+@pytest.mark.parametrize("mode", ["fixed", "per_item"])
+def test_exemplars_never_include_the_item(mode):
+    task = make_task("arith", shots=3, exemplars=mode)
+    train = task.examples("train")
+    for example in train[:50] + task.examples("test")[:50]:
+        shots = task.exemplars(example)
+        assert len(shots) == 3
+        assert example.id not in {s.id for s in shots}
+        assert example.question not in {s.question for s in shots}
+        prompt = task.prompt(example)
+        assert prompt.header.count("Question:") == 3
+        assert example.answer not in prompt.text
+        assert prompt.text.endswith(f"Question: {example.question}\nAnswer:")
+    # fixed: one header for all test items; per_item: depends on the item
+    headers = {task.prompt(e).header for e in task.examples("test")[:20]}
+    assert (len(headers) == 1) == (mode == "fixed")
+
+
+def test_exemplar_choice_is_stable():
+    a = make_task("arith", shots=2, exemplars="per_item")
+    b = make_task("arith", shots=2, exemplars="per_item")
+    e = a.examples("test")[7]
+    assert a.prompt(e) == b.prompt(e)
+
+
+def test_zero_shot_prompt():
+    task = make_task("arith")
+    e = task.examples("test")[0]
+    p = task.prompt(e)
+    assert p.header == "" and p.text == f"Question: {e.question}\nAnswer:"
+    assert p.answer == " " + e.answer
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "no examples (the file is empty)"),
+        ('{"question": "q", "answer": "a"}\nnot json\n', ":2: not valid JSON"),
+        ('{"question": "q"}\n', ":1: field 'answer' must be a non-empty string"),
+        ("[1, 2]\n", ":1: expected a JSON object, got list"),
+    ],
+)
+def test_bad_data_files(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    with pytest.raises(LatentBridgeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_examples(path, "test")
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(LatentBridgeError, match="data file not found"):
+        read_examples(tmp_path / "nope.jsonl", "test")
+
+
+def test_labels_and_ids_from_records(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "q?", "answer": "#### 1", "kind": "x"}) + "\n\n")
+    (example,) = read_examples(path, "train", label_field="kind")
+    assert example.id == "train-1" and example.label == "x"
