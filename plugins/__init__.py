@@ -7,6 +7,8 @@ the registry imports the modules listed in ``BUILTIN_PLUGINS`` explicitly.
 BUILTIN_PLUGINS = [
     "latentbridge.plugins.objectives.nll",
     "latentbridge.plugins.translators.linear",
+    "latentbridge.plugins.translators.resampler",
+    "latentbridge.plugins.injection.adapter",
     "latentbridge.plugins.injection.soft_only",
     "latentbridge.plugins.injection.soft_plus_text",
     "latentbridge.plugins.tasks.arith",

@@ -16,7 +16,7 @@ def setup(random_pair):
     tok = AutoTokenizer.from_pretrained(random_pair["mistral"])
     torch.manual_seed(0)
     translator = REGISTRY.get("translator", "linear").cls(
-        REGISTRY.config_for("translator", "linear", {"k": 3, "d_src": 32, "d_tgt": target.config.hidden_size})
+        REGISTRY.config_for("translator", "linear", {"k": 3, "d_src": 32, "d_tgt": target.config.hidden_size, "target_rms": 0.02})
     )
     injection = REGISTRY.get("injection", "soft_plus_text").cls(REGISTRY.config_for("injection", "soft_plus_text"))
     nll = REGISTRY.get("objective", "nll").cls(REGISTRY.config_for("objective", "nll"), BuildContext(32, 24, 3))

@@ -18,7 +18,9 @@ IDS = [f"{name}-{'-'.join(map(str, extra.values())) or 'default'}" for name, ext
 
 def build(name, extra, k, d_src, d_tgt, seed=0):
     torch.manual_seed(seed)
-    config = REGISTRY.config_for("translator", name, {"k": k, "d_src": d_src, "d_tgt": d_tgt, **extra})
+    config = REGISTRY.config_for(
+        "translator", name, {"k": k, "d_src": d_src, "d_tgt": d_tgt, "target_rms": 0.7, **extra}
+    )
     return REGISTRY.get("translator", name).cls(config)
 
 
@@ -67,8 +69,9 @@ def test_shape_dtype_and_padding_invariance(name, extra, b, k, d_src, d_tgt, len
 
 @pytest.mark.parametrize("name, extra", CASES, ids=IDS)
 @settings(max_examples=10, deadline=None)
-@given(k=st.integers(2, 5), d_src=st.integers(1, 9), d_tgt=st.integers(1, 9))
+@given(k=st.integers(2, 5), d_src=st.integers(1, 9), d_tgt=st.integers(2, 9))
 def test_gradients_reach_every_parameter(name, extra, k, d_src, d_tgt):
+    # d_tgt >= 2: with one dimension the RMS rescaling keeps only the sign, which has no gradient
     translator = build(name, extra, k, d_src, d_tgt).train()
     # one long row and one single-token row, so every code path (and filler slot) is used
     h, mask = pad([torch.randn(k + 3, d_src), torch.randn(1, d_src)], "left", k + 3, d_src)
@@ -98,3 +101,15 @@ def test_saved_weights_do_not_alias_live_weights(tmp_path):
     rebuilt = load_translator(tmp_path, REGISTRY)
     for (name, saved), live in zip(rebuilt.state_dict().items(), translator.state_dict().values(), strict=True):
         assert not torch.equal(saved, live), name
+
+
+@pytest.mark.parametrize("name, extra", CASES, ids=IDS)
+def test_soft_tokens_have_the_target_rms(name, extra):
+    """The documented scaling rule: every soft token's RMS equals target_rms, whatever the input scale."""
+    translator = build(name, extra, k=4, d_src=6, d_tgt=5)
+    for scale in (1e-3, 1.0, 1e3):
+        h, mask = pad([torch.randn(5, 6) * scale, torch.randn(2, 6) * scale], "left", 5, 6)
+        with torch.no_grad():
+            soft = translator(h, mask)
+        rms = soft.pow(2).mean(-1).sqrt()
+        torch.testing.assert_close(rms, torch.full_like(rms, 0.7), rtol=1e-3, atol=1e-3)

@@ -36,7 +36,7 @@ class LinearTranslator(Translator):
         else:
             self.proj = nn.Linear(c.d_src, c.d_tgt)
             # stands in for slots a short source prompt cannot fill
-            self.filler = nn.Parameter(torch.zeros(c.k, c.d_tgt))
+            self.filler = nn.Parameter(torch.randn(c.k, c.d_tgt) * 0.02)
 
     def translate(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None) -> torch.Tensor:
         if self.config.variant == "pooled":

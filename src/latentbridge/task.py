@@ -35,6 +35,7 @@ class Prompt:
     question: str
     cue: str
     answer: str
+    separator: str = " "  # what ``answer`` starts with: the text between cue and solution
 
     @property
     def text(self) -> str:
@@ -115,6 +116,7 @@ class Task:
             question=c.question_template.format(question=example.question),
             cue=c.cue,
             answer=c.answer_separator + example.answer,
+            separator=c.answer_separator,
         )
 
     def is_correct(self, generated: str, example: Example) -> bool:

@@ -1,0 +1,82 @@
+"""The bridge: frozen source -> translator -> injection -> frozen target, one path for training and evaluation.
+
+:class:`Bridge` owns the frozen models, their prompt encoders, the translator and the injection
+mode. Training (:mod:`latentbridge.runner`) and evaluation (:mod:`latentbridge.eval.harness`) both
+build the target's inputs with :meth:`Bridge.bridged_inputs`, so what the target reads at training
+time is exactly what it reads at test time (minus the answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .encoding import PromptEncoder
+from .injection import InjectionMode
+from .layout import TargetInputs, Text, assemble, positions_from_mask
+from .models import FrozenModel
+from .task import Prompt
+from .translator import Translator
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows -> left-padded ``b L`` ids and attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.as_tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@dataclass
+class Bridge:
+    source: FrozenModel
+    target: FrozenModel
+    translator: Translator
+    injection: InjectionMode
+    source_layer: int
+
+    def __post_init__(self) -> None:
+        self.source_encoder = PromptEncoder(self.source.tokenizer)
+        self.target_encoder = PromptEncoder(self.target.tokenizer)
+
+    # -- source side ---------------------------------------------------------------------------------
+
+    def source_rows(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """What the source reads: its special prefix and the prompt (header, question, cue), no answer."""
+        return [self.source_encoder.prompt_ids(p) for p in prompts]
+
+    @torch.no_grad()
+    def source_hidden(self, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states of the chosen source layer: ``b t d_src`` and the mask ``b t``."""
+        ids, mask = left_pad(self.source_rows(prompts), self.source.pad_id, self.source.device)
+        out = self.source.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True
+        )
+        return out.hidden_states[self.source_layer], mask
+
+    # -- target side ---------------------------------------------------------------------------------
+
+    def soft_tokens(
+        self, prompts: Sequence[Prompt], seeds: torch.Tensor | None = None,
+        hidden: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The translator's soft tokens for ``prompts`` (``b k d_tgt``, in the translator's dtype)."""
+        h, mask = hidden if hidden is not None else self.source_hidden(prompts)
+        param = next(self.translator.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        return self.translator(h.to(dtype), mask, seeds=seeds)
+
+    def bridged_inputs(self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool) -> TargetInputs:
+        """The target's inputs for the bridged system; ``with_answer`` adds the supervised answer."""
+        texts = [self.target_encoder.target_text(p, with_answer) for p in prompts]
+        return self.injection.build(soft.to(self.target.dtype), texts, self.target.embed, self.target.pad_id)
+
+    def text_inputs(self, model: FrozenModel, rows: Sequence[Sequence[int]]) -> TargetInputs:
+        """Plain-text inputs (baselines), laid out by the same function as the bridged ones."""
+        return assemble([[Text(list(r))] for r in rows], None, model.embed, model.pad_id)

@@ -1,0 +1,94 @@
+"""Commands that train and evaluate: run, eval, summarize."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from ..errors import LatentBridgeError
+from .app import app, console
+from .commands import OVERRIDES_HELP
+from .ui import RunUI, print_results
+
+
+@app.command("run")
+def run(
+    recipe: str = typer.Argument(..., help="A recipe file or the name of a shipped recipe."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+) -> None:
+    """Train a translator as the recipe says, evaluating as it goes; ends with a results table."""
+    from ..experiment import Experiment
+    from ..recipe import load_recipe
+    from ..runner import Runner, default_run_dir
+
+    resolved = load_recipe(recipe, overrides or [])
+    run_dir = default_run_dir(resolved)
+    if (run_dir / "run.json").exists():
+        raise LatentBridgeError(f"{run_dir} already holds a run; choose another run_dir")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/]")
+    with RunUI(console) as ui:
+        experiment = Experiment.build(resolved, log=ui.log)
+        runner = Runner(experiment, run_dir, ui=ui)
+        state = runner.run()
+    final = state.evaluations[-1]
+    print_results(console, final, f"{resolved.name}: final evaluation (step {final['step']})")
+    if state.best_step is not None:
+        console.print(f"best bridged accuracy {state.best_accuracy:.3f} at step {state.best_step} (saved in best/)")
+    console.print(f"results in {escape(str(run_dir))}")
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `latentbridge run`."),
+    step: str = typer.Option("best", "--step", help="Which translator: 'best' or 'final'."),
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides for the evaluation, e.g. eval.n=50."),
+) -> None:
+    """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
+    from ..eval.harness import EvalSettings, Evaluator
+    from ..experiment import Experiment
+    from ..recipe import load_recipe
+    from ..translator import read_translator_meta
+
+    if step not in ("best", "final"):
+        raise LatentBridgeError(f"--step must be 'best' or 'final', got '{step}'")
+    if not (run_dir / "recipe.yaml").is_file():
+        raise LatentBridgeError(f"{run_dir} is not a run folder (no recipe.yaml)")
+    weights = run_dir / "best" if step == "best" else run_dir
+    meta = read_translator_meta(weights)
+    recipe = load_recipe(run_dir / "recipe.yaml", overrides or [])
+    out_dir = run_dir / f"eval_{step}"
+    with RunUI(console) as ui:
+        experiment = Experiment.build(recipe, log=ui.log, translator_dir=str(weights))
+        e = recipe.eval
+        evaluator = Evaluator(
+            experiment.bridge, experiment.task,
+            EvalSettings(n=e.n, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, stop=list(e.stop),
+                         systems=list(e.systems)),
+            out_dir, progress=ui.eval_progress,
+        )
+        result = evaluator.evaluate(int(meta.get("step", 0)))
+    (out_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_results(console, result, f"{recipe.name}: {step} translator (step {result['step']})")
+    console.print(f"records in {escape(str(out_dir))}")
+
+
+@app.command("summarize")
+def summarize(
+    paths: list[Path] = typer.Argument(..., help="eval_samples_step_<N>.jsonl files or run folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Per-evaluation tables: accuracy with intervals, invalid/gold-match counts, collapse and echo."""
+    from ..eval.summary import eval_files, read_records, summarize_records
+
+    rows = []
+    for step, file in eval_files(paths):
+        summary = summarize_records(read_records(file))
+        rows.append({"file": str(file), "step": step, **summary})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print_results(console, row, f"{row['file']} (step {row['step']}, {row['n_items']} items)")

@@ -1,0 +1,213 @@
+"""The evaluation harness: every system on the same items, every item reported, baselines cached.
+
+Systems: ``source`` (the source model alone on the prompt), ``target`` (the target alone), ``bridged``
+(the recipe's injection mode) and ``relay`` (the source's worked solution handed to the target as
+text after the question). Decoding is greedy, so evaluating the same weights twice gives identical
+files. Baselines do not change during training: they are generated once per (models, task, prompt,
+decoding settings) and cached on disk, never regenerated at each evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..bridge import Bridge
+from ..configs import config_to_dict
+from ..generation import greedy_generate
+from ..models import FrozenModel
+from ..task import Example, Prompt, Task
+from .answers import extract_answer
+from .summary import SYSTEMS, summarize_records
+
+BASELINES = ("source", "target", "relay")
+Progress = Callable[[str, int], None]  # (what, items done in this call)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LATENTBRIDGE_CACHE_DIR", Path.home() / ".cache" / "latentbridge"))
+
+
+def relay_prompt_text(prompt: Prompt, source_output: str) -> str:
+    """The text relay: the prompt, then the source's worked solution up to (not including) its
+    ``####`` line; the target continues from there and gives the final answer itself."""
+    reasoning = source_output.split("####")[0].strip()
+    return prompt.text + prompt.separator + reasoning + ("\n" if reasoning else "")
+
+
+@dataclass
+class EvalSettings:
+    n: int
+    batch_size: int
+    max_new_tokens: int
+    stop: list[str]
+    systems: list[str]
+
+
+class Evaluator:
+    def __init__(
+        self,
+        bridge: Bridge,
+        task: Task,
+        settings: EvalSettings,
+        out_dir: Path,
+        *,
+        progress: Progress | None = None,
+        use_cache: bool = True,
+    ):
+        self.bridge = bridge
+        self.task = task
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.use_cache = use_cache
+        test = task.examples("test")
+        self.items: list[Example] = test[: settings.n]
+        self.prompts: list[Prompt] = [task.prompt(e) for e in self.items]
+        self._baselines: dict[str, list[str]] | None = None
+
+    # -- generation ----------------------------------------------------------------------------------
+
+    def _generate(self, model: FrozenModel, build: Callable[[slice], Any], what: str) -> list[str]:
+        texts: list[str] = []
+        size = self.settings.batch_size
+        for start in range(0, len(self.items), size):
+            chunk = slice(start, min(start + size, len(self.items)))
+            inputs = build(chunk)
+            outs = greedy_generate(
+                model.model, model.tokenizer, inputs, max_new_tokens=self.settings.max_new_tokens,
+                eos_ids=model.eos_ids(), stop=self.settings.stop,
+            )
+            texts.extend(o.text for o in outs)
+            if self.progress:
+                self.progress(what, chunk.stop - chunk.start)
+        return texts
+
+    def _text_system(self, model: FrozenModel, rows: list[list[int]], what: str) -> list[str]:
+        return self._generate(model, lambda c: self.bridge.text_inputs(model, rows[c]), what)
+
+    def generate_bridged(self) -> list[str]:
+        """The bridged system's outputs; the DiT's noise is seeded per item, so they are deterministic."""
+        seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
+        self.bridge.translator.eval()
+        with torch.no_grad():
+            return self._generate(
+                self.bridge.target,
+                lambda c: self.bridge.bridged_inputs(
+                    self.bridge.soft_tokens(self.prompts[c], seeds[c]), self.prompts[c], with_answer=False
+                ),
+                "bridged",
+            )
+
+    # -- baselines -----------------------------------------------------------------------------------
+
+    def baseline_key(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "latentbridge": __version__,
+            "source": self.bridge.source.fingerprint,
+            "target": self.bridge.target.fingerprint,
+            "dtypes": [str(self.bridge.source.dtype), str(self.bridge.target.dtype)],
+            "task": self.task.name,
+            "task_config": config_to_dict(self.task.config),
+            "items": hashlib.sha256("\n".join(e.id for e in self.items).encode()).hexdigest()[:16],
+            "decoding": {"max_new_tokens": s.max_new_tokens, "stop": s.stop, "greedy": True},
+        }
+
+    def baselines(self) -> dict[str, list[str]]:
+        """Outputs of the baseline systems asked for, generated once and cached on disk."""
+        if self._baselines is not None:
+            return self._baselines
+        wanted = [s for s in BASELINES if s in self.settings.systems]
+        key = self.baseline_key()
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        cache_file = cache_root() / "baselines" / f"{digest}.json"
+        cached: dict[str, list[str]] = {}
+        if self.use_cache and cache_file.is_file():
+            try:
+                stored = json.loads(cache_file.read_text())
+                if stored.get("key") == key:
+                    cached = stored["outputs"]
+            except (json.JSONDecodeError, KeyError):
+                cached = {}
+        outputs = dict(cached)
+        missing = [s for s in wanted if s not in outputs]
+        if "relay" in missing and "source" not in outputs:
+            missing.insert(0, "source")
+        b = self.bridge
+        for system in dict.fromkeys(missing):
+            if system == "source":
+                rows = [b.source_encoder.prompt_ids(p) for p in self.prompts]
+                outputs["source"] = self._text_system(b.source, rows, "source")
+            elif system == "target":
+                rows = [b.target_encoder.prompt_ids(p) for p in self.prompts]
+                outputs["target"] = self._text_system(b.target, rows, "target")
+            elif system == "relay":
+                rows = [
+                    b.target_encoder.text_ids(relay_prompt_text(p, out))
+                    for p, out in zip(self.prompts, outputs["source"], strict=True)
+                ]
+                outputs["relay"] = self._text_system(b.target, rows, "relay")
+        if missing and self.use_cache:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "outputs": outputs}))
+            tmp.replace(cache_file)
+        self._baselines = {s: outputs[s] for s in wanted}
+        return self._baselines
+
+    # -- one evaluation ------------------------------------------------------------------------------
+
+    def records(self, step: int, bridged: Sequence[str]) -> list[dict[str, Any]]:
+        """One record per item, every system present (null where not run)."""
+        outputs = {**self.baselines(), "bridged": list(bridged)}
+        records = []
+        for index, example in enumerate(self.items):
+            gold = extract_answer(example.answer)
+            record: dict[str, Any] = {
+                "eval_step": step,
+                "index": index,
+                "id": example.id,
+                "question": example.question,
+                "gold_full_text": example.answer,
+                "gold_extracted": gold,
+            }
+            for system in SYSTEMS:
+                text = outputs[system][index] if system in outputs else None
+                extracted = extract_answer(text) if text is not None else None
+                record[f"{system}_full"] = text
+                record[f"{system}_extracted"] = extracted
+                record[f"{system}_correct"] = None if text is None else (extracted is not None and extracted == gold)
+            records.append(record)
+        return records
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Run every system, write ``eval_samples_step_<step>.jsonl``, return the step's summary."""
+        records = self.records(step, self.generate_bridged())
+        path = self.out_dir / f"eval_samples_step_{step}.jsonl"
+        write_jsonl_atomic(path, records)
+        return {"step": step, **summarize_records(records)}
+
+
+def item_seed(item_id: str) -> int:
+    """A stable 63-bit seed per evaluation item (the DiT's sampling noise)."""
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "little") >> 1
+
+
+def write_jsonl_atomic(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)

@@ -1,0 +1,111 @@
+"""Building everything a recipe names: frozen models, task, translator, injection mode, objectives."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .bridge import Bridge
+from .context import BuildContext
+from .errors import LatentBridgeError
+from .models import FrozenModel, load_frozen
+from .recipe import Recipe
+from .registry import Registry, get_registry
+from .task import Task
+from .translator import Translator, load_translator_weights
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Experiment:
+    recipe: Recipe
+    registry: Registry
+    task: Task
+    bridge: Bridge
+    objectives: nn.ModuleDict
+
+    @property
+    def translator(self) -> Translator:
+        return self.bridge.translator
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.translator.parameters()) + list(self.objectives.parameters())
+        return [p for p in params if p.requires_grad]
+
+    def plugin_versions(self) -> dict[str, dict[str, str]]:
+        chosen = [("task", self.recipe.task.name), ("translator", self.recipe.translator.name),
+                  ("injection", self.recipe.injection.name)]
+        chosen += [("objective", name) for name in self.recipe.objectives]
+        out = {}
+        for kind, name in chosen:
+            info = self.registry.get(kind, name)
+            out[f"{kind}:{name}"] = {"distribution": info.provider.distribution, "version": info.provider.version,
+                                     "module": info.provider.module}
+        return out
+
+    @classmethod
+    def build(
+        cls, recipe: Recipe, registry: Registry | None = None, log: Callable[[str], None] = lambda _: None,
+        translator_dir: str | None = None,
+    ) -> Experiment:
+        registry = registry or get_registry()
+        seed_everything(recipe.seed)
+        task = registry.get("task", recipe.task.name).cls(recipe.task.config)
+        m = recipe.models
+        log(f"loading source {m.source} and target {m.target} ({m.dtype})")
+        source = load_frozen(m.source, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
+        target = load_frozen(m.target, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
+        if source.device != target.device:
+            raise LatentBridgeError("source and target must be on the same device")
+        layers = source.num_layers
+        if not -(layers + 1) <= m.source_layer <= layers:
+            raise LatentBridgeError(
+                f"models.source_layer: {m.source_layer} is out of range for {m.source} "
+                f"({layers} layers: use 0..{layers} or -1..-{layers + 1})"
+            )
+        translator = build_translator(recipe, registry, source, target)
+        log(f"translator {recipe.translator.name}: {translator.num_parameters():,} parameters")
+        if translator_dir is not None:
+            load_translator_weights(translator, translator_dir)
+        injection = registry.get("injection", recipe.injection.name).cls(recipe.injection.config)
+        ctx = BuildContext(
+            d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
+            target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer,
+        )
+        torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
+        objectives = nn.ModuleDict(
+            {name: registry.get("objective", name).cls(config, ctx) for name, config in recipe.objectives.items()}
+        )
+        objectives.to(target.device)
+        bridge = Bridge(source, target, translator, injection, m.source_layer)
+        return cls(recipe, registry, task, bridge, objectives)
+
+
+def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, target: FrozenModel) -> Translator:
+    """The recipe's translator with widths and scale filled in from the models (and checked against them)."""
+    config = recipe.translator.config
+    for key, actual, model in (("d_src", source.hidden_size, source), ("d_tgt", target.hidden_size, target)):
+        given = getattr(config, key)
+        if given is not None and given != actual:
+            raise LatentBridgeError(
+                f"translator.{key} is {given} but {model.name} has hidden size {actual}; "
+                f"remove translator.{key} to use the model's"
+            )
+    config = dataclasses.replace(
+        config,
+        d_src=source.hidden_size,
+        d_tgt=target.hidden_size,
+        target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
+    )
+    torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
+    translator = registry.get("translator", recipe.translator.name).cls(config)
+    return translator.to(target.device)

@@ -1,0 +1,81 @@
+"""The run folder: what a run records, written so that a crash never leaves half a file behind.
+
+    runs/<name>-<YYYYmmdd-HHMMSS>-<rand>/
+      recipe.yaml                 the resolved recipe (every default filled in)
+      run.json                    plugins and versions, models, git commit, command, status
+      metrics.jsonl               one line per logged step: every loss term, weights, lr, grad norm
+      speed.jsonl                 wall-clock figures per logged step (examples/s, seconds)
+      eval_samples_step_<N>.jsonl one record per test item and system at each evaluation
+      summary.json                every evaluation's accuracies with 95% intervals and McNemar test
+      translator.safetensors/json the final translator
+      best/                       a true copy of the best translator (by bridged accuracy)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import LatentBridgeError
+
+
+def new_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """A fresh folder name that concurrent jobs cannot both take (timestamp plus random suffix)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=start or Path.cwd(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values: non-finite floats become null (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(_clean(value), ensure_ascii=False, allow_nan=False)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps(_clean(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def append_jsonl(path: Path, value: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(dumps(value) + "\n")
+        handle.flush()
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LatentBridgeError(f"{path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise LatentBridgeError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
