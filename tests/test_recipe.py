@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from latentbridge.errors import ConfigError, LatentBridgeError
-from latentbridge.recipe import apply_overrides, load_recipe, parse_yaml, validate_recipe
+from latentbridge.recipe import apply_overrides, load_recipe, parse_yaml, read_recipe_data, validate_recipe
 
 GOOD = """\
 # A test recipe.
@@ -30,7 +30,9 @@ def test_good_recipe_resolves_every_default(tmp_path):
     data = recipe.to_dict()
     assert data["injection"] == {"name": "soft_plus_text"}
     assert data["translator"]["variant"] == "pooled"
-    assert data["objectives"]["nll"] == {"weight": 1.0, "start_step": 0, "warmup_steps": 0, "reduction": "token"}
+    assert data["objectives"]["nll"] == {
+        "weight": 1.0, "start_step": 0, "warmup_steps": 0, "scale_with": None, "reduction": "token"
+    }
     assert data["train"]["schedule"] == "cosine"
     # the resolved recipe is itself a valid recipe that resolves to the same thing
     assert validate_recipe(parse_yaml(recipe.to_yaml())).to_dict() == data
@@ -127,3 +129,55 @@ def test_missing_recipe_file():
         load_recipe("nowhere/x.yaml")
     with pytest.raises(LatentBridgeError, match="neither a file nor a shipped recipe"):
         load_recipe("no_such_recipe")
+
+
+def test_base_and_remove(tmp_path):
+    write(tmp_path, GOOD.replace("  nll: {weight: 1.0}", "  nll: {weight: 1.0}\n  l2x: {weight: 0.5}"), "parent.yaml")
+    child = write(tmp_path, "base: parent\nname: child\nremove: [objectives.l2x]\ntrain: {steps: 3}\n", "child.yaml")
+    data, _ = read_recipe_data(child)
+    assert data["name"] == "child" and data["train"] == {"steps": 3, "lr": 1.0e-3}
+    assert "l2x" not in data["objectives"] and data["translator"] == {"name": "linear", "k": 4}
+    recipe = load_recipe(child)
+    assert recipe.train.steps == 3
+
+
+def test_base_plugin_swap_replaces_the_block(tmp_path):
+    write(tmp_path, GOOD.replace("{name: linear, k: 4}", "{name: linear, k: 4, variant: per_token}"), "parent.yaml")
+    child = write(tmp_path, "base: parent\nname: child\ntranslator: {name: resampler}\n", "child.yaml")
+    assert load_recipe(child).translator.as_dict()["k"] == 8  # resampler's own default, not the parent's k
+
+
+def test_base_errors(tmp_path):
+    write(tmp_path, "base: b\nname: a\n", "a.yaml")
+    write(tmp_path, "base: a\nname: b\n", "b.yaml")
+    with pytest.raises(LatentBridgeError, match="inherit in a circle"):
+        load_recipe(tmp_path / "a.yaml")
+    bad_remove = write(tmp_path, GOOD.replace("name: demo", "name: x") + "", "p.yaml")
+    child = write(tmp_path, "base: p\nremove: [objectives.nope]\n", "c.yaml")
+    with pytest.raises(LatentBridgeError, match="remove: objectives.nope is not a key"):
+        load_recipe(child)
+    assert bad_remove.is_file()
+    with pytest.raises(LatentBridgeError, match="base: recipe 'missing' not found"):
+        load_recipe(write(tmp_path, "base: missing\n", "d.yaml"))
+
+
+def test_scale_with_must_name_another_objective(tmp_path):
+    path = write(tmp_path, GOOD.replace("nll: {weight: 1.0}", "nll: {weight: 1.0, scale_with: nl}"))
+    with pytest.raises(ConfigError, match="objectives.nll.scale_with: 'nl' is not another objective"):
+        load_recipe(path)
+
+
+def test_teacher_and_curriculum(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD), ["teacher=prompt", "curriculum.fade_start=2", "curriculum.fade_end=6"])
+    assert recipe.teacher == "prompt"
+    c = recipe.curriculum
+    assert [c.text_fraction(s) for s in (0, 2, 3, 4, 6, 9)] == [1.0, 1.0, 0.75, 0.5, 0.0, 0.0]
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, GOOD), ["teacher=answr", "curriculum.fade_start=5", "curriculum.fade_end=5",
+                                            "curriculum.text_injection=soft"])
+    assert info.value.problems == [
+        "teacher: expected one of 'answer', 'prompt', got \"answr\" (did you mean 'answer'?)",
+        "curriculum.fade_end: must be > fade_start (5), got 5",
+        "curriculum.text_injection: unknown injection mode 'soft' (did you mean 'soft_only'?); "
+        "known: adapter, soft_only, soft_plus_text",
+    ]

@@ -26,13 +26,10 @@ class Adapter(InjectionMode):
         return [
             Text(text.prefix),
             Text(prompt[:start]),
-            Text(prompt[start:end], add_soft=True),
+            Text(prompt[start:end], add_soft=True, soft_gain=self.config.gain),
             Text(prompt[end:]),
             *answer_segment(text),
         ]
-
-    def build(self, soft, texts, embed, pad_id):
-        return super().build(soft * self.config.gain, texts, embed, pad_id)
 
 
 @hookimpl

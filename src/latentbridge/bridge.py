@@ -72,10 +72,21 @@ class Bridge:
         dtype = param.dtype if param is not None else torch.float32
         return self.translator(h.to(dtype), mask, seeds=seeds)
 
-    def bridged_inputs(self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool) -> TargetInputs:
-        """The target's inputs for the bridged system; ``with_answer`` adds the supervised answer."""
+    def bridged_inputs(
+        self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool,
+        modes: Sequence[InjectionMode] | None = None,
+    ) -> TargetInputs:
+        """The target's inputs for the bridged system; ``with_answer`` adds the supervised answer.
+
+        ``modes`` gives each row its own injection mode (the curriculum mixes ``soft_plus_text`` rows
+        into a ``soft_only`` run); by default every row uses the recipe's.
+        """
         texts = [self.target_encoder.target_text(p, with_answer) for p in prompts]
-        return self.injection.build(soft.to(self.target.dtype), texts, self.target.embed, self.target.pad_id)
+        soft = soft.to(self.target.dtype)
+        if modes is None:
+            return self.injection.build(soft, texts, self.target.embed, self.target.pad_id)
+        rows = [mode.segments(text) for mode, text in zip(modes, texts, strict=True)]
+        return assemble(rows, soft, self.target.embed, self.target.pad_id)
 
     def text_inputs(self, model: FrozenModel, rows: Sequence[Sequence[int]]) -> TargetInputs:
         """Plain-text inputs (baselines), laid out by the same function as the bridged ones."""

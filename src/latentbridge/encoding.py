@@ -63,13 +63,22 @@ class PromptEncoder:
         span = (overlapping[0], overlapping[-1] + 1) if overlapping else (0, len(ids))
         cue_tokens = [i for i, (_, b) in enumerate(offsets) if b > q_end]
         cue = ids[cue_tokens[0] :] if cue_tokens else self.ids(prompt.cue)
-        with_answer = self.ids(full_prompt + prompt.answer)
-        in_context = with_answer[: len(ids)] == ids
-        answer = with_answer[len(ids) :] if in_context else self.ids(prompt.answer)
+        full = self.tokenizer(full_prompt + prompt.answer, add_special_tokens=False, return_offsets_mapping=True)
+        if list(full["input_ids"][: len(ids)]) == ids:
+            answer = list(full["input_ids"][len(ids) :])
+            answer_offsets = [(a - len(full_prompt), b - len(full_prompt)) for a, b in full["offset_mapping"][len(ids) :]]
+        else:
+            alone = self.tokenizer(prompt.answer, add_special_tokens=False, return_offsets_mapping=True)
+            answer, answer_offsets = list(alone["input_ids"]), alone["offset_mapping"]
+        marker = prompt.answer.rfind("####")
+        format_start = len(answer)  # no format line: only the end-of-text token
+        if marker >= 0:
+            format_start = next((i for i, (_, b) in enumerate(answer_offsets) if b > marker), len(answer))
         return TargetText(
             prefix=tuple(self.prefix),
             prompt=tuple(ids),
             question_span=span,
             cue=tuple(cue),
             answer=tuple(answer + self.eos),
+            format_start=format_start,
         )

@@ -79,7 +79,8 @@ class Experiment:
         injection = registry.get("injection", recipe.injection.name).cls(recipe.injection.config)
         ctx = BuildContext(
             d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
-            target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer,
+            target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer, teacher=recipe.teacher,
+            extra={"batch_size": recipe.train.batch_size},
         )
         torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
         objectives = nn.ModuleDict(

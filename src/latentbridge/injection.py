@@ -22,6 +22,7 @@ class TargetText:
     this question's own tokens inside ``prompt``. ``cue``: the short instruction that asks for the
     answer (the end of the prompt, tokenized on its own), all that ``soft_only`` shows besides the
     soft tokens. ``answer``: the supervised continuation (training), empty for generation.
+    ``format_start``: index in ``answer`` where its final ``#### <number>`` line (and end-of-text) begins.
     """
 
     prefix: Sequence[int]
@@ -29,9 +30,10 @@ class TargetText:
     question_span: tuple[int, int]
     cue: Sequence[int]
     answer: Sequence[int] = ()
+    format_start: int = 0
 
     def without_answer(self) -> TargetText:
-        return TargetText(self.prefix, self.prompt, self.question_span, self.cue, ())
+        return TargetText(self.prefix, self.prompt, self.question_span, self.cue, (), 0)
 
     def question_ids(self) -> Sequence[int]:
         start, end = self.question_span

@@ -32,6 +32,7 @@ class Text:
     ids: Sequence[int]
     supervised: bool = False
     add_soft: bool = False
+    soft_gain: float = 1.0  # multiplier of the soft tokens added onto these tokens
 
 
 Segment = Soft | Text
@@ -39,12 +40,15 @@ Segment = Soft | Text
 
 @dataclass
 class TargetInputs:
-    """What the target model reads. All ``b L``, except ``inputs_embeds``: ``b L d``."""
+    """What the target model reads. All ``b L``, except ``inputs_embeds``: ``b L d``.
+
+    ``soft_mask`` marks the positions the soft tokens occupy or are added onto."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     labels: torch.Tensor
+    soft_mask: torch.Tensor | None = None
 
     def model_kwargs(self) -> dict[str, torch.Tensor]:
         return {
@@ -123,7 +127,7 @@ def assemble(
             if seg.add_soft:
                 if mix is None:
                     raise ValueError("assemble: an add_soft segment but no soft tokens were given")
-                mix[r, pos : pos + n] = resample_weights(n, k)
+                mix[r, pos : pos + n] = resample_weights(n, k) * seg.soft_gain
             pos += n
     ids, labels, mask, replace = (t.to(device) if device else t for t in (ids, labels, mask, replace))
     embeds = embed(ids)
@@ -131,9 +135,11 @@ def assemble(
         placed = torch.einsum("blk,bkd->bld", mix.to(device=soft.device, dtype=soft.dtype), soft).to(embeds.dtype)
         # soft positions take the soft token; text positions keep their embedding plus any added soft part
         embeds = torch.where(replace[..., None], placed, embeds + placed)
+    soft_mask = mix.abs().sum(-1).gt(0).to(mask.device) if mix is not None else torch.zeros_like(mask, dtype=torch.bool)
     return TargetInputs(
         inputs_embeds=embeds,
         attention_mask=mask,
         position_ids=positions_from_mask(mask),
         labels=labels,
+        soft_mask=soft_mask,
     )

@@ -21,6 +21,9 @@ class ObjectiveConfig:
     weight: float = option(1.0, ge=0, help="weight in the total loss, applied once, by the runner")
     start_step: int = option(0, ge=0, help="the term is off (weight 0) before this step")
     warmup_steps: int = option(0, ge=0, help="steps after start_step over which the weight ramps from 0")
+    scale_with: str | None = option(
+        None, help="name of another objective in the recipe: this term's weight is multiplied by its weight"
+    )
 
     def check(self) -> list[tuple[str, str]]:
         return []
@@ -62,3 +65,13 @@ class Objective(nn.Module):
     @abstractmethod
     def compute(self, step: StepContext) -> torch.Tensor:
         """The unweighted loss for this step, a 0-dim tensor."""
+
+
+def scheduled_weights(configs: dict[str, ObjectiveConfig], step: int) -> dict[str, float]:
+    """Each objective's weight at ``step``: its own schedule, times the schedule of the objective it
+    ``scale_with``s (if any). The runner multiplies each term by this, once; nothing else weights a term."""
+    own = {name: config.weight_at(step) for name, config in configs.items()}
+    return {
+        name: own[name] * (own[config.scale_with] if config.scale_with is not None else 1.0)
+        for name, config in configs.items()
+    }

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .catalog import find_recipe
+from .catalog import find_recipe, shipped_recipe
 from .configs import collect_config, config_to_dict, did_you_mean, option, show_value
 from .errors import ConfigError, LatentBridgeError
 from .registry import Registry, get_registry
@@ -76,6 +76,28 @@ class EvalConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    """From ``soft_plus_text`` to the recipe's injection: the share of training examples that still read
+    the literal question falls linearly from 1 (up to ``fade_start``) to 0 (from ``fade_end`` on)."""
+
+    fade_start: int = option(ge=0, help="until this step every training example reads the question text")
+    fade_end: int = option(gt=0, help="from this step no training example does")
+    text_injection: str = option("soft_plus_text", help="injection mode of the examples that read the question")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.fade_end <= self.fade_start:
+            return [("fade_end", f"must be > fade_start ({self.fade_start}), got {self.fade_end}")]
+        return []
+
+    def text_fraction(self, step: int) -> float:
+        if step <= self.fade_start:
+            return 1.0
+        if step >= self.fade_end:
+            return 0.0
+        return 1.0 - (step - self.fade_start) / (self.fade_end - self.fade_start)
+
+
+@dataclass
 class PluginSpec:
     """A plugin chosen by name, with its validated config."""
 
@@ -98,6 +120,8 @@ class Recipe:
     train: TrainConfig
     eval: EvalConfig
     run_dir: str | None = None
+    teacher: str = "answer"
+    curriculum: CurriculumConfig | None = None
     source_path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +130,7 @@ class Recipe:
             "name": self.name,
             "seed": self.seed,
             "run_dir": self.run_dir,
+            "teacher": self.teacher,
             "models": config_to_dict(self.models),
             "task": self.task.as_dict(),
             "translator": self.translator.as_dict(),
@@ -113,6 +138,7 @@ class Recipe:
             "objectives": {name: config_to_dict(cfg) for name, cfg in self.objectives.items()},
             "train": config_to_dict(self.train),
             "eval": config_to_dict(self.eval),
+            "curriculum": config_to_dict(self.curriculum) if self.curriculum else None,
         }
 
     def to_yaml(self) -> str:
@@ -210,7 +236,9 @@ def _delete(data: dict[str, Any], key: str, item: str) -> None:
 
 # -- validation ------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "seed", "run_dir", "models", "task", "translator", "injection", "objectives", "train", "eval")
+_TOP_KEYS = ("name", "seed", "run_dir", "teacher", "models", "task", "translator", "injection", "objectives",
+             "train", "eval", "curriculum")
+TEACHERS = ("answer", "prompt")
 _PLUGIN_KINDS = {"task": "task", "translator": "translator", "injection": "injection"}
 
 
@@ -250,6 +278,17 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
     if run_dir is not None and not isinstance(run_dir, str):
         problems.append(f"run_dir: expected a string or null, got {show_value(run_dir)}")
 
+    teacher = data.get("teacher", "answer")
+    if teacher not in TEACHERS:
+        problems.append(f"teacher: expected one of 'answer', 'prompt', got {show_value(teacher)}"
+                        + (did_you_mean(teacher, TEACHERS) if isinstance(teacher, str) else ""))
+    curriculum = None
+    if data.get("curriculum") is not None:
+        curriculum = collect_config(CurriculumConfig, data["curriculum"], "curriculum", problems)
+        text_mode = data["curriculum"].get("text_injection") if isinstance(data["curriculum"], Mapping) else None
+        if isinstance(text_mode, str) and text_mode not in registry.names("injection"):
+            problems.append(registry.unknown_message("injection", text_mode, "curriculum.text_injection"))
+            curriculum = None
     models = collect_config(ModelsConfig, data.get("models"), "models", problems) if "models" in data else None
     train = collect_config(TrainConfig, data.get("train"), "train", problems)
     evaluation = collect_config(EvalConfig, data.get("eval"), "eval", problems)
@@ -276,6 +315,14 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
                     objectives[str(obj_name)] = config
             if objectives and len(objectives) == len(raw_objectives) and all(c.weight == 0 for c in objectives.values()):
                 problems.append("objectives: every weight is 0, so nothing would be trained")
+            for obj_name, config in objectives.items():
+                other = config.scale_with
+                if other is not None and (other == obj_name or other not in raw_objectives):
+                    names = [n for n in raw_objectives if n != obj_name]
+                    problems.append(
+                        f"objectives.{obj_name}.scale_with: {other!r} is not another objective of this recipe"
+                        + did_you_mean(str(other), names)
+                    )
 
     if problems:
         raise ConfigError(problems, source)
@@ -290,20 +337,76 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         train=train,
         eval=evaluation,
         run_dir=run_dir,
+        teacher=teacher,
+        curriculum=curriculum,
         source_path=source,
     )
 
 
-def read_recipe_data(recipe: str | Path) -> tuple[dict[str, Any], str]:
-    """The raw mapping of a recipe file (a path, or the name of a shipped recipe) and where it came from."""
-    path = find_recipe(str(recipe))
-    text = path.read_text(encoding="utf-8")
-    data = parse_yaml(text, str(recipe))
+def _merge(parent: dict[str, Any], child: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    """``child`` over ``parent``: mappings merge key by key, anything else replaces. A plugin block that
+    names another plugin replaces the parent's block whole (its keys belong to the other plugin)."""
+    out = dict(parent)
+    for key, value in child.items():
+        old = out.get(key)
+        if top and key in _PLUGIN_KINDS:
+            old_name = old.get("name") if isinstance(old, dict) else old
+            new_name = value.get("name", old_name) if isinstance(value, dict) else value
+            if new_name != old_name:
+                out[key] = value
+                continue
+            if isinstance(old, str):
+                old = {"name": old}
+        if isinstance(old, dict) and isinstance(value, dict):
+            out[key] = _merge(old, value, top=False)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_base(base: Any, child: Path, source: str) -> Path:
+    if not isinstance(base, str) or not base.strip():
+        raise LatentBridgeError(f"{source}: base: expected a recipe name or path, got {show_value(base)}")
+    for candidate in (child.parent / base, child.parent / f"{base}.yaml"):
+        if candidate.is_file():
+            return candidate
+    try:
+        return shipped_recipe(base).path
+    except LatentBridgeError:
+        raise LatentBridgeError(f"{source}: base: recipe '{base}' not found next to {child.name} or shipped") from None
+
+
+def _read(path: Path, source: str, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = parse_yaml(path.read_text(encoding="utf-8"), source)
     if data is None:
-        raise LatentBridgeError(f"{recipe}: the recipe is empty")
+        raise LatentBridgeError(f"{source}: the recipe is empty")
     if not isinstance(data, dict):
-        raise LatentBridgeError(f"{recipe}: expected a mapping at the top level, got {type(data).__name__}")
-    return data, str(path)
+        raise LatentBridgeError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    remove = data.pop("remove", None) or []
+    if base is None:
+        if remove:
+            raise LatentBridgeError(f"{source}: remove: only a recipe with a base can remove keys")
+        return data
+    parent_path = _resolve_base(base, path, source)
+    if parent_path.resolve() in chain:
+        raise LatentBridgeError(f"{source}: base: recipes inherit in a circle ({base})")
+    merged = _merge(_read(parent_path, str(base), (*chain, parent_path.resolve())), data)
+    if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
+        raise LatentBridgeError(f"{source}: remove: expected a list of key paths, got {show_value(remove)}")
+    for key in remove:
+        try:
+            _delete(merged, key, key)
+        except LatentBridgeError:
+            raise LatentBridgeError(f"{source}: remove: {key} is not a key of the recipe or its base") from None
+    return merged
+
+
+def read_recipe_data(recipe: str | Path) -> tuple[dict[str, Any], str]:
+    """The raw mapping of a recipe (a path, or a shipped recipe's name), its ``base`` chain resolved:
+    the child's keys over the parent's, then the child's ``remove`` list deleted."""
+    path = find_recipe(str(recipe))
+    return _read(path, str(recipe), (path.resolve(),)), str(path)
 
 
 def load_recipe(recipe: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None) -> Recipe:

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 
 from . import __version__
-from .context import StepContext
 from .eval.harness import EvalSettings, Evaluator
 from .experiment import Experiment
+from .objective import scheduled_weights
 from .recipe import Recipe
 from .rundir import append_jsonl, git_commit, new_run_dir, write_json_atomic
 from .schedule import DataOrder, lr_factor
+from .steps import StepBuilder
 from .translator import save_translator
 
 
@@ -48,7 +49,8 @@ class Runner:
         if r.train.max_train_examples:
             self.train_examples = self.train_examples[: r.train.max_train_examples]
         self.order = DataOrder(len(self.train_examples), r.seed)
-        self.generator = torch.Generator().manual_seed(r.seed + 2)  # training-time sampling (translator noise)
+        self.generator = torch.Generator().manual_seed(r.seed + 2)  # training-time sampling (noise, curriculum)
+        self.steps = StepBuilder(experiment, self.generator)
         self.params = experiment.trainable_parameters()
         t = r.train
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -95,39 +97,21 @@ class Runner:
 
     # -- one optimizer step --------------------------------------------------------------------------
 
-    def step_context(self, step: int, examples: list) -> StepContext:
-        bridge = self.exp.bridge
-        prompts = [self.exp.task.prompt(e) for e in examples]
-        seeds = torch.randint(0, 2**62, (len(examples),), generator=self.generator)
-        soft = bridge.soft_tokens(prompts, seeds)
-        inputs = bridge.bridged_inputs(soft, prompts, with_answer=True)
-        texts = [bridge.target_encoder.target_text(p) for p in prompts]
-        target = bridge.target.model
-        return StepContext(
-            step=step, soft=soft, inputs=inputs, texts=texts, examples=examples, prompts=prompts,
-            bridge=bridge, translator=bridge.translator,
-            providers={"logits": lambda c: target(**c.inputs.model_kwargs()).logits},
-        )
-
     def train_step(self, step: int) -> dict[str, Any]:
         t = self.recipe.train
         self.exp.translator.train()
         self.exp.objectives.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = defaultdict(float)
-        weights = {name: obj.config.weight_at(step) for name, obj in self.exp.objectives.items()}
+        weights = scheduled_weights({name: obj.config for name, obj in self.exp.objectives.items()}, step)
         total = 0.0
         finite = True
         for _ in range(t.grad_accum):
             examples = [self.train_examples[i] for i in self.order.take(t.batch_size)]
-            ctx = self.step_context(step, examples)
-            loss = ctx.soft.new_zeros(())
-            for name, objective in self.exp.objectives.items():
-                if weights[name] == 0.0:
-                    continue
-                term = objective(ctx)
-                loss = loss + weights[name] * term  # the one place a weight is applied
-                terms[name] += term.item() / t.grad_accum
+            ctx = self.steps.context(step, examples)
+            loss, values = weighted_loss(self.exp.objectives, ctx, weights)
+            for name, value in values.items():
+                terms[name] += value / t.grad_accum
             finite = finite and math.isfinite(loss.item())
             if finite:
                 (loss / t.grad_accum).backward()
@@ -224,6 +208,21 @@ class Runner:
         self.save_objective_params(self.run_dir)
         self.set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
         return self.state
+
+
+def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """``sum(weight * term)`` over the objectives whose weight is not 0, and each term's unweighted value.
+
+    This is the one place a weight is applied to a term."""
+    loss = ctx.soft.new_zeros((), dtype=torch.float32)
+    values: dict[str, float] = {}
+    for name, objective in objectives.items():
+        if weights[name] == 0.0:
+            continue
+        term = objective(ctx)
+        loss = loss + weights[name] * term
+        values[name] = term.item()
+    return loss, values
 
 
 def average_records(records: list[dict[str, Any]]) -> dict[str, Any]:

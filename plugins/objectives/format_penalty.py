@@ -1,0 +1,36 @@
+"""Objective ``format_penalty``: cross-entropy on the answer's format tokens, the ``#### <number>`` line.
+
+A differentiable way to keep outputs in the scored format: the target's next-token loss restricted to
+the tokens of the final ``#### N`` line and the end-of-text token (the plain ``nll`` weighs them like
+any other token). ``scale_with: prompt_alignment`` ties its weight to that objective's, as the seed's
+action items proposed.
+"""
+
+from __future__ import annotations
+
+import torch
+from latentbridge.plugins.objectives.nll import answer_nll
+
+from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl
+from latentbridge.layout import IGNORE_INDEX
+
+
+class FormatPenalty(Objective):
+    """Next-token loss on the answer's final '#### <number>' line and end-of-text token only."""
+
+    name = "format_penalty"
+    Config = ObjectiveConfig
+    needs = frozenset({"logits"})
+
+    def compute(self, step: StepContext) -> torch.Tensor:
+        labels = step.inputs.labels
+        format_labels = torch.full_like(labels, IGNORE_INDEX)
+        for r, text in enumerate(step.texts):
+            n = len(text.answer) - text.format_start
+            format_labels[r, -n:] = labels[r, -n:]
+        return answer_nll(step.logits, format_labels)
+
+
+@hookimpl
+def register_objectives(register):
+    register(FormatPenalty)

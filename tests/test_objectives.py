@@ -1,0 +1,165 @@
+"""Contract tests run for every built-in objective (DESIGN.md lesson 5: none of them may do nothing)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from latentbridge.configs import config_to_dict, parse_config
+from latentbridge.registry import Registry
+from latentbridge.runner import weighted_loss
+from latentbridge.steps import StepBuilder
+
+from .helpers import make_experiment
+
+REGISTRY = Registry.load(autoload=False)
+BUILTIN = [n for n in REGISTRY.names("objective") if REGISTRY.get("objective", n).provider.distribution == "latentbridge"]
+EXTRA = {"rope_phase": ["objectives.rope_phase.layers=1"]}
+
+
+def experiment(random_pair, name, *overrides):
+    return make_experiment(
+        random_pair, "objectives={}", f"objectives.{name}.weight=1.0", *EXTRA.get(name, []), *overrides,
+        "train.batch_size=4",
+    )
+
+
+def context(exp, examples, step=1, seed=0):
+    builder = StepBuilder(exp, torch.Generator().manual_seed(seed))
+    return builder.context(step, examples)
+
+
+def test_every_builtin_is_covered():
+    assert set(BUILTIN) >= {"nll", "kl", "prompt_alignment", "rope_phase", "contrastive_prompt", "probe_head",
+                            "format_penalty"}
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_gradient_reaches_the_translator(random_pair, name):
+    exp = experiment(random_pair, name)
+    ctx = context(exp, exp.task.examples("train")[:4])
+    exp.objectives[name](ctx).backward()
+    grads = [p.grad for p in exp.translator.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in exp.bridge.target.model.parameters())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_depends_on_the_question(random_pair, name):
+    """The same soft tokens scored against two different batches of questions give different losses."""
+    exp = experiment(random_pair, name)
+    fixed = torch.randn(4, exp.translator.k, exp.bridge.target.hidden_size)
+    fixed = exp.translator.rescale(fixed)
+    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: fixed
+    train = exp.task.examples("train")
+    losses = [float(exp.objectives[name](context(exp, batch)).detach()) for batch in (train[:4], train[4:8])]
+    assert not math.isclose(losses[0], losses[1], rel_tol=1e-6), losses
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_optimizing_it_alone_lowers_it(random_pair, name):
+    exp = experiment(random_pair, name)
+    examples = exp.task.examples("train")[:4]
+    params = exp.trainable_parameters()
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    values = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss = exp.objectives[name](context(exp, examples))  # same examples, same seeds: a fixed batch
+        loss.backward()
+        optimizer.step()
+        values.append(float(loss.detach()))
+    assert values[-1] < values[0], values
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_doubling_the_weight_doubles_its_gradient(random_pair, name):
+    exp = experiment(random_pair, name)
+    examples = exp.task.examples("train")[:4]
+    grads = []
+    for weight in (0.7, 1.4):
+        exp.translator.zero_grad()
+        loss, _ = weighted_loss(exp.objectives, context(exp, examples), {name: weight})
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in exp.translator.parameters()]))
+    torch.testing.assert_close(grads[1], 2 * grads[0], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_config_round_trips(name):
+    cls = REGISTRY.get("objective", name).cls.Config
+    default = parse_config(cls, {})
+    assert parse_config(cls, config_to_dict(default)) == default
+
+
+def test_contrastive_punishes_the_same_soft_tokens_for_every_question(random_pair):
+    exp = experiment(random_pair, "contrastive_prompt")
+    examples = exp.task.examples("train")[:4]
+    same = exp.translator.rescale(torch.randn(1, exp.translator.k, exp.bridge.target.hidden_size)).repeat(4, 1, 1)
+    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: same
+    ctx = context(exp, examples)
+    assert float(exp.objectives["contrastive_prompt"](ctx)) >= math.log(4) - 1e-5  # never better than chance
+    matched = exp.translator.rescale(ctx.get("question_pooled")[:, None, :].repeat(1, exp.translator.k, 1))
+    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: matched
+    assert float(exp.objectives["contrastive_prompt"](context(exp, examples))) < math.log(4) - 0.5
+
+
+def test_rope_phase_formula():
+    from latentbridge.plugins.objectives.rope_phase import phase_loss
+
+    z = torch.complex(torch.randn(5, 2, 4), torch.randn(5, 2, 4))
+    assert float(phase_loss(z, z, 0.5)) == pytest.approx(0.0, abs=1e-6)
+    assert float(phase_loss(-z, z, 0.0)) == pytest.approx(2.0, rel=1e-5)  # opposite phase: 1 - cos(pi) = 2
+    assert float(phase_loss(2 * z, z, 1.0)) == pytest.approx(math.log(2) ** 2, rel=1e-3)  # magnitude only
+
+
+def test_teacher_switch_selects_answer_or_question_embeddings(random_pair):
+    examples = None
+    got = {}
+    for teacher in ("answer", "prompt"):
+        exp = experiment(random_pair, "nll", f"teacher={teacher}")
+        examples = examples or exp.task.examples("train")[:2]
+        ctx = context(exp, examples)
+        got[teacher] = ctx.get("teacher_embeds")
+        expected = ctx.get("answer_embeds" if teacher == "answer" else "question_embeds")
+        assert all(torch.equal(a, b) for a, b in zip(got[teacher], expected, strict=True))
+    assert got["answer"][0].shape != got["prompt"][0].shape or not torch.equal(got["answer"][0], got["prompt"][0])
+
+
+def test_curriculum_changes_what_the_target_reads_in_training(random_pair):
+    exp = experiment(random_pair, "nll", "injection=soft_only", "curriculum.fade_start=10",
+                     "curriculum.fade_end=20", "train.steps=30")
+    builder = StepBuilder(exp, torch.Generator().manual_seed(0))
+    text_mode, soft_only = builder.text_mode, exp.bridge.injection
+    assert text_mode.name == "soft_plus_text" and soft_only.name == "soft_only"
+    assert builder.modes(10, 64) == [text_mode] * 64
+    assert builder.modes(20, 64) == [soft_only] * 64
+    mixed = builder.modes(15, 2000)
+    assert abs(sum(m is text_mode for m in mixed) / 2000 - 0.5) < 0.05
+    examples = exp.task.examples("train")[:4]
+    early = builder.context(1, examples)
+    late = builder.context(25, examples)
+    # early rows read the literal question (longer inputs); late rows read only soft tokens and the cue
+    assert early.inputs.attention_mask.sum() > late.inputs.attention_mask.sum()
+    tok = exp.bridge.target.tokenizer
+    q = exp.bridge.target_encoder.target_text(exp.task.prompt(examples[0])).question_ids()
+    row_late = late.inputs.attention_mask[0].bool()
+    assert tok.decode(list(q)) not in tok.decode(exp.bridge.target_encoder.target_text(exp.task.prompt(examples[0])).cue)
+    assert int(row_late.sum()) < len(q)
+
+
+def test_probe_head_parameters_are_trained_and_saved(random_pair, tmp_path):
+    from safetensors.torch import load_file
+
+    from latentbridge.runner import Runner
+
+    exp = experiment(random_pair, "probe_head", "train.steps=2", "eval.every=100", "eval.n=2",
+                     "eval.systems=[bridged]")
+    before = {k: v.clone() for k, v in exp.objectives.state_dict().items()}
+    Runner(exp, tmp_path).run()
+    saved = load_file(str(tmp_path / "objectives.safetensors"))
+    assert set(saved) == {f"probe_head.{k}" for k in exp.objectives["probe_head"].state_dict()}
+    assert any(not torch.equal(saved[k], before[k]) for k in saved)
