@@ -6,13 +6,17 @@ the registry imports the modules listed in ``BUILTIN_PLUGINS`` explicitly.
 
 BUILTIN_PLUGINS = [
     "latentbridge.plugins.objectives.contrastive_prompt",
+    "latentbridge.plugins.objectives.dit_flow",
     "latentbridge.plugins.objectives.format_penalty",
     "latentbridge.plugins.objectives.kl",
     "latentbridge.plugins.objectives.nll",
     "latentbridge.plugins.objectives.probe_head",
     "latentbridge.plugins.objectives.prompt_alignment",
     "latentbridge.plugins.objectives.rope_phase",
+    "latentbridge.plugins.translators.dit",
+    "latentbridge.plugins.translators.identity",
     "latentbridge.plugins.translators.linear",
+    "latentbridge.plugins.translators.mlp",
     "latentbridge.plugins.translators.resampler",
     "latentbridge.plugins.injection.adapter",
     "latentbridge.plugins.injection.soft_only",

@@ -16,7 +16,10 @@ from .helpers import make_experiment
 
 REGISTRY = Registry.load(autoload=False)
 BUILTIN = [n for n in REGISTRY.names("objective") if REGISTRY.get("objective", n).provider.distribution == "latentbridge"]
-EXTRA = {"rope_phase": ["objectives.rope_phase.layers=1"]}
+EXTRA = {
+    "rope_phase": ["objectives.rope_phase.layers=1"],
+    "dit_flow": ["translator={name: dit, k: 3, d_model: 16, heads: 2, sample_steps: 2}"],
+}
 
 
 def experiment(random_pair, name, *overrides):
@@ -33,7 +36,7 @@ def context(exp, examples, step=1, seed=0):
 
 def test_every_builtin_is_covered():
     assert set(BUILTIN) >= {"nll", "kl", "prompt_alignment", "rope_phase", "contrastive_prompt", "probe_head",
-                            "format_penalty"}
+                            "format_penalty", "dit_flow"}
 
 
 @pytest.mark.parametrize("name", BUILTIN)

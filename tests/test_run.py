@@ -185,3 +185,20 @@ def test_recipe_dtype_reaches_the_models(random_pair):
     inputs = exp.bridge.bridged_inputs(soft, prompts, with_answer=True)
     assert inputs.inputs_embeds.dtype == torch.bfloat16
     make_recipe(random_pair)  # the helper itself stays valid
+
+
+def test_zero_steps_evaluates_the_untrained_translator(random_pair, tmp_path):
+    exp = make_experiment(random_pair, "translator={name: identity, projection: linear}", "train.steps=0",
+                          "eval.n=2", "eval.systems=[bridged]")
+    state = Runner(exp, tmp_path).run()
+    assert state.step == 0 and [e["step"] for e in state.evaluations] == [0]
+    assert (tmp_path / "eval_samples_step_0.jsonl").is_file()
+
+
+def test_nothing_to_train_is_a_clear_error(random_pair, tmp_path):
+    from latentbridge.errors import LatentBridgeError
+
+    exp = make_experiment(random_pair, "translator={name: identity, projection: none}", "eval.n=2",
+                          "models.target=" + str(random_pair["llama"]))
+    with pytest.raises(LatentBridgeError, match="no trainable parameters; use train.steps=0"):
+        Runner(exp, tmp_path)

@@ -11,7 +11,13 @@ from latentbridge.registry import Registry
 from latentbridge.translator import load_translator, save_translator
 
 REGISTRY = Registry.load(autoload=False)
-VARIANTS = {"linear": [{"variant": "pooled"}, {"variant": "per_token"}]}
+VARIANTS = {
+    "linear": [{"variant": "pooled"}, {"variant": "per_token"}],
+    "mlp": [{"variant": "pooled"}, {"variant": "per_token", "depth": 3}],
+    "identity": [{"projection": "linear"}],
+    "dit": [{"sample_steps": 2, "d_model": 16, "heads": 2, "guidance": 2.0}],
+    "resampler": [{"d_model": 16, "heads": 2}],
+}
 CASES = [(name, extra) for name in REGISTRY.names("translator") for extra in VARIANTS.get(name, [{}])]
 IDS = [f"{name}-{'-'.join(map(str, extra.values())) or 'default'}" for name, extra in CASES]
 
@@ -108,8 +114,44 @@ def test_soft_tokens_have_the_target_rms(name, extra):
     """The documented scaling rule: every soft token's RMS equals target_rms, whatever the input scale."""
     translator = build(name, extra, k=4, d_src=6, d_tgt=5)
     for scale in (1e-3, 1.0, 1e3):
-        h, mask = pad([torch.randn(5, 6) * scale, torch.randn(2, 6) * scale], "left", 5, 6)
+        h, mask = pad([torch.randn(5, 6) * scale, torch.randn(4, 6) * scale], "left", 5, 6)  # no empty slots
         with torch.no_grad():
             soft = translator(h, mask)
         rms = soft.pow(2).mean(-1).sqrt()
         torch.testing.assert_close(rms, torch.full_like(rms, 0.7), rtol=1e-3, atol=1e-3)
+
+
+def test_identity_passes_the_last_k_hidden_states_through():
+    from latentbridge.errors import LatentBridgeError
+
+    translator = build("identity", {"scale": "none"}, k=3, d_src=5, d_tgt=5)
+    h, mask = pad([torch.randn(6, 5), torch.randn(2, 5)], "left", 6, 5)
+    out = translator(h, mask)
+    torch.testing.assert_close(out[0], h[0, -3:])
+    torch.testing.assert_close(out[1, 1:], h[1, -2:])  # a 2-token prompt: the first slot stays empty
+    assert torch.equal(out[1, 0], torch.zeros(5))
+    assert list(translator.parameters()) == []
+    with pytest.raises(LatentBridgeError, match="set translator.projection=linear"):
+        build("identity", {}, k=3, d_src=5, d_tgt=4)
+
+
+def test_dit_is_deterministic_per_seed_and_varies_across_seeds():
+    translator = build("dit", {"d_model": 16, "heads": 2}, k=3, d_src=5, d_tgt=6).eval()
+    h, mask = pad([torch.randn(4, 5), torch.randn(4, 5)], "left", 4, 5)
+    with torch.no_grad():
+        a = translator(h, mask, seeds=torch.tensor([11, 12]))
+        b = translator(h, mask, seeds=torch.tensor([11, 12]))
+        c = translator(h, mask, seeds=torch.tensor([13, 12]))
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])  # noise is per item
+
+
+def test_dit_flow_loss_trains_every_parameter():
+    translator = build("dit", {"d_model": 16, "heads": 2, "cond_dropout": 0.5}, k=3, d_src=5, d_tgt=6)
+    h, mask = pad([torch.randn(4, 5), torch.randn(2, 5), torch.randn(3, 5), torch.randn(4, 5)], "left", 4, 5)
+    teacher = torch.randn(4, 3, 6)
+    gen = torch.Generator().manual_seed(1)
+    loss = translator.flow_loss(h, mask, teacher, gen)
+    loss.backward()
+    for pname, param in translator.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname

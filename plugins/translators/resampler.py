@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge.layers import Attention, feed_forward
 
 
 @dataclass
@@ -26,23 +25,6 @@ class ResamplerConfig(TranslatorConfig):
         return []
 
 
-class Attention(nn.Module):
-    def __init__(self, d: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(d, d, bias=False)
-        self.kv = nn.Linear(d, 2 * d, bias=False)
-        self.out = nn.Linear(d, d, bias=False)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``x: b k d`` attends to ``context: b t d``; ``mask: b t`` (True = real token)."""
-        q = rearrange(self.q(x), "b k (h e) -> b h k e", h=self.heads)
-        k, v = rearrange(self.kv(context), "b t (two h e) -> two b h t e", two=2, h=self.heads)
-        attn_mask = mask[:, None, None, :] if mask is not None else None
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out(rearrange(y, "b h k e -> b k (h e)"))
-
-
 class Block(nn.Module):
     def __init__(self, d: int, heads: int, mlp_ratio: int, gate_init: float):
         super().__init__()
@@ -51,7 +33,7 @@ class Block(nn.Module):
         self.norm_self = nn.LayerNorm(d)
         self.self_attn = Attention(d, heads)
         self.norm_mlp = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
+        self.mlp = feed_forward(d, mlp_ratio)
         self.gates = nn.Parameter(torch.full((3,), gate_init))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ class Experiment:
         ctx = BuildContext(
             d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
             target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer, teacher=recipe.teacher,
-            extra={"batch_size": recipe.train.batch_size},
+            extra={"batch_size": recipe.train.batch_size, "translator": translator},
         )
         torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
         objectives = nn.ModuleDict(

@@ -35,7 +35,7 @@ class ModelsConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = option(300, gt=0, help="optimizer steps")
+    steps: int = option(300, ge=0, help="optimizer steps (0: evaluate the untrained translator only)")
     batch_size: int = option(8, gt=0, help="examples per micro-batch")
     grad_accum: int = option(1, gt=0, help="micro-batches per optimizer step")
     lr: float = option(1e-3, gt=0, help="peak learning rate (AdamW)")
@@ -50,7 +50,7 @@ class TrainConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
-        if self.warmup_steps > self.steps:
+        if self.warmup_steps > self.steps > 0:
             problems.append(("warmup_steps", f"must be <= train.steps ({self.steps}), got {self.warmup_steps}"))
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             problems.append(("betas", f"expected two numbers in [0, 1), got {show_value(self.betas)}"))

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .errors import LatentBridgeError
 from .eval.harness import EvalSettings, Evaluator
 from .experiment import Experiment
 from .objective import scheduled_weights
@@ -53,7 +54,13 @@ class Runner:
         self.steps = StepBuilder(experiment, self.generator)
         self.params = experiment.trainable_parameters()
         t = r.train
-        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        if not self.params and t.steps > 0:
+            raise LatentBridgeError(
+                f"translator '{r.translator.name}' and the objectives have no trainable parameters; "
+                "use train.steps=0 to evaluate it as it is"
+            )
+        dummy = [torch.nn.Parameter(torch.zeros(()))] if not self.params else self.params
+        self.optimizer = torch.optim.AdamW(dummy, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, total=t.steps, warmup=t.warmup_steps, schedule=t.schedule, min_ratio=t.min_lr_ratio),
@@ -179,7 +186,6 @@ class Runner:
         window_start, window_examples = time.perf_counter(), 0
         if self.ui:
             self.ui.start_training(total)
-        last_eval = 0
         for step in range(self.state.step + 1, total + 1):
             record = self.train_step(step)
             self.state.step = step
@@ -197,12 +203,11 @@ class Runner:
                 self.ui.training_step(step, record)
             if step % r.eval.every == 0 or step == total:
                 self.evaluate(step)
-                last_eval = step
                 if r.eval.patience is not None and self.state.evals_since_best >= r.eval.patience and step < total:
                     self.state.stopped_early = True
                     self.write_summary()
                     break
-        if last_eval != self.state.step:
+        if not self.state.evaluations or self.state.evaluations[-1]["step"] != self.state.step:
             self.evaluate(self.state.step)
         save_translator(self.exp.translator, self.run_dir, extra={"step": self.state.step})
         self.save_objective_params(self.run_dir)

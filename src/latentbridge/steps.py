@@ -109,7 +109,8 @@ class StepBuilder:
         prompts = [self.exp.task.prompt(e) for e in examples]
         seeds = torch.randint(0, 2**62, (len(examples),), generator=self.generator)
         modes = self.modes(step, len(examples))
-        soft = bridge.soft_tokens(prompts, seeds)
+        hidden = bridge.source_hidden(prompts)
+        soft = bridge.soft_tokens(prompts, seeds, hidden=hidden)
         inputs = bridge.bridged_inputs(soft, prompts, with_answer=True, modes=modes)
         return StepContext(
             step=step,
@@ -125,4 +126,5 @@ class StepBuilder:
             modes=modes,
             generator=self.generator,
             seeds=seeds,
+            source_hidden=hidden,
         )
