@@ -70,7 +70,7 @@ def test_validate_three_mistakes_exit_2_no_traceback(tmp_path):
     assert "Traceback" not in result.output
     assert result.stderr.splitlines() == [
         f"error: 3 problems in {path}:",
-        "  train.steps: expected an integer > 0, got -5",
+        "  train.steps: expected an integer >= 0, got -5",
         "  translator.k: expected an integer > 0, got 0",
         '  objectives.nll.weight: expected a number >= 0, got "abc"',
     ]

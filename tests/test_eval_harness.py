@@ -86,37 +86,38 @@ def test_evaluating_the_same_weights_twice_is_byte_identical(random_pair, tmp_pa
 
 
 @pytest.mark.parametrize("mode", ["soft_only", "soft_plus_text", "adapter"])
-def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_path, mode):
+def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_path, mode, monkeypatch):
     """Spy on everything the bridged system reads at evaluation: the source's token rows (the only input
-    of the soft tokens) and the target's texts. None may hold the gold solution or its final answer."""
+    of the soft tokens) and every segment the target's input is assembled from. None may hold the gold
+    solution or its final answer."""
+    import latentbridge.bridge as bridge_module
+
     exp = make_experiment(random_pair, f"injection={mode}", "task.shots=2")
     bridge = exp.bridge
     seen_source: list[list[int]] = []
-    seen_target = []
-    original_rows, original_build = bridge.source_rows, bridge.injection.build
+    seen_target: list[list[int]] = []
+    original_rows, original_assemble = bridge.source_rows, bridge_module.assemble
 
     def rows_spy(prompts):
         rows = original_rows(prompts)
         seen_source.extend(rows)
         return rows
 
-    def build_spy(soft, texts, embed, pad_id):
-        seen_target.extend(texts)
-        return original_build(soft, texts, embed, pad_id)
+    def assemble_spy(rows, soft, embed, pad_id):
+        for row in rows:
+            seen_target.append([i for seg in row if hasattr(seg, "ids") for i in seg.ids])
+            assert not any(getattr(seg, "supervised", False) for seg in row)  # no answer segment at all
+        return original_assemble(rows, soft, embed, pad_id)
 
     bridge.source_rows = rows_spy
-    bridge.injection.build = build_spy
+    monkeypatch.setattr(bridge_module, "assemble", assemble_spy)
     ev = evaluator(exp, tmp_path, systems=["bridged"])
     ev.generate_bridged()
     assert len(seen_source) == len(seen_target) == len(ev.items)
     src_tok, tgt_tok = bridge.source.tokenizer, bridge.target.tokenizer
-    for example, source_row, text in zip(ev.items, seen_source, seen_target, strict=True):
-        assert len(text.answer) == 0
+    for example, source_row, target_row in zip(ev.items, seen_source, seen_target, strict=True):
         read_by_source = src_tok.decode(source_row, skip_special_tokens=True)
-        read_by_target = tgt_tok.decode(
-            [i for seg in bridge.injection.segments(text) if hasattr(seg, "ids") for i in seg.ids],
-            skip_special_tokens=True,
-        )
+        read_by_target = tgt_tok.decode(target_row, skip_special_tokens=True)
         gold_final = example.answer.splitlines()[-1]  # "#### N"
         solution_lines = [line for line in example.answer.splitlines()[:-1] if line.strip()]
         for read in (read_by_source, read_by_target):

@@ -17,6 +17,7 @@ from .encoding import PromptEncoder
 from .injection import InjectionMode
 from .layout import TargetInputs, Text, assemble, positions_from_mask
 from .models import FrozenModel
+from .registry import blame
 from .task import Prompt
 from .translator import Translator
 
@@ -70,7 +71,8 @@ class Bridge:
         h, mask = hidden if hidden is not None else self.source_hidden(prompts)
         param = next(self.translator.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
-        return self.translator(h.to(dtype), mask, seeds=seeds)
+        with blame("translator", self.translator.name, self.translator):
+            return self.translator(h.to(dtype), mask, seeds=seeds)
 
     def bridged_inputs(
         self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool,
@@ -83,9 +85,11 @@ class Bridge:
         """
         texts = [self.target_encoder.target_text(p, with_answer) for p in prompts]
         soft = soft.to(self.target.dtype)
-        if modes is None:
-            return self.injection.build(soft, texts, self.target.embed, self.target.pad_id)
-        rows = [mode.segments(text) for mode, text in zip(modes, texts, strict=True)]
+        modes = modes or [self.injection] * len(texts)
+        rows = []
+        for mode, text in zip(modes, texts, strict=True):
+            with blame("injection mode", mode.name, mode):
+                rows.append(mode.segments(text))
         return assemble(rows, soft, self.target.embed, self.target.pad_id)
 
     def text_inputs(self, model: FrozenModel, rows: Sequence[Sequence[int]]) -> TargetInputs:

@@ -6,6 +6,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from .context import BuildContext
 from .errors import LatentBridgeError
 from .models import FrozenModel, load_frozen
 from .recipe import Recipe
-from .registry import Registry, get_registry
+from .registry import Registry, blame, get_registry
 from .task import Task
 from .translator import Translator, load_translator_weights
 
@@ -59,7 +60,7 @@ class Experiment:
     ) -> Experiment:
         registry = registry or get_registry()
         seed_everything(recipe.seed)
-        task = registry.get("task", recipe.task.name).cls(recipe.task.config)
+        task = build_plugin(registry, "task", recipe.task.name, recipe.task.config)
         m = recipe.models
         log(f"loading source {m.source} and target {m.target} ({m.dtype})")
         source = load_frozen(m.source, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
@@ -74,9 +75,7 @@ class Experiment:
             )
         translator = build_translator(recipe, registry, source, target)
         log(f"translator {recipe.translator.name}: {translator.num_parameters():,} parameters")
-        if translator_dir is not None:
-            load_translator_weights(translator, translator_dir)
-        injection = registry.get("injection", recipe.injection.name).cls(recipe.injection.config)
+        injection = build_plugin(registry, "injection", recipe.injection.name, recipe.injection.config)
         ctx = BuildContext(
             d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
             target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer, teacher=recipe.teacher,
@@ -84,11 +83,28 @@ class Experiment:
         )
         torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
         objectives = nn.ModuleDict(
-            {name: registry.get("objective", name).cls(config, ctx) for name, config in recipe.objectives.items()}
+            {name: build_plugin(registry, "objective", name, config, ctx) for name, config in recipe.objectives.items()}
         )
         objectives.to(target.device)
         bridge = Bridge(source, target, translator, injection, m.source_layer)
-        return cls(recipe, registry, task, bridge, objectives)
+        experiment = cls(recipe, registry, task, bridge, objectives)
+        if translator_dir is not None:
+            experiment.load_translator(Path(translator_dir))
+        return experiment
+
+    def load_translator(self, folder: Path) -> None:
+        """Load saved weights, refusing a translator whose bridge card names another model pair."""
+        from .checkpoint import bridge_card, check_card, read_card
+
+        saved = read_card(folder)
+        if saved is not None:
+            check_card(saved, bridge_card(self), f"the translator in {folder}")
+        load_translator_weights(self.translator, folder)
+        objectives = folder / "objectives.safetensors"
+        if objectives.is_file():
+            from safetensors.torch import load_file
+
+            self.objectives.load_state_dict(load_file(str(objectives)))
 
 
 def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, target: FrozenModel) -> Translator:
@@ -108,5 +124,14 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
         target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
     )
     torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
-    translator = registry.get("translator", recipe.translator.name).cls(config)
+    translator = build_plugin(registry, "translator", recipe.translator.name, config)
     return translator.to(target.device)
+
+
+def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> object:
+    """Instantiate a plugin, remembering who provided it; a crash names the plugin and distribution."""
+    info = registry.get(kind, name)
+    with blame(kind, name, info):
+        instance = info.cls(*args)
+    instance.provider = info.provider
+    return instance

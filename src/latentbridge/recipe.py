@@ -47,6 +47,7 @@ class TrainConfig:
     max_grad_norm: float | None = option(1.0, gt=0, help="gradient clipping norm (null: off)")
     log_every: int = option(10, gt=0, help="write a metrics.jsonl line every N steps")
     max_train_examples: int | None = option(None, gt=0, help="use only the first N train examples")
+    max_nonfinite: int = option(5, gt=0, help="stop after this many non-finite losses in a row (each is skipped)")
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -73,6 +74,12 @@ class EvalConfig:
         if "bridged" not in self.systems:
             return [("systems", "must include 'bridged' (the system being trained)")]
         return []
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = option(100, gt=0, help="write a checkpoint every N steps (also at each evaluation and at the end)")
+    keep: int = option(2, gt=0, help="how many of the newest checkpoints to keep")
 
 
 @dataclass
@@ -122,6 +129,8 @@ class Recipe:
     run_dir: str | None = None
     teacher: str = "answer"
     curriculum: CurriculumConfig | None = None
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: bool = field(default=False, compare=False)  # how to run, not what: not part of the recipe's record
     source_path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +148,7 @@ class Recipe:
             "train": config_to_dict(self.train),
             "eval": config_to_dict(self.eval),
             "curriculum": config_to_dict(self.curriculum) if self.curriculum else None,
+            "checkpoint": config_to_dict(self.checkpoint),
         }
 
     def to_yaml(self) -> str:
@@ -236,8 +246,8 @@ def _delete(data: dict[str, Any], key: str, item: str) -> None:
 
 # -- validation ------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "seed", "run_dir", "teacher", "models", "task", "translator", "injection", "objectives",
-             "train", "eval", "curriculum")
+_TOP_KEYS = ("name", "seed", "run_dir", "resume", "teacher", "models", "task", "translator", "injection",
+             "objectives", "train", "eval", "curriculum", "checkpoint")
 TEACHERS = ("answer", "prompt")
 _PLUGIN_KINDS = {"task": "task", "translator": "translator", "injection": "injection"}
 
@@ -289,6 +299,10 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         if isinstance(text_mode, str) and text_mode not in registry.names("injection"):
             problems.append(registry.unknown_message("injection", text_mode, "curriculum.text_injection"))
             curriculum = None
+    resume = data.get("resume", False)
+    if not isinstance(resume, bool):
+        problems.append(f"resume: expected true or false, got {show_value(resume)}")
+    checkpoint = collect_config(CheckpointConfig, data.get("checkpoint"), "checkpoint", problems)
     models = collect_config(ModelsConfig, data.get("models"), "models", problems) if "models" in data else None
     train = collect_config(TrainConfig, data.get("train"), "train", problems)
     evaluation = collect_config(EvalConfig, data.get("eval"), "eval", problems)
@@ -339,6 +353,8 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         run_dir=run_dir,
         teacher=teacher,
         curriculum=curriculum,
+        checkpoint=checkpoint,
+        resume=resume,
         source_path=source,
     )
 

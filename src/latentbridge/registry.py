@@ -14,7 +14,8 @@ import importlib.metadata as md
 import inspect
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ import pluggy
 
 from . import __version__, hookspecs
 from .configs import ConfigError, collect_config, config_to_dict, did_you_mean
-from .errors import PluginError
+from .errors import LatentBridgeError, PluginError
 from .injection import InjectionConfig, InjectionMode
 from .objective import Objective, ObjectiveConfig
 from .task import Task, TaskConfig
@@ -248,6 +249,22 @@ class Registry:
 
     def describe_config(self, kind: str, name: str) -> dict[str, Any]:
         return config_to_dict(self.config_for(kind, name))
+
+
+@contextmanager
+def blame(kind: str, name: str, plugin: object) -> Iterator[None]:
+    """Report an unexpected exception from plugin code with the plugin's name and distribution.
+
+    Errors the user can fix (:class:`LatentBridgeError`) pass through unchanged; the original exception
+    stays chained, so ``--debug`` shows where it came from.
+    """
+    try:
+        yield
+    except (LatentBridgeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        provider = getattr(plugin, "provider", None) or "an unknown provider"
+        raise PluginError(f"{kind} '{name}' from {provider} raised {type(exc).__name__}: {exc}") from exc
 
 
 _REGISTRY: Registry | None = None

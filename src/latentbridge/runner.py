@@ -1,27 +1,52 @@
-"""Training a translator: the loop, periodic evaluation, early stopping and the run folder."""
+"""Training a translator: the loop, evaluation, early stopping, checkpoints, resume and preemption.
+
+Exit paths: the run finishes (status ``finished``); it is preempted by SIGTERM, SIGINT or SIGUSR1
+(:class:`Preempted`: the current step completes, a checkpoint is written, status ``preempted``);
+or it diverges (:class:`Diverged`: ``train.max_nonfinite`` non-finite losses in a row; nothing more
+is written, the last good checkpoint stays, status ``stopped``).
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, checkpoint
 from .errors import LatentBridgeError
-from .eval.harness import EvalSettings, Evaluator
+from .eval.harness import EvalSettings, Evaluator, Interrupted
 from .experiment import Experiment
 from .objective import scheduled_weights
 from .recipe import Recipe
+from .registry import blame
 from .rundir import append_jsonl, git_commit, new_run_dir, write_json_atomic
 from .schedule import DataOrder, lr_factor
 from .steps import StepBuilder
 from .translator import save_translator
+
+PREEMPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class Preempted(Exception):
+    def __init__(self, signal_name: str, step: int):
+        super().__init__(f"{signal_name} at step {step}")
+        self.signal_name, self.step = signal_name, step
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, count: int, last_checkpoint: int | None):
+        super().__init__(f"{count} non-finite losses in a row at step {step}")
+        self.step, self.count, self.last_checkpoint = step, count, last_checkpoint
 
 
 @dataclass
@@ -34,7 +59,11 @@ class RunState:
     evals_since_best: int = 0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
+    nonfinite_in_a_row: int = 0
     stopped_early: bool = False
+    pending: list[dict[str, Any]] = field(default_factory=list)  # metrics since the last written line
+    pending_eval: bool = False  # preempted during the evaluation of `step`
+    last_checkpoint: int | None = None
 
 
 class Runner:
@@ -66,6 +95,8 @@ class Runner:
             lambda s: lr_factor(s, total=t.steps, warmup=t.warmup_steps, schedule=t.schedule, min_ratio=t.min_lr_ratio),
         )
         self.state = RunState()
+        self.card = checkpoint.bridge_card(experiment)
+        self.signal_name: str | None = None
         self.evaluator = Evaluator(
             experiment.bridge,
             experiment.task,
@@ -73,7 +104,12 @@ class Runner:
                          stop=list(r.eval.stop), systems=list(r.eval.systems)),
             self.run_dir,
             progress=ui.eval_progress if ui else None,
+            should_stop=lambda: self.signal_name is not None,
         )
+
+    def log(self, message: str) -> None:
+        if self.ui:
+            self.ui.log(message)
 
     # -- the run folder ------------------------------------------------------------------------------
 
@@ -83,6 +119,7 @@ class Runner:
         b = self.exp.bridge
         write_json_atomic(self.run_dir / "run.json", {
             "recipe": self.recipe.name,
+            "recipe_hash": self.card["recipe_hash"],
             "latentbridge": __version__,
             "git_commit": git_commit(),
             "command": sys.argv,
@@ -90,17 +127,93 @@ class Runner:
             "plugins": self.exp.plugin_versions(),
             "models": {"source": b.source.describe(), "target": b.target.describe()},
             "translator": {**b.translator.describe(), "parameters": b.translator.num_parameters()},
+            "trust_remote_code": self.recipe.models.trust_remote_code,
             "torch": torch.__version__,
             "status": "running",
         })
 
     def set_status(self, status: str, **extra: Any) -> None:
         path = self.run_dir / "run.json"
-        import json
-
         data = json.loads(path.read_text())
         data.update(status=status, **extra)
         write_json_atomic(path, data)
+
+    def save_weights(self, folder: Path, **extra: Any) -> None:
+        save_translator(self.exp.translator, folder, extra=extra)
+        checkpoint.write_card(folder, self.card)
+        state = checkpoint._tensors(self.exp.objectives)
+        if state:
+            from safetensors.torch import save_file
+
+            save_file(state, str(folder / "objectives.safetensors"))
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        state = asdict(self.state)
+        state["data"] = self.order.state()
+        checkpoint.save_checkpoint(
+            self.run_dir, self.state.step,
+            translator=self.exp.translator, objectives=self.exp.objectives, optimizer=self.optimizer,
+            scheduler=self.scheduler, generator=self.generator, state=state, card=self.card,
+            keep=self.recipe.checkpoint.keep,
+        )
+        self.state.last_checkpoint = self.state.step
+
+    def restore(self) -> None:
+        """Continue from the newest complete checkpoint: weights, optimizer, RNG, data position, files."""
+        run_info = self.run_dir / "run.json"
+        if not run_info.is_file():
+            raise LatentBridgeError(f"{self.run_dir} holds no run to resume (no run.json)")
+        ckpt = checkpoint.load_latest(self.run_dir, warn=self.log)
+        saved_card = checkpoint.read_card(ckpt.folder)
+        if saved_card and saved_card.get("recipe_hash") != self.card["recipe_hash"]:
+            raise LatentBridgeError(
+                f"{self.run_dir} holds a run of another recipe (hash {saved_card.get('recipe_hash')}, this one "
+                f"{self.card['recipe_hash']}); resume with the run's own recipe: {self.run_dir / 'recipe.yaml'}"
+            )
+        if saved_card:
+            checkpoint.check_card(saved_card, self.card, f"checkpoint {ckpt.folder}")
+        self.exp.translator.load_state_dict(ckpt.tensors("translator.safetensors"))
+        objective_state = ckpt.tensors("objectives.safetensors")
+        if objective_state:
+            self.exp.objectives.load_state_dict(objective_state)
+        opt = ckpt.optimizer_state()
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        rng = ckpt.tensors("rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng[f"cuda_{i}"] for i in range(torch.cuda.device_count()) if f"cuda_{i}" in rng])
+        checkpoint.restore_python_random(ckpt.state["python_random"])
+        data = ckpt.state["data"]
+        self.order = DataOrder(len(self.train_examples), self.recipe.seed, data["epoch"], data["offset"])
+        known = {f.name for f in RunState.__dataclass_fields__.values()}
+        self.state = RunState(**{k: v for k, v in ckpt.state.items() if k in known})
+        self.rewind_files(ckpt)
+        self.log(f"resuming from checkpoint at step {ckpt.step}")
+
+    def rewind_files(self, ckpt: checkpoint.Checkpoint) -> None:
+        """Bring the run folder back to the checkpoint: later metrics lines, evaluations and best go."""
+        step = ckpt.step
+        for name in ("metrics.jsonl", "speed.jsonl"):
+            path = self.run_dir / name
+            if path.is_file():
+                kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line, step + 1) <= step]
+                path.write_text("".join(kept))
+        for path in self.run_dir.glob("eval_samples_step_*.jsonl"):
+            n = int(path.stem.rsplit("_", 1)[1])
+            if n > step or (n == step and self.state.pending_eval):
+                path.unlink()
+        best = self.run_dir / "best"
+        if best.is_dir():
+            shutil.rmtree(best)
+        if (ckpt.folder / "best").is_dir():
+            shutil.copytree(ckpt.folder / "best", best)
+        if self.state.evaluations:
+            self.write_summary()
+        self.set_status("running", resumed_from=step)
 
     # -- one optimizer step --------------------------------------------------------------------------
 
@@ -123,13 +236,18 @@ class Runner:
             if finite:
                 (loss / t.grad_accum).backward()
             total += loss.item() / t.grad_accum
-        if finite:
+        grad_norm = math.nan
+        if finite and self.params:
             max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            finite = math.isfinite(grad_norm)
+        if finite:
             self.optimizer.step()
+            self.state.nonfinite_in_a_row = 0
         else:
-            grad_norm = math.nan
+            self.optimizer.zero_grad(set_to_none=True)
             self.state.skipped_steps += 1
+            self.state.nonfinite_in_a_row += 1
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         return {
@@ -145,14 +263,18 @@ class Runner:
     # -- evaluation and the best copy ----------------------------------------------------------------
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        result = self.evaluator.evaluate(step)
+        try:
+            result = self.evaluator.evaluate(step)
+        except Interrupted:
+            self.state.pending_eval = True
+            raise
+        self.state.pending_eval = False
         self.state.evaluations.append(result)
         bridged = result["systems"]["bridged"]["accuracy"]
         if self.state.best_accuracy is None or bridged > self.state.best_accuracy:
             self.state.best_accuracy, self.state.best_step = bridged, step
             self.state.evals_since_best = 0
-            save_translator(self.exp.translator, self.run_dir / "best", extra={"step": step, "bridged_accuracy": bridged})
-            self.save_objective_params(self.run_dir / "best")
+            self.save_weights(self.run_dir / "best", step=step, bridged_accuracy=bridged)
         else:
             self.state.evals_since_best += 1
         self.write_summary()
@@ -169,50 +291,103 @@ class Runner:
             "stopped_early": self.state.stopped_early,
         })
 
-    def save_objective_params(self, folder: Path) -> None:
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.exp.objectives.state_dict().items()}
-        if state:
-            from safetensors.torch import save_file
+    # -- signals -------------------------------------------------------------------------------------
 
-            save_file(state, str(folder / "objectives.safetensors"))
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal_name = signal.Signals(signum).name
+
+    def _install_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for name in PREEMPT_SIGNALS:
+            if hasattr(signal, name):
+                signum = getattr(signal, name)
+                previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _check_signal(self) -> None:
+        if self.signal_name is not None:
+            self.save_checkpoint()
+            self.set_status("preempted", signal=self.signal_name, step=self.state.step)
+            raise Preempted(self.signal_name, self.state.step)
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def run(self) -> RunState:
+    def run(self, resume: bool = False) -> RunState:
+        if resume:
+            self.restore()
+        else:
+            self.write_header()
+            self.save_checkpoint()  # step 0: a job killed before its first checkpoint still resumes
+        previous = self._install_handlers()
+        try:
+            self._loop()
+        except Interrupted:
+            self._check_signal()
+            raise
+        except LatentBridgeError as exc:  # e.g. a plugin that raised: say so, keep every checkpoint
+            self.set_status("failed", error=str(exc).splitlines()[0], step=self.state.step)
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.save_weights(self.run_dir, step=self.state.step)
+        self.save_checkpoint()
+        self.set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
+        return self.state
+
+    def _loop(self) -> None:
         r = self.recipe
-        self.write_header()
         total = r.train.steps
-        pending: list[dict[str, Any]] = []
         window_start, window_examples = time.perf_counter(), 0
         if self.ui:
-            self.ui.start_training(total)
+            self.ui.start_training(total, self.state.step)
+        if self.state.pending_eval:
+            self.evaluate(self.state.step)
+            self.save_checkpoint()
         for step in range(self.state.step + 1, total + 1):
             record = self.train_step(step)
             self.state.step = step
+            if self.state.nonfinite_in_a_row >= r.train.max_nonfinite:
+                self.set_status("stopped", reason=f"{self.state.nonfinite_in_a_row} non-finite losses in a row",
+                                step=step, last_checkpoint=self.state.last_checkpoint)
+                raise Diverged(step, self.state.nonfinite_in_a_row, self.state.last_checkpoint)
             window_examples += r.train.batch_size * r.train.grad_accum
-            pending.append(record)
+            self.state.pending.append(record)
             if step % r.train.log_every == 0 or step == total:
-                line = average_records(pending)
-                append_jsonl(self.run_dir / "metrics.jsonl", line)
+                append_jsonl(self.run_dir / "metrics.jsonl", average_records(self.state.pending))
                 elapsed = time.perf_counter() - window_start
                 append_jsonl(self.run_dir / "speed.jsonl", {
                     "step": step, "seconds": elapsed, "examples_per_s": window_examples / max(elapsed, 1e-9),
                 })
-                pending, window_start, window_examples = [], time.perf_counter(), 0
+                self.state.pending, window_start, window_examples = [], time.perf_counter(), 0
             if self.ui:
                 self.ui.training_step(step, record)
+            evaluated = False
             if step % r.eval.every == 0 or step == total:
+                self._check_signal()
                 self.evaluate(step)
+                evaluated = True
                 if r.eval.patience is not None and self.state.evals_since_best >= r.eval.patience and step < total:
                     self.state.stopped_early = True
                     self.write_summary()
                     break
+            if evaluated or step % r.checkpoint.every == 0:
+                self.save_checkpoint()
+            self._check_signal()
         if not self.state.evaluations or self.state.evaluations[-1]["step"] != self.state.step:
             self.evaluate(self.state.step)
-        save_translator(self.exp.translator, self.run_dir, extra={"step": self.state.step})
-        self.save_objective_params(self.run_dir)
-        self.set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
-        return self.state
+
+
+def _step_of(line: str, default: int) -> int:
+    """The step of a JSONL line; a line cut short by a kill counts as after the checkpoint."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return default
 
 
 def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,7 +399,8 @@ def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, 
     for name, objective in objectives.items():
         if weights[name] == 0.0:
             continue
-        term = objective(ctx)
+        with blame("objective", name, objective):
+            term = objective(ctx)
         loss = loss + weights[name] * term
         values[name] = term.item()
     return loss, values
@@ -236,10 +412,10 @@ def average_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     last = records[-1]
     line: dict[str, Any] = {"step": last["step"], "steps_averaged": len(records)}
     for key, value in last.items():
-        if key in ("step",):
+        if key == "step":
             continue
         if key.startswith("loss") or key == "grad_norm":
-            values = [r[key] for r in records if r.get(key) is not None]
+            values = [r[key] for r in records if r.get(key) is not None and math.isfinite(r[key])]
             line[key] = sum(values) / len(values) if values else None
         else:
             line[key] = value

@@ -78,7 +78,10 @@ class Task:
 
     def examples(self, split: Split) -> list[Example]:
         if split not in self._cache:
-            self._cache[split] = self.load(split)
+            from .registry import blame
+
+            with blame("task", self.name, self):
+                self._cache[split] = self.load(split)
         return self._cache[split]
 
     def labels(self) -> list[str]:

@@ -13,26 +13,63 @@ from .app import app, console
 from .commands import OVERRIDES_HELP
 from .ui import RunUI, print_results
 
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (with --resume)
+
+
+def _resume_dir(name: str, given: str | None) -> Path:
+    """The run folder to resume: the recipe's run_dir, else the newest unfinished run of this recipe in runs/."""
+    if given:
+        return Path(given)
+    candidates = sorted(Path("runs").glob(f"{name}-*/run.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for info in candidates:
+        if json.loads(info.read_text()).get("status") != "finished":
+            return info.parent
+    if candidates:
+        raise LatentBridgeError(f"nothing to resume: the runs of '{name}' in runs/ are finished; give run_dir=...")
+    raise LatentBridgeError(f"nothing to resume: no run of '{name}' in runs/; give run_dir=...")
+
 
 @app.command("run")
 def run(
     recipe: str = typer.Argument(..., help="A recipe file or the name of a shipped recipe."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue the newest complete checkpoint (same as resume=true)."),
 ) -> None:
-    """Train a translator as the recipe says, evaluating as it goes; ends with a results table."""
+    """Train a translator as the recipe says, evaluating as it goes; ends with a results table.
+
+    Exit codes: 0 finished, 2 a problem with the input, 3 stopped (non-finite losses),
+    75 preempted by SIGTERM/SIGINT/SIGUSR1 (a checkpoint was written: rerun with --resume).
+    """
     from ..experiment import Experiment
     from ..recipe import load_recipe
-    from ..runner import Runner, default_run_dir
+    from ..runner import Diverged, Preempted, Runner, default_run_dir
 
     resolved = load_recipe(recipe, overrides or [])
-    run_dir = default_run_dir(resolved)
-    if (run_dir / "run.json").exists():
-        raise LatentBridgeError(f"{run_dir} already holds a run; choose another run_dir")
-    console.print(f"run folder: [bold]{escape(str(run_dir))}[/]")
+    resume = resume or resolved.resume
+    if resume:
+        run_dir = _resume_dir(resolved.name, resolved.run_dir)
+        if not (run_dir / "run.json").is_file():
+            raise LatentBridgeError(f"{run_dir} holds no run to resume")
+    else:
+        run_dir = default_run_dir(resolved)
+        if (run_dir / "run.json").exists():
+            raise LatentBridgeError(f"{run_dir} already holds a run; add --resume to continue it, or choose another run_dir")
+    console.print(f"{'resuming' if resume else 'run folder'}: [bold]{escape(str(run_dir))}[/]")
     with RunUI(console) as ui:
         experiment = Experiment.build(resolved, log=ui.log)
         runner = Runner(experiment, run_dir, ui=ui)
-        state = runner.run()
+        try:
+            state = runner.run(resume=resume)
+        except Preempted as stop:
+            ui.log(f"{stop.signal_name}: stopped after step {stop.step}; checkpoint written")
+            ui.log(f"continue with: latentbridge run {recipe} run_dir={run_dir} --resume")
+            raise typer.Exit(EXIT_PREEMPTED) from None
+        except Diverged as stop:
+            last = f"step {stop.last_checkpoint}" if stop.last_checkpoint is not None else "none yet"
+            ui.log(f"stopped at step {stop.step}: {stop.count} non-finite losses in a row "
+                   f"(each was skipped); last good checkpoint: {last}")
+            raise typer.Exit(EXIT_DIVERGED) from None
     final = state.evaluations[-1]
     print_results(console, final, f"{resolved.name}: final evaluation (step {final['step']})")
     if state.best_step is not None:

@@ -102,8 +102,8 @@ class RunUI:
     def log(self, message: str) -> None:
         self.console.print(escape(message), highlight=False)
 
-    def start_training(self, total: int) -> None:
-        self._train = self.progress.add_task("train", total=total, info="")
+    def start_training(self, total: int, done: int = 0) -> None:
+        self._train = self.progress.add_task("train", total=total, completed=done, info="")
 
     def training_step(self, step: int, record: dict[str, Any]) -> None:
         terms = " ".join(

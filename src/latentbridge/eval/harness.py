@@ -29,6 +29,10 @@ from .answers import extract_answer
 from .summary import SYSTEMS, summarize_records
 
 BASELINES = ("source", "target", "relay")
+
+
+class Interrupted(Exception):
+    """Raised between generation batches when the run was asked to stop (preemption)."""
 Progress = Callable[[str, int], None]  # (what, items done in this call)
 
 
@@ -62,6 +66,7 @@ class Evaluator:
         *,
         progress: Progress | None = None,
         use_cache: bool = True,
+        should_stop: Callable[[], bool] | None = None,
     ):
         self.bridge = bridge
         self.task = task
@@ -69,6 +74,7 @@ class Evaluator:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.use_cache = use_cache
+        self.should_stop = should_stop or (lambda: False)
         test = task.examples("test")
         self.items: list[Example] = test[: settings.n]
         self.prompts: list[Prompt] = [task.prompt(e) for e in self.items]
@@ -80,6 +86,8 @@ class Evaluator:
         texts: list[str] = []
         size = self.settings.batch_size
         for start in range(0, len(self.items), size):
+            if self.should_stop():
+                raise Interrupted
             chunk = slice(start, min(start + size, len(self.items)))
             inputs = build(chunk)
             outs = greedy_generate(

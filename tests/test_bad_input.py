@@ -1,0 +1,176 @@
+"""Errors a user can cause: one clear line (one per problem for a recipe), exit code 2, nothing damaged.
+
+Each test is a row of the README's bad-input table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from latentbridge import Objective, hookimpl, registry
+from latentbridge.cli import app
+
+from .helpers import recipe_dict
+
+cli = CliRunner()
+FAST = ["train.steps=2", "eval.every=2", "eval.n=2", "eval.max_new_tokens=2", "train.log_every=1"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_recipe(tmp_path, data, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def run_cli(*args):
+    return cli.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *lines):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    err = result.stderr.strip().splitlines()
+    assert err[0].startswith("error: "), err
+    for line in lines:
+        assert line in result.stderr, result.stderr
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = write_recipe(tmp_path, "name: x\ntrain:\n  steps: 3\n   lr: 2\n")
+    assert_user_error(run_cli("run", path), f"error: {path}:4:6: malformed YAML")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "train.stepz: unknown key (did you mean 'steps'?)"),
+        ("translator.name=linaer", "translator: unknown translator 'linaer' (did you mean 'linear'?)"),
+        ("objectives.nll.weight=-1", "objectives.nll.weight: expected a number >= 0, got -1"),
+        ("objectives.nll.weight=abc", 'objectives.nll.weight: expected a number >= 0, got "abc"'),
+        ("translator.k=0", "translator.k: expected an integer > 0, got 0"),
+        ("eval.every=0", "eval.every: expected an integer > 0, got 0"),
+        ("train.batch_size=two", 'train.batch_size: expected an integer > 0, got "two"'),
+    ],
+)
+def test_recipe_mistakes(random_pair, tmp_path, override, message):
+    path = write_recipe(tmp_path, recipe_dict(random_pair))
+    result = run_cli("run", path, override)
+    assert_user_error(result, message)
+    assert len(result.stderr.strip().splitlines()) == 2  # the header and the one problem
+
+
+def test_missing_model_folder(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "models.source=/no/such/model"))
+    assert_user_error(run_cli("run", path, f"run_dir={tmp_path / 'run'}"),
+                      "error: model not found: '/no/such/model' is neither a built-in model")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_that_is_not_a_model(random_pair, tmp_path):
+    (tmp_path / "empty").mkdir()
+    path = write_recipe(tmp_path, recipe_dict(random_pair, f"models.target={tmp_path / 'empty'}"))
+    assert_user_error(run_cli("run", path), "has no config.json (not a Hugging Face model folder)")
+
+
+def test_tokenizer_without_pad_token_is_handled(random_pair, tmp_path):
+    folder = tmp_path / "nopad"
+    shutil.copytree(random_pair["mistral"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("pad_token")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    path = write_recipe(tmp_path, recipe_dict(random_pair, f"models.target={folder}", *FAST))
+    result = run_cli("run", path, f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "data file not found: {dir}/test.jsonl"),
+        ("", "{dir}/test.jsonl: no examples (the file is empty)"),
+        ('{"question": "q", "answer": "#### 1"}\n{"question": oops}\n', "{dir}/test.jsonl:2: not valid JSON"),
+    ],
+    ids=["missing", "empty", "malformed-line"],
+)
+def test_bad_data_files(random_pair, tmp_path, gsm8k_dir, content, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(gsm8k_dir / "train.jsonl", data / "train.jsonl")
+    if content is not None:
+        (data / "test.jsonl").write_text(content)
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "task={name: gsm8k}", f"task.data_dir={data}"))
+    assert_user_error(run_cli("run", path, f"run_dir={tmp_path / 'run'}"), message.format(dir=data))
+    assert not (tmp_path / "run").exists()
+
+
+def test_translator_widths_that_do_not_match(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "translator.d_tgt=100"))
+    assert_user_error(run_cli("run", path), "error: translator.d_tgt is 100 but")
+
+
+def test_a_translator_from_another_model_pair(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, *FAST))
+    run_dir = tmp_path / "run"
+    assert run_cli("run", path, f"run_dir={run_dir}").exit_code == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = run_cli("eval", run_dir, "--step", "final", f"models.target={random_pair['llama']}",
+                     "models.source=" + str(random_pair["mistral"]))
+    assert_user_error(result, "was trained for", "source.hidden_size 32 -> 24")
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_a_run_folder_that_holds_another_run(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, *FAST))
+    run_dir = tmp_path / "run"
+    assert run_cli("run", path, f"run_dir={run_dir}").exit_code == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert_user_error(run_cli("run", path, f"run_dir={run_dir}"), "already holds a run; add --resume")
+    assert_user_error(run_cli("run", path, f"run_dir={run_dir}", "train.lr=0.5", "--resume"),
+                      "holds a run of another recipe")
+    assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_nothing_to_resume(random_pair, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_recipe(tmp_path, recipe_dict(random_pair, *FAST))
+    assert_user_error(run_cli("run", path, "--resume"), "nothing to resume: no run of 'tiny' in runs/")
+
+
+class Boom(Objective):
+    """An objective that crashes."""
+
+    name = "boom"
+
+    def compute(self, step):
+        raise RuntimeError("kaboom")
+
+
+def test_a_plugin_that_raises_is_named(random_pair, tmp_path, monkeypatch):
+    plugin = types.ModuleType("boom_plugin")
+    plugin.register_objectives = hookimpl(lambda register: register(Boom))
+    monkeypatch.setattr(registry, "_REGISTRY", registry.Registry.load(autoload=False, extra=[plugin]))
+    path = write_recipe(tmp_path, recipe_dict(random_pair, *FAST, "objectives.boom.weight=1"))
+    run_dir = tmp_path / "run"
+    result = run_cli("run", path, f"run_dir={run_dir}")
+    assert_user_error(result, "error: objective 'boom' from boom_plugin ((not installed) -) raised RuntimeError: kaboom")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert (run_dir / "checkpoints" / "step_0" / "checkpoint.json").is_file()  # the checkpoint is intact
+
+
+def test_source_layer_out_of_range(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "models.source_layer=-9"))
+    assert_user_error(run_cli("run", path), "models.source_layer: -9 is out of range")
