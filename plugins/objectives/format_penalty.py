@@ -23,7 +23,7 @@ class FormatPenalty(Objective):
     needs = frozenset({"logits"})
 
     def compute(self, step: StepContext) -> torch.Tensor:
-        labels = step.inputs.labels
+        labels = step.logit_labels
         format_labels = torch.full_like(labels, IGNORE_INDEX)
         for r, text in enumerate(step.texts):
             n = len(text.answer) - text.format_start

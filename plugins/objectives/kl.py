@@ -40,7 +40,7 @@ class KL(Objective):
     needs = frozenset({"logits", "teacher_logits"})
 
     def compute(self, step: StepContext) -> torch.Tensor:
-        student, teacher = step.logits, step.get("teacher_logits")
+        student, teacher = step.logits, step.get("teacher_logits")  # both: the last W positions
         labels = step.inputs.labels
         # the longest answer fits in the last `width` positions of both (answers end at the right edge)
         width = int((labels != IGNORE_INDEX).sum(1).max())

@@ -43,7 +43,7 @@ class NLL(Objective):
     needs = frozenset({"logits"})
 
     def compute(self, step: StepContext) -> torch.Tensor:
-        return answer_nll(step.logits, step.inputs.labels, self.config.reduction)
+        return answer_nll(step.logits, step.logit_labels, self.config.reduction)
 
 
 @hookimpl

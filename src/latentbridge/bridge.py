@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from .injection import InjectionMode
 from .layout import TargetInputs, Text, assemble, positions_from_mask
 from .models import FrozenModel
 from .registry import blame
-from .task import Prompt
+from .task import Example, Prompt
 from .translator import Translator
 
 
@@ -34,6 +35,17 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -
     return ids.to(device), mask.to(device)
 
 
+def pad_hidden(rows: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example hidden states (``t_i d``) -> left-padded ``b t d`` (zeros) and mask ``b t``."""
+    width = max(r.shape[0] for r in rows)
+    h = rows[0].new_zeros(len(rows), width, rows[0].shape[1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        h[i, width - row.shape[0] :] = row
+        mask[i, width - row.shape[0] :] = 1
+    return h.to(device), mask.to(device)
+
+
 @dataclass
 class Bridge:
     source: FrozenModel
@@ -41,6 +53,7 @@ class Bridge:
     translator: Translator
     injection: InjectionMode
     source_layer: int
+    source_cache: Any = None  # a SourceCache, when the recipe turns the cache on
 
     def __post_init__(self) -> None:
         self.source_encoder = PromptEncoder(self.source.tokenizer)
@@ -53,22 +66,33 @@ class Bridge:
         return [self.source_encoder.prompt_ids(p) for p in prompts]
 
     @torch.no_grad()
-    def source_hidden(self, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states of the chosen source layer: ``b t d_src`` and the mask ``b t``."""
+    def source_hidden(
+        self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states of the chosen source layer: ``b t d_src`` and the mask ``b t``.
+
+        With the source cache on (and the examples known), they come from the cache."""
+        if self.source_cache is not None and examples is not None:
+            return pad_hidden(self.source_cache.get(examples), self.source.device)
         ids, mask = left_pad(self.source_rows(prompts), self.source.pad_id, self.source.device)
         out = self.source.model(
             input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True
         )
         return out.hidden_states[self.source_layer], mask
 
+    def hidden_rows(self, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
+        """Each prompt's source hidden states on its real tokens only (``t_i d``)."""
+        h, mask = self.source_hidden(prompts)
+        return [h[i][mask[i].bool()] for i in range(h.shape[0])]
+
     # -- target side ---------------------------------------------------------------------------------
 
     def soft_tokens(
         self, prompts: Sequence[Prompt], seeds: torch.Tensor | None = None,
-        hidden: tuple[torch.Tensor, torch.Tensor] | None = None,
+        hidden: tuple[torch.Tensor, torch.Tensor] | None = None, examples: Sequence[Example] | None = None,
     ) -> torch.Tensor:
         """The translator's soft tokens for ``prompts`` (``b k d_tgt``, in the translator's dtype)."""
-        h, mask = hidden if hidden is not None else self.source_hidden(prompts)
+        h, mask = hidden if hidden is not None else self.source_hidden(prompts, examples)
         param = next(self.translator.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
         with blame("translator", self.translator.name, self.translator):

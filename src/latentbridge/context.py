@@ -67,5 +67,10 @@ class StepContext:
 
     @property
     def logits(self) -> torch.Tensor:
-        """The target's logits on the bridged input: ``b L vocab``."""
+        """The target's logits on the bridged input, last ``W`` positions: ``b W vocab``."""
         return self.get("logits")
+
+    @property
+    def logit_labels(self) -> torch.Tensor:
+        """The labels aligned with :attr:`logits`: the last ``W`` positions of ``inputs.labels``."""
+        return self.inputs.labels[:, -self.logits.shape[1] :]

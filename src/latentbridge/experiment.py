@@ -87,6 +87,8 @@ class Experiment:
         )
         objectives.to(target.device)
         bridge = Bridge(source, target, translator, injection, m.source_layer)
+        if recipe.cache.source:
+            bridge.source_cache = make_source_cache(recipe, task, bridge)
         experiment = cls(recipe, registry, task, bridge, objectives)
         if translator_dir is not None:
             experiment.load_translator(Path(translator_dir))
@@ -135,3 +137,29 @@ def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> obj
         instance = info.cls(*args)
     instance.provider = info.provider
     return instance
+
+
+def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
+    """The source hidden-state cache for this recipe's source, layer, dtype and prompts."""
+    from . import __version__
+    from .configs import config_to_dict
+    from .eval.harness import cache_root
+    from .source_cache import SourceCache
+
+    positions = {e.id: (split, i) for split in ("train", "test") for i, e in enumerate(task.examples(split))}
+    key = {
+        "latentbridge": __version__,
+        "source": {"name": bridge.source.name, **bridge.source.fingerprint},
+        "layer": bridge.source_layer,
+        "dtype": str(bridge.source.dtype),
+        "task": task.name,
+        "task_config": config_to_dict(task.config),
+        "prefix": bridge.source_encoder.prefix,
+    }
+    root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
+    return SourceCache(
+        root, key,
+        compute=lambda examples: bridge.hidden_rows([task.prompt(e) for e in examples]),
+        positions=lambda e: positions[e.id],
+        examples_of=task.examples,
+    )

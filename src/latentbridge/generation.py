@@ -46,7 +46,8 @@ def greedy_generate(
     mask = inputs.attention_mask
     positions = inputs.position_ids
     out = model(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True
+        inputs_embeds=inputs.inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+        logits_to_keep=1,  # only the last position's logits are needed to start
     )
     past = out.past_key_values
     logits = out.logits[:, -1]

@@ -83,6 +83,12 @@ class CheckpointConfig:
 
 
 @dataclass
+class CacheConfig:
+    source: bool = option(False, help="cache the source's hidden states on disk and reuse them (epochs, runs)")
+    dir: str | None = option(None, help="cache folder (default: $LATENTBRIDGE_CACHE_DIR or ~/.cache/latentbridge)")
+
+
+@dataclass
 class CurriculumConfig:
     """From ``soft_plus_text`` to the recipe's injection: the share of training examples that still read
     the literal question falls linearly from 1 (up to ``fade_start``) to 0 (from ``fade_end`` on)."""
@@ -130,6 +136,7 @@ class Recipe:
     teacher: str = "answer"
     curriculum: CurriculumConfig | None = None
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     resume: bool = field(default=False, compare=False)  # how to run, not what: not part of the recipe's record
     source_path: str | None = field(default=None, compare=False)
 
@@ -149,6 +156,7 @@ class Recipe:
             "eval": config_to_dict(self.eval),
             "curriculum": config_to_dict(self.curriculum) if self.curriculum else None,
             "checkpoint": config_to_dict(self.checkpoint),
+            "cache": config_to_dict(self.cache),
         }
 
     def to_yaml(self) -> str:
@@ -247,7 +255,7 @@ def _delete(data: dict[str, Any], key: str, item: str) -> None:
 # -- validation ------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "seed", "run_dir", "resume", "teacher", "models", "task", "translator", "injection",
-             "objectives", "train", "eval", "curriculum", "checkpoint")
+             "objectives", "train", "eval", "curriculum", "checkpoint", "cache")
 TEACHERS = ("answer", "prompt")
 _PLUGIN_KINDS = {"task": "task", "translator": "translator", "injection": "injection"}
 
@@ -303,6 +311,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
     if not isinstance(resume, bool):
         problems.append(f"resume: expected true or false, got {show_value(resume)}")
     checkpoint = collect_config(CheckpointConfig, data.get("checkpoint"), "checkpoint", problems)
+    cache = collect_config(CacheConfig, data.get("cache"), "cache", problems)
     models = collect_config(ModelsConfig, data.get("models"), "models", problems) if "models" in data else None
     train = collect_config(TrainConfig, data.get("train"), "train", problems)
     evaluation = collect_config(EvalConfig, data.get("eval"), "eval", problems)
@@ -354,6 +363,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         teacher=teacher,
         curriculum=curriculum,
         checkpoint=checkpoint,
+        cache=cache,
         resume=resume,
         source_path=source,
     )

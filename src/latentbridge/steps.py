@@ -3,9 +3,11 @@
 Shared quantities are providers, computed on first use and cached for the step, so objectives that
 need the same forward pass share it:
 
-- ``logits``: the target on the bridged input (``b L V``, with gradient to the soft tokens);
+- ``logits``: the target on the bridged input, with gradient to the soft tokens, for the last
+  ``window`` positions only (``b W V``: the answers and the position before them; the labels that go
+  with them are ``StepContext.logit_labels``);
 - ``teacher_inputs`` / ``teacher_logits``: the target reading the literal prompt and the same answer,
-  no soft tokens, no gradient (the distillation teacher);
+  no soft tokens, no gradient (the distillation teacher), same window;
 - ``question_embeds``: per row, the target's input embeddings of *this* question's tokens (``n_i d``);
 - ``question_chunks``: those resampled to the ``k`` soft positions (``b k d``, see
   :func:`latentbridge.layout.resample_weights`); ``question_pooled``: their mean (``b d``);
@@ -22,7 +24,7 @@ import torch
 from .context import StepContext
 from .experiment import Experiment
 from .injection import InjectionMode
-from .layout import Text, assemble, resample_weights
+from .layout import IGNORE_INDEX, Text, assemble, resample_weights
 from .task import Example
 
 
@@ -32,8 +34,15 @@ def _embed_rows(ctx: StepContext, rows: Sequence[Sequence[int]]) -> list[torch.T
         return [target.embed(torch.as_tensor(list(r), dtype=torch.long)).float() for r in rows]
 
 
+def _window(ctx: StepContext) -> int:
+    """How many positions at the right edge hold the answers, plus the one before: the only positions
+    whose logits any loss reads (answers end at the right edge under left padding)."""
+    return int((ctx.inputs.labels != IGNORE_INDEX).sum(1).max()) + 1
+
+
 def _logits(ctx: StepContext) -> torch.Tensor:
-    return ctx.bridge.target.model(**ctx.inputs.model_kwargs()).logits
+    # logits_to_keep: the vocabulary projection runs on the answer window only, not on the prompt
+    return ctx.bridge.target.model(**ctx.inputs.model_kwargs(), logits_to_keep=ctx.get("window")).logits
 
 
 def _teacher_inputs(ctx: StepContext):
@@ -44,7 +53,8 @@ def _teacher_inputs(ctx: StepContext):
 
 def _teacher_logits(ctx: StepContext) -> torch.Tensor:
     with torch.no_grad():
-        return ctx.bridge.target.model(**ctx.get("teacher_inputs").model_kwargs()).logits
+        inputs = ctx.get("teacher_inputs").model_kwargs()
+        return ctx.bridge.target.model(**inputs, logits_to_keep=ctx.get("window")).logits
 
 
 def _question_embeds(ctx: StepContext) -> list[torch.Tensor]:
@@ -70,6 +80,7 @@ def _teacher_embeds(ctx: StepContext) -> list[torch.Tensor]:
 
 
 PROVIDERS = {
+    "window": _window,
     "logits": _logits,
     "teacher_inputs": _teacher_inputs,
     "teacher_logits": _teacher_logits,
@@ -109,7 +120,7 @@ class StepBuilder:
         prompts = [self.exp.task.prompt(e) for e in examples]
         seeds = torch.randint(0, 2**62, (len(examples),), generator=self.generator)
         modes = self.modes(step, len(examples))
-        hidden = bridge.source_hidden(prompts)
+        hidden = bridge.source_hidden(prompts, examples)
         soft = bridge.soft_tokens(prompts, seeds, hidden=hidden)
         inputs = bridge.bridged_inputs(soft, prompts, with_answer=True, modes=modes)
         return StepContext(

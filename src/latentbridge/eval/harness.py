@@ -110,7 +110,8 @@ class Evaluator:
             return self._generate(
                 self.bridge.target,
                 lambda c: self.bridge.bridged_inputs(
-                    self.bridge.soft_tokens(self.prompts[c], seeds[c]), self.prompts[c], with_answer=False
+                    self.bridge.soft_tokens(self.prompts[c], seeds[c], examples=self.items[c]),
+                    self.prompts[c], with_answer=False,
                 ),
                 "bridged",
             )
