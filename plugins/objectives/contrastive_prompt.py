@@ -41,6 +41,7 @@ class ContrastivePrompt(Objective):
     name = "contrastive_prompt"
     Config = ContrastivePromptConfig
     needs = frozenset({"question_pooled"})
+    global_batch = True  # negatives come from every process
 
     def __init__(self, config: ContrastivePromptConfig, ctx: BuildContext):
         super().__init__(config, ctx)

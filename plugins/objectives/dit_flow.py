@@ -35,7 +35,7 @@ class DiTFlow(Objective):
         teacher = torch.stack([resample_weights(k, e.shape[0]).to(e.device) @ e for e in step.get("teacher_embeds")])
         teacher = teacher / teacher.pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         h, mask = step.source_hidden
-        return step.translator.flow_loss(h.to(teacher.dtype), mask, teacher, step.generator)
+        return step.translator.flow_loss(h.to(teacher.dtype), mask, teacher, step.seeds)
 
 
 @hookimpl

@@ -136,14 +136,23 @@ class DiT(Translator):
         return x
 
     def flow_loss(
-        self, h: torch.Tensor, mask: torch.Tensor, teacher: torch.Tensor, generator: torch.Generator
+        self, h: torch.Tensor, mask: torch.Tensor, teacher: torch.Tensor, seeds: torch.Tensor | None
     ) -> torch.Tensor:
-        """Rectified-flow regression toward ``teacher`` (``b k d_tgt``): MSE of the predicted velocity."""
+        """Rectified-flow regression toward ``teacher`` (``b k d_tgt``): MSE of the predicted velocity.
+
+        Noise, time and condition dropout of row r are drawn from ``seeds[r]`` (offset so they differ
+        from the sampler's noise), so a row's draws do not depend on the rest of the batch."""
         b = h.shape[0]
         x1 = teacher.to(h.dtype)
-        x0 = torch.randn(x1.shape, generator=generator).to(x1)
-        t = torch.rand(b, generator=generator).to(x1)
-        drop = (torch.rand(b, generator=generator) < self.config.cond_dropout).to(h.device)
+        x0, t, u = [], [], []
+        for r in range(b):
+            gen = torch.Generator().manual_seed((int(seeds[r]) if seeds is not None else 0) ^ 0x5DEECE66D)
+            x0.append(torch.randn(x1.shape[1:], generator=gen))
+            t.append(torch.rand((), generator=gen))
+            u.append(torch.rand((), generator=gen))
+        x0 = torch.stack(x0).to(x1)
+        t = torch.stack(t).to(x1)
+        drop = (torch.stack(u) < self.config.cond_dropout).to(h.device)
         xt = (1 - t)[:, None, None] * x0 + t[:, None, None] * x1
         predicted = self.velocity(xt, t, self.condition(h, mask), mask, drop=drop)
         return F.mse_loss(predicted.float(), (x1 - x0).float())

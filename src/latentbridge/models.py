@@ -55,7 +55,9 @@ def resolve_model_path(name: str) -> Path:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from .distributed import local_device
+
+        return torch.device(local_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         resolved = torch.device(device)
     except RuntimeError:

@@ -49,6 +49,9 @@ class Objective(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     needs: ClassVar[frozenset[str]] = frozenset()
+    # True for a loss over the batch gathered from every process (a contrastive loss): its gradient
+    # reaches only this process's rows, so the runner scales it by the number of processes
+    global_batch: ClassVar[bool] = False
 
     def __init__(self, config: ObjectiveConfig, ctx: BuildContext):
         super().__init__()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from . import __version__, checkpoint
+from .distributed import any_true, average_gradients, barrier, mean_values, rank, world_size
 from .errors import LatentBridgeError
 from .eval.harness import EvalSettings, Evaluator, Interrupted
 from .experiment import Experiment
@@ -83,6 +84,13 @@ class Runner:
         self.steps = StepBuilder(experiment, self.generator)
         self.params = experiment.trainable_parameters()
         t = r.train
+        self.world, self.rank = world_size(), rank()
+        self.main = self.rank == 0
+        if t.batch_size % self.world:
+            raise LatentBridgeError(
+                f"train.batch_size ({t.batch_size}, the global batch) must be divisible by the number of "
+                f"processes ({self.world})"
+            )
         if not self.params and t.steps > 0:
             raise LatentBridgeError(
                 f"translator '{r.translator.name}' and the objectives have no trainable parameters; "
@@ -104,7 +112,7 @@ class Runner:
                          stop=list(r.eval.stop), systems=list(r.eval.systems)),
             self.run_dir,
             progress=ui.eval_progress if ui else None,
-            should_stop=lambda: self.signal_name is not None,
+            should_stop=lambda: any_true(self.signal_name is not None),
         )
 
     def log(self, message: str) -> None:
@@ -114,6 +122,8 @@ class Runner:
     # -- the run folder ------------------------------------------------------------------------------
 
     def write_header(self) -> None:
+        if not self.main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
         b = self.exp.bridge
@@ -133,12 +143,16 @@ class Runner:
         })
 
     def set_status(self, status: str, **extra: Any) -> None:
+        if not self.main:
+            return
         path = self.run_dir / "run.json"
         data = json.loads(path.read_text())
         data.update(status=status, **extra)
         write_json_atomic(path, data)
 
     def save_weights(self, folder: Path, **extra: Any) -> None:
+        if not self.main:
+            return
         save_translator(self.exp.translator, folder, extra=extra)
         checkpoint.write_card(folder, self.card)
         state = checkpoint._tensors(self.exp.objectives)
@@ -150,15 +164,17 @@ class Runner:
     # -- checkpoints ---------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
-        state = asdict(self.state)
-        state["data"] = self.order.state()
-        checkpoint.save_checkpoint(
-            self.run_dir, self.state.step,
-            translator=self.exp.translator, objectives=self.exp.objectives, optimizer=self.optimizer,
-            scheduler=self.scheduler, generator=self.generator, state=state, card=self.card,
-            keep=self.recipe.checkpoint.keep,
-        )
         self.state.last_checkpoint = self.state.step
+        if self.main:
+            state = asdict(self.state)
+            state["data"] = self.order.state()
+            checkpoint.save_checkpoint(
+                self.run_dir, self.state.step,
+                translator=self.exp.translator, objectives=self.exp.objectives, optimizer=self.optimizer,
+                scheduler=self.scheduler, generator=self.generator, state=state, card=self.card,
+                keep=self.recipe.checkpoint.keep,
+            )
+        barrier()
 
     def restore(self) -> None:
         """Continue from the newest complete checkpoint: weights, optimizer, RNG, data position, files."""
@@ -191,7 +207,10 @@ class Runner:
         self.order = DataOrder(len(self.train_examples), self.recipe.seed, data["epoch"], data["offset"])
         known = {f.name for f in RunState.__dataclass_fields__.values()}
         self.state = RunState(**{k: v for k, v in ckpt.state.items() if k in known})
-        self.rewind_files(ckpt)
+        barrier()  # every process has read the checkpoint before the main one rewinds the folder
+        if self.main:
+            self.rewind_files(ckpt)
+        barrier()
         self.log(f"resuming from checkpoint at step {ckpt.step}")
 
     def rewind_files(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -226,18 +245,25 @@ class Runner:
         weights = scheduled_weights({name: obj.config for name, obj in self.exp.objectives.items()}, step)
         total = 0.0
         finite = True
+        per_process = t.batch_size // self.world
+        part = slice(self.rank * per_process, (self.rank + 1) * per_process)
         for _ in range(t.grad_accum):
+            # the global batch is drawn on every process alike; each takes its own slice of it
             examples = [self.train_examples[i] for i in self.order.take(t.batch_size)]
-            ctx = self.steps.context(step, examples)
+            ctx = self.steps.context(step, examples, part)
             loss, values = weighted_loss(self.exp.objectives, ctx, weights)
             for name, value in values.items():
                 terms[name] += value / t.grad_accum
             finite = finite and math.isfinite(loss.item())
             if finite:
                 (loss / t.grad_accum).backward()
-            total += loss.item() / t.grad_accum
+            total += sum(weights[n] * v for n, v in values.items()) / t.grad_accum
+        finite = not any_true(not finite)
+        terms = mean_values(dict(terms))
+        total = mean_values({"loss": total})["loss"]
         grad_norm = math.nan
         if finite and self.params:
+            average_gradients(self.params)
             max_norm = t.max_grad_norm if t.max_grad_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             finite = math.isfinite(grad_norm)
@@ -283,6 +309,8 @@ class Runner:
         return result
 
     def write_summary(self) -> None:
+        if not self.main:
+            return
         write_json_atomic(self.run_dir / "summary.json", {
             "recipe": self.recipe.name,
             "evaluations": self.state.evaluations,
@@ -309,10 +337,11 @@ class Runner:
         return previous
 
     def _check_signal(self) -> None:
-        if self.signal_name is not None:
+        if any_true(self.signal_name is not None):  # all processes stop at the same step
+            name = self.signal_name or "SIGTERM"
             self.save_checkpoint()
-            self.set_status("preempted", signal=self.signal_name, step=self.state.step)
-            raise Preempted(self.signal_name, self.state.step)
+            self.set_status("preempted", signal=name, step=self.state.step)
+            raise Preempted(name, self.state.step)
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -358,11 +387,13 @@ class Runner:
             window_examples += r.train.batch_size * r.train.grad_accum
             self.state.pending.append(record)
             if step % r.train.log_every == 0 or step == total:
-                append_jsonl(self.run_dir / "metrics.jsonl", average_records(self.state.pending))
-                elapsed = time.perf_counter() - window_start
-                append_jsonl(self.run_dir / "speed.jsonl", {
-                    "step": step, "seconds": elapsed, "examples_per_s": window_examples / max(elapsed, 1e-9),
-                })
+                if self.main:
+                    append_jsonl(self.run_dir / "metrics.jsonl", average_records(self.state.pending))
+                    elapsed = time.perf_counter() - window_start
+                    append_jsonl(self.run_dir / "speed.jsonl", {
+                        "step": step, "seconds": elapsed, "examples_per_s": window_examples / max(elapsed, 1e-9),
+                        "processes": self.world,
+                    })
                 self.state.pending, window_start, window_examples = [], time.perf_counter(), 0
             if self.ui:
                 self.ui.training_step(step, record)
@@ -401,7 +432,8 @@ def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, 
             continue
         with blame("objective", name, objective):
             term = objective(ctx)
-        loss = loss + weights[name] * term
+        scale = world_size() if objective.global_batch else 1  # see Objective.global_batch
+        loss = loss + weights[name] * scale * term
         values[name] = term.item()
     return loss, values
 

@@ -115,11 +115,16 @@ class StepBuilder:
         draws = torch.rand(b, generator=self.generator).tolist()
         return [self.text_mode if u < share else self.exp.bridge.injection for u in draws]
 
-    def context(self, step: int, examples: Sequence[Example]) -> StepContext:
+    def context(self, step: int, examples: Sequence[Example], part: slice | None = None) -> StepContext:
+        """The context for ``examples[part]``. Every random draw is made for the whole (global) batch
+        first, so each example gets the same draws however the batch is split over processes."""
         bridge = self.exp.bridge
-        prompts = [self.exp.task.prompt(e) for e in examples]
         seeds = torch.randint(0, 2**62, (len(examples),), generator=self.generator)
         modes = self.modes(step, len(examples))
+        if part is not None:
+            examples, seeds = list(examples)[part], seeds[part]
+            modes = modes[part] if modes is not None else None
+        prompts = [self.exp.task.prompt(e) for e in examples]
         hidden = bridge.source_hidden(prompts, examples)
         soft = bridge.soft_tokens(prompts, seeds, hidden=hidden)
         inputs = bridge.bridged_inputs(soft, prompts, with_answer=True, modes=modes)

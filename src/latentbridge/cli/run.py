@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LatentBridgeError
@@ -35,17 +36,24 @@ def run(
     recipe: str = typer.Argument(..., help="A recipe file or the name of a shipped recipe."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest complete checkpoint (same as resume=true)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine: relaunches itself under torchrun."),
 ) -> None:
     """Train a translator as the recipe says, evaluating as it goes; ends with a results table.
 
     Exit codes: 0 finished, 2 a problem with the input, 3 stopped (non-finite losses),
     75 preempted by SIGTERM/SIGINT/SIGUSR1 (a checkpoint was written: rerun with --resume).
     """
+    from ..distributed import init_from_env, is_main, launched_by_torchrun
     from ..experiment import Experiment
     from ..recipe import load_recipe
     from ..runner import Diverged, Preempted, Runner, default_run_dir
 
     resolved = load_recipe(recipe, overrides or [])
+    if nproc > 1 and not launched_by_torchrun():
+        if resolved.run_dir is None:  # every process must write to the same folder
+            overrides = [*(overrides or []), f"run_dir={default_run_dir(resolved)}"]
+        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, *(["--resume"] if resume else [])])
+    init_from_env()
     resume = resume or resolved.resume
     if resume:
         run_dir = _resume_dir(resolved.name, resolved.run_dir)
@@ -55,8 +63,9 @@ def run(
         run_dir = default_run_dir(resolved)
         if (run_dir / "run.json").exists():
             raise LatentBridgeError(f"{run_dir} already holds a run; add --resume to continue it, or choose another run_dir")
-    console.print(f"{'resuming' if resume else 'run folder'}: [bold]{escape(str(run_dir))}[/]")
-    with RunUI(console) as ui:
+    out = console if is_main() else Console(quiet=True)
+    out.print(f"{'resuming' if resume else 'run folder'}: [bold]{escape(str(run_dir))}[/]")
+    with RunUI(out) as ui:
         experiment = Experiment.build(resolved, log=ui.log)
         runner = Runner(experiment, run_dir, ui=ui)
         try:
@@ -71,10 +80,20 @@ def run(
                    f"(each was skipped); last good checkpoint: {last}")
             raise typer.Exit(EXIT_DIVERGED) from None
     final = state.evaluations[-1]
-    print_results(console, final, f"{resolved.name}: final evaluation (step {final['step']})")
+    print_results(out, final, f"{resolved.name}: final evaluation (step {final['step']})")
     if state.best_step is not None:
-        console.print(f"best bridged accuracy {state.best_accuracy:.3f} at step {state.best_step} (saved in best/)")
-    console.print(f"results in {escape(str(run_dir))}")
+        out.print(f"best bridged accuracy {state.best_accuracy:.3f} at step {state.best_step} (saved in best/)")
+    out.print(f"results in {escape(str(run_dir))}")
+
+
+def relaunch_under_torchrun(nproc: int, args: list[str]) -> None:
+    """Replace this process with ``torchrun --standalone --nproc_per_node N -m latentbridge ARGS``."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "latentbridge", *args]
+    os.execv(sys.executable, command)
 
 
 @app.command("eval")
@@ -84,6 +103,7 @@ def evaluate(
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for the evaluation, e.g. eval.n=50."),
 ) -> None:
     """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
+    from ..distributed import init_from_env, is_main
     from ..eval.harness import EvalSettings, Evaluator
     from ..experiment import Experiment
     from ..recipe import load_recipe
@@ -97,7 +117,9 @@ def evaluate(
     meta = read_translator_meta(weights)
     recipe = load_recipe(run_dir / "recipe.yaml", overrides or [])
     out_dir = run_dir / f"eval_{step}"
-    with RunUI(console) as ui:
+    init_from_env()
+    out = console if is_main() else Console(quiet=True)
+    with RunUI(out) as ui:
         experiment = Experiment.build(recipe, log=ui.log, translator_dir=str(weights))
         e = recipe.eval
         evaluator = Evaluator(
@@ -107,9 +129,10 @@ def evaluate(
             out_dir, progress=ui.eval_progress,
         )
         result = evaluator.evaluate(int(meta.get("step", 0)))
-    (out_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    print_results(console, result, f"{recipe.name}: {step} translator (step {result['step']})")
-    console.print(f"records in {escape(str(out_dir))}")
+    if is_main():
+        (out_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_results(out, result, f"{recipe.name}: {step} translator (step {result['step']})")
+    out.print(f"records in {escape(str(out_dir))}")
 
 
 @app.command("summarize")

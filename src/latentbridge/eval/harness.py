@@ -22,6 +22,7 @@ import torch
 from .. import __version__
 from ..bridge import Bridge
 from ..configs import config_to_dict
+from ..distributed import gather_objects, is_main, rank, world_size
 from ..generation import greedy_generate
 from ..models import FrozenModel
 from ..task import Example, Prompt, Task
@@ -83,21 +84,32 @@ class Evaluator:
     # -- generation ----------------------------------------------------------------------------------
 
     def _generate(self, model: FrozenModel, build: Callable[[slice], Any], what: str) -> list[str]:
-        texts: list[str] = []
-        size = self.settings.batch_size
-        for start in range(0, len(self.items), size):
-            if self.should_stop():
+        """Greedy outputs for every item, in fixed batches of ``batch_size`` consecutive items.
+
+        Under torchrun the batches are dealt out whole, round-robin, and the outputs gathered: every
+        item is generated exactly once, in the same batch as in a single process, so the files match."""
+        n, size = len(self.items), self.settings.batch_size
+        chunks = [slice(s, min(s + size, n)) for s in range(0, n, size)]
+        world, me = world_size(), rank()
+        mine: dict[int, list[str]] = {}
+        for round_start in range(0, len(chunks), world):
+            if self.should_stop():  # collective: every process asks the same number of times
                 raise Interrupted
-            chunk = slice(start, min(start + size, len(self.items)))
-            inputs = build(chunk)
+            index = round_start + me
+            if index >= len(chunks):
+                continue
+            chunk = chunks[index]
             outs = greedy_generate(
-                model.model, model.tokenizer, inputs, max_new_tokens=self.settings.max_new_tokens,
+                model.model, model.tokenizer, build(chunk), max_new_tokens=self.settings.max_new_tokens,
                 eos_ids=model.eos_ids(), stop=self.settings.stop,
             )
-            texts.extend(o.text for o in outs)
+            mine[chunk.start] = [o.text for o in outs]
             if self.progress:
-                self.progress(what, chunk.stop - chunk.start)
-        return texts
+                self.progress(what, (chunk.stop - chunk.start) * world)
+        merged: dict[int, list[str]] = {}
+        for part in gather_objects(mine):
+            merged.update(part)
+        return [text for start in sorted(merged) for text in merged[start]]
 
     def _text_system(self, model: FrozenModel, rows: list[list[int]], what: str) -> list[str]:
         return self._generate(model, lambda c: self.bridge.text_inputs(model, rows[c]), what)
@@ -165,7 +177,7 @@ class Evaluator:
                     for p, out in zip(self.prompts, outputs["source"], strict=True)
                 ]
                 outputs["relay"] = self._text_system(b.target, rows, "relay")
-        if missing and self.use_cache:
+        if missing and self.use_cache and is_main():
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps({"key": key, "outputs": outputs}))
@@ -201,8 +213,8 @@ class Evaluator:
     def evaluate(self, step: int) -> dict[str, Any]:
         """Run every system, write ``eval_samples_step_<step>.jsonl``, return the step's summary."""
         records = self.records(step, self.generate_bridged())
-        path = self.out_dir / f"eval_samples_step_{step}.jsonl"
-        write_jsonl_atomic(path, records)
+        if is_main():
+            write_jsonl_atomic(self.out_dir / f"eval_samples_step_{step}.jsonl", records)
         return {"step": step, **summarize_records(records)}
 
 
