@@ -202,3 +202,19 @@ def test_nothing_to_train_is_a_clear_error(random_pair, tmp_path):
                           "models.target=" + str(random_pair["llama"]))
     with pytest.raises(LatentBridgeError, match="no trainable parameters; use train.steps=0"):
         Runner(exp, tmp_path)
+
+
+def test_autocast_only_on_cuda_with_a_16_bit_dtype():
+    import contextlib
+
+    from latentbridge.precision import autocast
+
+    assert isinstance(autocast(torch.device("cpu"), torch.bfloat16), contextlib.nullcontext)
+    assert isinstance(autocast(torch.device("cuda"), torch.float32), contextlib.nullcontext)
+    assert isinstance(autocast(torch.device("cuda"), torch.bfloat16, enabled=False), contextlib.nullcontext)
+    import warnings
+
+    with warnings.catch_warnings():  # on a machine without CUDA, torch warns that it will not autocast
+        warnings.simplefilter("ignore")
+        on = autocast(torch.device("cuda"), torch.bfloat16)
+    assert isinstance(on, torch.autocast) and on.fast_dtype == torch.bfloat16

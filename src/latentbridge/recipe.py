@@ -29,6 +29,7 @@ class ModelsConfig:
     target: str = option(help="target model: a built-in name or a local Hugging Face folder")
     source_layer: int = option(-1, help="which hidden_states entry of the source to translate (0: embeddings, -1: last)")
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", help="dtype of the frozen models")
+    autocast: bool = option(True, help="on CUDA with a 16-bit dtype, run steps under torch.autocast (fp32 master weights)")
     device: str = option("auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     trust_remote_code: bool = option(False, help="allow model folders to run their own code (off unless set)")
 

@@ -28,6 +28,7 @@ from .errors import LatentBridgeError
 from .eval.harness import EvalSettings, Evaluator, Interrupted
 from .experiment import Experiment
 from .objective import scheduled_weights
+from .precision import autocast
 from .recipe import Recipe
 from .registry import blame
 from .rundir import append_jsonl, git_commit, new_run_dir, write_json_atomic
@@ -113,7 +114,12 @@ class Runner:
             self.run_dir,
             progress=ui.eval_progress if ui else None,
             should_stop=lambda: any_true(self.signal_name is not None),
+            autocast=r.models.autocast,
         )
+
+    def autocast(self):
+        target = self.exp.bridge.target
+        return autocast(target.device, target.dtype, self.recipe.models.autocast)
 
     def log(self, message: str) -> None:
         if self.ui:
@@ -250,8 +256,9 @@ class Runner:
         for _ in range(t.grad_accum):
             # the global batch is drawn on every process alike; each takes its own slice of it
             examples = [self.train_examples[i] for i in self.order.take(t.batch_size)]
-            ctx = self.steps.context(step, examples, part)
-            loss, values = weighted_loss(self.exp.objectives, ctx, weights)
+            with self.autocast():
+                ctx = self.steps.context(step, examples, part)
+                loss, values = weighted_loss(self.exp.objectives, ctx, weights)
             for name, value in values.items():
                 terms[name] += value / t.grad_accum
             finite = finite and math.isfinite(loss.item())

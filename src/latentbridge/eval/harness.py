@@ -25,6 +25,7 @@ from ..configs import config_to_dict
 from ..distributed import gather_objects, is_main, rank, world_size
 from ..generation import greedy_generate
 from ..models import FrozenModel
+from ..precision import autocast
 from ..task import Example, Prompt, Task
 from .answers import extract_answer
 from .summary import SYSTEMS, summarize_records
@@ -68,6 +69,7 @@ class Evaluator:
         progress: Progress | None = None,
         use_cache: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        autocast: bool = True,
     ):
         self.bridge = bridge
         self.task = task
@@ -76,6 +78,7 @@ class Evaluator:
         self.progress = progress
         self.use_cache = use_cache
         self.should_stop = should_stop or (lambda: False)
+        self.autocast = autocast
         test = task.examples("test")
         self.items: list[Example] = test[: settings.n]
         self.prompts: list[Prompt] = [task.prompt(e) for e in self.items]
@@ -99,10 +102,11 @@ class Evaluator:
             if index >= len(chunks):
                 continue
             chunk = chunks[index]
-            outs = greedy_generate(
-                model.model, model.tokenizer, build(chunk), max_new_tokens=self.settings.max_new_tokens,
-                eos_ids=model.eos_ids(), stop=self.settings.stop,
-            )
+            with autocast(model.device, model.dtype, self.autocast):
+                outs = greedy_generate(
+                    model.model, model.tokenizer, build(chunk), max_new_tokens=self.settings.max_new_tokens,
+                    eos_ids=model.eos_ids(), stop=self.settings.stop,
+                )
             mine[chunk.start] = [o.text for o in outs]
             if self.progress:
                 self.progress(what, (chunk.stop - chunk.start) * world)
