@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from .encoding import PromptEncoder
 from .injection import InjectionMode
@@ -46,6 +47,39 @@ def pad_hidden(rows: Sequence[torch.Tensor], device: torch.device) -> tuple[torc
     return h.to(device), mask.to(device)
 
 
+MIN_SHARED_PREFIX = 32  # tokens: below this, reusing a prefix's key/value cache is not worth it
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every row shares, leaving each row at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+@dataclass
+class PrefixState:
+    """A shared prefix run once: its key/value cache and its hidden states at the chosen layer."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    hidden: torch.Tensor  # 1 P d
+
+    @classmethod
+    def compute(cls, model: Any, prefix: Sequence[int], layer: int, device: torch.device) -> PrefixState:
+        ids = torch.tensor([list(prefix)], device=device)
+        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
+                    use_cache=True, output_hidden_states=True)
+        kv = [(lay.keys, lay.values) for lay in out.past_key_values.layers]
+        return cls(kv, out.hidden_states[layer])
+
+    def cache(self, b: int, config: Any) -> DynamicCache:
+        """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place)."""
+        data = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in self.kv]
+        return DynamicCache(ddp_cache_data=data, config=config)
+
+
 @dataclass
 class Bridge:
     source: FrozenModel
@@ -58,6 +92,7 @@ class Bridge:
     def __post_init__(self) -> None:
         self.source_encoder = PromptEncoder(self.source.tokenizer)
         self.target_encoder = PromptEncoder(self.target.tokenizer)
+        self._prefixes: dict[tuple[int, ...], PrefixState] = {}
 
     # -- source side ---------------------------------------------------------------------------------
 
@@ -71,14 +106,36 @@ class Bridge:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states of the chosen source layer: ``b t d_src`` and the mask ``b t``.
 
-        With the source cache on (and the examples known), they come from the cache."""
+        With the source cache on (and the examples known), they come from the cache. When the rows
+        share a long token prefix (a fixed few-shot header), the prefix is run once and its key/value
+        cache reused, laid out as ``[prefix][pad][rest]``."""
         if self.source_cache is not None and examples is not None:
             return pad_hidden(self.source_cache.get(examples), self.source.device)
-        ids, mask = left_pad(self.source_rows(prompts), self.source.pad_id, self.source.device)
+        rows = self.source_rows(prompts)
+        shared = common_prefix(rows)
+        if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
+            return self._hidden_with_prefix(rows, shared)
+        ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(
             input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True
         )
         return out.hidden_states[self.source_layer], mask
+
+    def _hidden_with_prefix(self, rows: Sequence[Sequence[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = tuple(rows[0][:shared])
+        cached = self._prefixes.get(prefix)
+        if cached is None:
+            cached = PrefixState.compute(self.source.model, prefix, self.source_layer, self.source.device)
+            self._prefixes = {prefix: cached}  # the header changes rarely: keep the last one
+        rest_ids, rest_mask = left_pad([r[shared:] for r in rows], self.source.pad_id, self.source.device)
+        b = len(rows)
+        mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
+        out = self.source.model(
+            input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
+            past_key_values=cached.cache(b, self.source.model.config), output_hidden_states=True,
+        )
+        hidden = torch.cat([cached.hidden.expand(b, -1, -1), out.hidden_states[self.source_layer]], 1)
+        return hidden, mask
 
     def hidden_rows(self, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
         """Each prompt's source hidden states on its real tokens only (``t_i d``)."""

@@ -1,0 +1,64 @@
+"""Speed features must not change results: shared-prefix reuse, batched generation, logit windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from latentbridge.bridge import MIN_SHARED_PREFIX, common_prefix, left_pad
+from latentbridge.eval.harness import EvalSettings, Evaluator
+from latentbridge.layout import positions_from_mask
+
+from .helpers import make_experiment
+
+
+def test_common_prefix():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token of its own
+    assert common_prefix([[7], [7, 8]]) == 0
+
+
+def test_shared_prefix_reuse_gives_the_full_forward(random_pair):
+    exp = make_experiment(random_pair, "task.shots=2")  # a fixed few-shot header: a long shared prefix
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:5]]
+    rows = bridge.source_rows(prompts)
+    assert common_prefix(rows) >= MIN_SHARED_PREFIX
+    h, mask = bridge.source_hidden(prompts)
+    ids, full_mask = left_pad(rows, bridge.source.pad_id, bridge.source.device)
+    full = bridge.source.model(input_ids=ids, attention_mask=full_mask, position_ids=positions_from_mask(full_mask),
+                               output_hidden_states=True).hidden_states[-1]
+    for i in range(len(rows)):
+        torch.testing.assert_close(h[i][mask[i].bool()], full[i][full_mask[i].bool()], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(exp.translator(h, mask), exp.translator(full, full_mask), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("translator", ["linear", "dit"])
+def test_batched_generation_equals_one_by_one(random_pair, tmp_path, monkeypatch, translator):
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    extra = ["translator={name: dit, k: 3, d_model: 16, heads: 2}"] if translator == "dit" else []
+    exp = make_experiment(random_pair, *extra, "task.shots=1", "task.exemplars=per_item")
+    settings = EvalSettings(n=8, batch_size=8, max_new_tokens=8, stop=["\n\n"], systems=["source", "target", "bridged", "relay"])
+    Evaluator(exp.bridge, exp.task, settings, tmp_path / "batched", use_cache=False).evaluate(step=1)
+    one = dataclasses.replace(settings, batch_size=1)
+    Evaluator(exp.bridge, exp.task, one, tmp_path / "single", use_cache=False).evaluate(step=1)
+    batched = [json.loads(x) for x in (tmp_path / "batched" / "eval_samples_step_1.jsonl").read_text().splitlines()]
+    single = [json.loads(x) for x in (tmp_path / "single" / "eval_samples_step_1.jsonl").read_text().splitlines()]
+    assert batched == single
+
+
+def test_the_answer_window_holds_every_supervised_position(random_pair):
+    from latentbridge.steps import StepBuilder
+
+    exp = make_experiment(random_pair)
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
+    window = ctx.logits.shape[1]
+    labels = ctx.inputs.labels
+    assert window < labels.shape[1]  # the vocabulary projection skips the prompt
+    assert int((labels[:, :-window] != -100).sum()) == 0
+    full = exp.bridge.target.model(**ctx.inputs.model_kwargs()).logits[:, -window:]
+    torch.testing.assert_close(ctx.logits, full, rtol=1e-4, atol=1e-5)
