@@ -32,6 +32,8 @@ def expected_files() -> set[str]:
         if "examples" not in p.parts
     }
     files |= {f"latentbridge/recipes/{p.name}" for p in (REPO / "recipes").glob("*.yaml")}
+    models = REPO / "src/latentbridge/zoo/models"
+    files |= {f"latentbridge/zoo/models/{p.relative_to(models)}" for p in models.rglob("*") if p.is_file()}
     return files
 
 
@@ -39,6 +41,7 @@ def test_wheel_contains_core_plugins_and_recipes(wheel_names):
     missing = expected_files() - wheel_names
     assert not missing, f"not in the wheel (add the package to pyproject.toml): {sorted(missing)}"
     assert "latentbridge/recipes/answer_softplus.yaml" in wheel_names
+    assert "latentbridge/zoo/models/tiny-llama/model.safetensors" in wheel_names
 
 
 def test_wheel_leaves_out_the_example_plugin(wheel_names):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -17,7 +18,7 @@ from .app import app, console
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in tiny model pair (tiny-llama, tiny-mistral).")
 app.add_typer(zoo_app, name="zoo")
 
-COLUMNS = ("name", "architecture", "parameters", "tokenizer", "vocab", "hidden", "layers", "rope base", "accuracy")
+COLUMNS = ("name", "params", "tokenizer", "vocab", "hidden", "layers", "rope", "accuracy")
 
 
 def zoo_rows(info: dict) -> list[dict]:
@@ -39,14 +40,20 @@ def zoo_rows(info: dict) -> list[dict]:
 
 
 def print_zoo(rows: list[dict], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for column in COLUMNS:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(
-            r["name"], r["architecture"], f"{r['parameters']:,}", escape(r["tokenizer"]), str(r["vocab_size"]),
-            str(r["hidden_size"]), str(r["num_layers"]), f"{r['rope_theta']:g}", f"{r['accuracy']:.3f} (n={r['n_eval']})",
+            r["name"], f"{r['parameters']:,}", escape(r["tokenizer"]),
+            str(r["vocab_size"]), str(r["hidden_size"]), str(r["num_layers"]), f"{r['rope_theta']:g}",
+            f"{r['accuracy']:.3f}",
         )
+    table.caption = (
+        "tiny-llama is a LlamaForCausalLM, tiny-mistral a MistralForCausalLM (see --json)\n"
+        f"tokenizer: 1-digit = every digit its own token; n-digit = numbers in multi-digit pieces\n"
+        f"accuracy: greedy, strict '#### N' match, on the {rows[0]['n_eval']} arith test problems"
+    ) if rows else None
     console.print(table)
 
 
@@ -62,7 +69,7 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    print_zoo(rows, "built-in models (accuracy: greedy, on the arith test split)")
+    print_zoo(rows, "built-in models")
 
 
 @zoo_app.command("build")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 Example = dict[str, str]
 _Template = Callable[[random.Random], tuple[str, list[str], int]]
@@ -200,15 +200,6 @@ def generate_splits(seed: int, n_train: int, n_test: int) -> tuple[list[Example]
         splits.append(out)
     test, train = splits
     return train, test
-
-
-def final_number(text: str) -> str | None:
-    """The number after the last ``####`` in ``text`` (commas/``$`` removed), or None."""
-    if "####" not in text:
-        return None
-    tail = text.rsplit("####", 1)[1].strip().split("\n")[0].strip()
-    token = tail.split(" ")[0].replace(",", "").replace("$", "").rstrip(".")
-    return token or None
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> None:

@@ -1,0 +1,81 @@
+"""Benchmark 5: peak memory of a training step vs the sum of frozen weights, translator and optimizer state.
+
+On CUDA: ``torch.cuda.max_memory_allocated``. On CPU: the process's peak resident set during the
+steps (``VmHWM``, reset before them), above its resident set just before.
+
+    python benchmarks/memory.py [--recipe answer_softplus] [--steps 5] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from common import write
+from latentbridge.experiment import Experiment
+from latentbridge.recipe import load_recipe
+from latentbridge.runner import Runner
+
+
+def status_kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipe", default="answer_softplus")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = load_recipe(args.recipe, args.overrides)
+        exp = Experiment.build(recipe)
+        runner = Runner(exp, f"{tmp}/run")
+        runner.train_step(1)  # creates the optimizer state
+        frozen = tensor_bytes(exp.bridge.source.model.parameters()) + tensor_bytes(exp.bridge.target.model.parameters())
+        translator = tensor_bytes(exp.trainable_parameters())
+        optimizer = tensor_bytes(t for s in runner.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+        static = frozen + translator + optimizer
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+            before = status_kib("VmRSS") * 1024
+        for step in range(2, 2 + args.steps):
+            runner.train_step(step)
+        if cuda:
+            peak = torch.cuda.max_memory_allocated()
+            extra = peak - static
+        else:
+            extra = status_kib("VmHWM") * 1024 - before
+            peak = static + extra
+    ratio = peak / static
+    mib = 2**20
+    write(
+        "memory",
+        {"recipe": recipe.name, "device": "cuda" if cuda else "cpu", "frozen_weights_bytes": frozen,
+         "translator_bytes": translator, "optimizer_state_bytes": optimizer, "static_bytes": static,
+         "step_extra_bytes": extra, "peak_bytes": peak, "ratio": ratio},
+        [("part", "MiB"),
+         ("frozen weights (source + target)", f"{frozen / mib:.2f}"),
+         ("translator (+ objective) parameters", f"{translator / mib:.2f}"),
+         ("optimizer state (AdamW)", f"{optimizer / mib:.2f}"),
+         ("sum", f"{static / mib:.2f}"),
+         ("peak during a training step", f"{peak / mib:.2f}"),
+         ("peak / sum", f"{ratio:.2f}")],
+        notes="CPU: peak = sum + growth of the resident set during the steps (activations, gradients, "
+              "allocator slack). No parameter gradients or optimizer state exist for the frozen models.",
+    )
+
+
+if __name__ == "__main__":
+    main()

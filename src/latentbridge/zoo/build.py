@@ -1,0 +1,200 @@
+"""Build the pretrained tiny source/target LLM pair and the synthetic ``arith`` task.
+
+The pair mimics a Llama / Mistral pair at toy scale, trained from scratch on
+GSM8K-format synthetic word problems (``arith``, see :mod:`.arith`):
+
+* ``tiny-llama`` (the stronger model): ``LlamaForCausalLM``, 4 layers x 128 wide,
+  GQA 4/2 heads, rope base 500000, byte-level BPE with single-digit tokens.
+* ``tiny-mistral`` (the weaker model): ``MistralForCausalLM``, 3 layers x 96
+  wide, GQA 4/2 heads, rope base 10000, SentencePiece-style Metaspace BPE with
+  multi-digit number pieces and a smaller vocabulary.
+
+Both are trained by our own seeded AdamW loop on ``Question: q\\nAnswer: a`` + eos
+and scored by greedy generation on the 200 test problems (target accuracies
+about 0.75 and 0.5). :func:`build_pair` writes::
+
+    out_dir/arith/{train,test}.jsonl
+    out_dir/tiny-llama/    config.json, model.safetensors, tokenizer files
+    out_dir/tiny-mistral/  (same)
+    out_dir/zoo.json       per-model facts: params, tokenizer, sizes, accuracy, seconds
+
+Every folder loads offline with ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained``. Same seed and thread count -> same weights.
+All settings live in :mod:`.specs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .arith import generate_splits, read_jsonl, write_jsonl
+from .evaluate import evaluate_accuracy
+from .specs import N_TEST, N_TRAIN, PAIR, TORCH_THREADS, ModelSpec
+from .tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
+from .train import eval_prompt, make_model, train_model, train_text
+
+Progress = Callable[[str, int, int], None]
+_TOKENIZER_TRAINERS = {"llama": train_llama_tokenizer, "mistral": train_mistral_tokenizer}
+_TOKENIZER_TYPES = {
+    "llama": "byte BPE, 1-digit",
+    "mistral": "Metaspace, n-digit",
+}
+
+
+def build_model(
+    spec: ModelSpec,
+    train: list[dict[str, str]],
+    test: list[dict[str, str]],
+    out_dir: Path,
+    seed: int,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train tokenizer + model for ``spec``, save to ``out_dir/spec.name``, return facts."""
+    start = time.time()
+    texts = [train_text(e["question"], e["answer"]) for e in train]
+    prompts = [eval_prompt(e["question"]) for e in train]
+    tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
+    model = make_model(spec, tokenizer, seed + spec.seed_offset)
+    losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress)
+
+    def eval_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"eval {spec.name}", done, total)
+
+    accuracy = evaluate_accuracy(model, tokenizer, test, progress=eval_progress)
+    folder = out_dir / spec.name
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    seconds = time.time() - start
+    return {
+        "folder": spec.name,
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer_type": _TOKENIZER_TYPES[spec.tokenizer],
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.hidden_size,
+        "num_layers": spec.num_layers,
+        "rope_theta": spec.rope_theta,
+        "accuracy": accuracy,
+        "n_eval": len(test),
+        "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "build_seconds": round(seconds, 1),
+        "spec": spec.to_dict(),
+    }
+
+
+_RESULT = "@@zoo-result "
+_PROGRESS = "@@zoo-progress "
+
+
+def _child_main() -> None:
+    """Entry point of the build subprocess: one model, arguments as JSON in argv[1].
+
+    Flush-to-zero is a per-thread CPU flag that new threads inherit, so the
+    command line of :func:`_build_isolated` sets it right after ``import torch``,
+    before torch starts its intra-op worker threads; only a fresh process
+    guarantees that. Without it, tiny-mistral's training passed through phases
+    where subnormal floats made steps up to 10x slower (the weights were
+    bit-identical with and without it).
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # this process only: keep the caller's output clean
+    args = json.loads(sys.argv[1])
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(TORCH_THREADS)
+    spec = ModelSpec(**args["spec"])
+    out = Path(args["out_dir"])
+    train, test = read_jsonl(out / "arith" / "train.jsonl"), read_jsonl(out / "arith" / "test.jsonl")
+
+    def report(stage: str, done: int, total: int) -> None:
+        print(_PROGRESS + json.dumps([stage, done, total]), flush=True)
+
+    facts = build_model(spec, train, test, out, args["seed"], report)
+    print(_RESULT + json.dumps(facts), flush=True)
+
+
+def _build_isolated(spec: ModelSpec, out: Path, seed: int, progress: Progress | None) -> dict[str, Any]:
+    """Build one model in a fresh Python subprocess (see :func:`_child_main`)."""
+    src = str(Path(__file__).resolve().parents[2])  # the folder that holds latentbridge/
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
+    arg = json.dumps({"spec": spec.to_dict(), "out_dir": str(out), "seed": seed})
+    code = (  # flush-to-zero before anything (even imports) can start torch threads
+        "import torch; torch.set_flush_denormal(True); "
+        f"torch.set_num_threads({TORCH_THREADS}); "
+        "from latentbridge.zoo.build import _child_main; _child_main()"
+    )
+    cmd = [sys.executable, "-c", code, arg]
+    result: dict[str, Any] | None = None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(_PROGRESS) and progress is not None:
+                progress(*json.loads(line[len(_PROGRESS) :]))
+            elif line.startswith(_RESULT):
+                result = json.loads(line[len(_RESULT) :])
+    if proc.returncode != 0 or result is None:
+        raise RuntimeError(f"building {spec.name} failed (exit code {proc.returncode})")
+    return result
+
+
+def build_pair(
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: Progress | None = None,
+    specs: tuple[ModelSpec, ...] = PAIR,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
+    isolate: bool = True,
+) -> dict[str, Any]:
+    """Build the arith task and both models under ``out_dir``; write and return ``zoo.json``.
+
+    ``progress(stage, done, total)`` is called during data, training and eval.
+    ``specs``/``n_train``/``n_test`` exist for quick tests with cheaper settings.
+    With ``isolate`` (the default) each model is built in a fresh Python
+    subprocess with flush-to-zero on all torch threads: fast, and independent of
+    what the calling process did before. ``isolate=False`` builds in this process (same
+    weights, but training may be much slower if subnormals appear).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    if progress is not None:
+        progress("data", 0, 1)
+    train, test = generate_splits(seed, n_train, n_test)
+    write_jsonl(out / "arith" / "train.jsonl", train)
+    write_jsonl(out / "arith" / "test.jsonl", test)
+    if progress is not None:
+        progress("data", 1, 1)
+    models: dict[str, Any] = {}
+    for spec in specs:
+        if isolate:
+            models[spec.name] = _build_isolated(spec, out, seed, progress)
+            continue
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TORCH_THREADS)
+        try:
+            models[spec.name] = build_model(spec, train, test, out, seed, progress)
+        finally:
+            torch.set_num_threads(threads)
+    info = {
+        "seed": seed,
+        "task": {"name": "arith", "n_train": len(train), "n_test": len(test), "folder": "arith"},
+        "models": models,
+        "torch_threads": TORCH_THREADS,
+        "torch_version": torch.__version__,
+        "build_seconds": round(time.time() - start, 1),
+    }
+    (out / "zoo.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info

@@ -1,0 +1,158 @@
+"""Model construction and a plain, seeded torch training loop (no ``Trainer``)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from .specs import ModelSpec
+
+Progress = Callable[[str, int, int], None]
+
+
+def train_text(question: str, answer: str) -> str:
+    """The exact training text of one example (eos is appended as a token id)."""
+    return f"Question: {question}\nAnswer: {answer}"
+
+
+def eval_prompt(question: str) -> str:
+    """The evaluation prompt; the model continues with the worked answer."""
+    return f"Question: {question}\nAnswer:"
+
+
+def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -> PreTrainedModel:
+    """A freshly initialised Llama/Mistral causal LM for ``spec`` (seeded init)."""
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if spec.arch not in ("llama", "mistral"):
+        raise ValueError(f"unknown arch {spec.arch!r}")
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        if spec.arch == "llama":
+            return LlamaForCausalLM(LlamaConfig(**common))
+        return MistralForCausalLM(MistralConfig(sliding_window=None, **common))
+
+
+def _floor_logits(logits: torch.Tensor, margin: float = 60.0) -> torch.Tensor:
+    """Clamp each logit to at least ``max - margin`` (no gradient below the floor).
+
+    Tokens that far below the top have probability < e^-60, so this changes the
+    loss by nothing measurable. It keeps the softmax out of the float32
+    subnormal range: without it, the phase of training where unused tokens'
+    log-probs pass through -87..-103 produced subnormal numbers whose slow CPU
+    handling made training steps 2-4x slower for ~800 steps.
+    """
+    floor = logits.detach().amax(dim=-1, keepdim=True) - margin
+    return torch.maximum(logits, floor)
+
+
+def _batches(lengths: Sequence[int], batch_size: int, n_batches: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches of example indices covering ``n_batches`` steps.
+
+    Each epoch is shuffled, cut into chunks of 64 batches, sorted by length
+    inside a chunk (little padding) and the chunk's batches shuffled again.
+    """
+    out: list[list[int]] = []
+    idx = list(range(len(lengths)))
+    while len(out) < n_batches:
+        rng.shuffle(idx)
+        chunk = batch_size * 64
+        for start in range(0, len(idx) - batch_size + 1, chunk):
+            part = sorted(idx[start : start + chunk], key=lambda i: lengths[i])
+            group = [part[j : j + batch_size] for j in range(0, len(part) - batch_size + 1, batch_size)]
+            rng.shuffle(group)
+            out.extend(group)
+    return out[:n_batches]
+
+
+def train_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    texts: Sequence[str],
+    prompts: Sequence[str],
+    spec: ModelSpec,
+    seed: int,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Train ``model`` in place on ``bos + text + eos`` sequences; return the loss curve.
+
+    Next-token loss over the whole sequence (pads masked); the tokens of the
+    prompt part (``prompts[i]``, a token prefix of ``texts[i]``) are weighted by
+    ``spec.prompt_loss_weight``. AdamW, linear warmup then cosine
+    decay to 10% of ``spec.lr``, gradient clipping at 1.0. Deterministic given
+    ``seed`` and the thread count.
+    """
+    enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    seqs = [ids + [tokenizer.eos_token_id] for ids in enc]
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    if any(full[: len(p)] != p for full, p in zip(enc, prompt_ids, strict=True)):
+        raise ValueError("prompt tokens must be a prefix of the training text tokens")
+    n_prompt = [len(p) for p in prompt_ids]
+    batches = _batches([len(s) for s in seqs], spec.batch_size, spec.steps, random.Random(seed))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.98),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup:
+            return spec.lr * (step + 1) / spec.warmup
+        t = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return spec.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+    model.train()
+    losses: list[float] = []
+    pad = tokenizer.pad_token_id
+    for step, batch in enumerate(batches):
+        width = max(len(seqs[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        weight = torch.zeros((len(batch), width))
+        for row, i in enumerate(batch):
+            ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+            weight[row, : len(seqs[i])] = 1.0
+            weight[row, : n_prompt[i]] = spec.prompt_loss_weight
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        # Right padding + causal attention: real tokens never attend to the pads,
+        # so no attention mask is needed; pads get zero loss weight.
+        logits = model(input_ids=ids).logits[:, :-1]
+        logits = _floor_logits(logits)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+        w = weight[:, 1:].reshape(-1)
+        loss = (ce * w).sum() / w.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == spec.steps):
+            progress(f"train {spec.name}", step + 1, spec.steps)
+    model.eval()
+    return losses

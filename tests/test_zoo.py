@@ -1,0 +1,110 @@
+"""The built-in tiny pair: shipped, offline, mismatched like Llama <-> Mistral, and as accurate as listed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from latentbridge.cli import app
+from latentbridge.eval.harness import EvalSettings, Evaluator
+from latentbridge.models import builtin_models, load_frozen, zoo_dir
+
+from .helpers import BASE
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def listed() -> dict[str, dict]:
+    result = cli.invoke(app, ["zoo", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_the_pair_is_listed_with_accuracies_in_bounds(listed):
+    llama, mistral = listed["tiny-llama"], listed["tiny-mistral"]
+    assert llama["architecture"] == "LlamaForCausalLM" and mistral["architecture"] == "MistralForCausalLM"
+    for model in (llama, mistral):
+        assert 0.40 <= model["accuracy"] <= 0.95 and model["n_eval"] == 200
+    assert abs(llama["accuracy"] - mistral["accuracy"]) >= 0.15
+    # the mismatches a translator has to bridge
+    assert llama["hidden_size"] != mistral["hidden_size"] and llama["num_layers"] != mistral["num_layers"]
+    assert llama["rope_theta"] != mistral["rope_theta"]
+    assert llama["vocab_size"] != mistral["vocab_size"] and llama["tokenizer"] != mistral["tokenizer"]
+
+
+def test_tokenizers_segment_differently():
+    llama, mistral = load_frozen("tiny-llama"), load_frozen("tiny-mistral")
+    text = "Tom has 123 apples and buys 45 more."
+    a, b = llama.tokenizer.tokenize(text), mistral.tokenizer.tokenize(text)
+    assert a != b
+    assert "1" in a and "2" in a and "3" in a  # digits one by one
+    assert llama.tokenizer.decode(llama.tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+    assert mistral.tokenizer.decode(mistral.tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def test_accuracies_re_measured_from_the_shipped_weights(listed, tmp_path, monkeypatch):
+    """The harness that evaluates every run, on the same 200 test problems, reproduces zoo list."""
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    from latentbridge.experiment import Experiment
+    from latentbridge.recipe import validate_recipe
+
+    recipe = validate_recipe({**BASE, "task": {"name": "arith"}, "models": {"source": "tiny-llama", "target": "tiny-mistral"}})
+    exp = Experiment.build(recipe)
+    settings = EvalSettings(n=200, batch_size=50, max_new_tokens=96, stop=["\n\n"], systems=["source", "target"])
+    result = Evaluator(exp.bridge, exp.task, settings, tmp_path).evaluate(step=0)
+    measured = {"tiny-llama": result["systems"]["source"]["accuracy"], "tiny-mistral": result["systems"]["target"]["accuracy"]}
+    for name, accuracy in measured.items():
+        assert 0.40 <= accuracy <= 0.95
+        assert abs(accuracy - listed[name]["accuracy"]) <= 0.01, (name, accuracy)
+    assert abs(measured["tiny-llama"] - measured["tiny-mistral"]) >= 0.15
+
+
+def test_loading_needs_no_network_and_no_environment_variable():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "LATENTBRIDGE_"))}
+    code = (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "from latentbridge.models import builtin_models, load_frozen\n"
+        "for name, path in builtin_models().items():\n"
+        "    AutoModelForCausalLM.from_pretrained(path); AutoTokenizer.from_pretrained(path); load_frozen(name)\n"
+        "print(sorted(builtin_models()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['tiny-llama', 'tiny-mistral']"
+
+
+def test_shipped_size_is_at_most_10_mb():
+    total = sum(p.stat().st_size for p in zoo_dir().rglob("*") if p.is_file())
+    assert total <= 10 * 2**20, total
+    assert set(builtin_models()) == {"tiny-llama", "tiny-mistral"}
+
+
+def test_a_short_build_is_deterministic_and_loadable(tmp_path):
+    from latentbridge.zoo.build import build_pair
+    from latentbridge.zoo.specs import PAIR
+
+    short = tuple(dataclasses.replace(s, steps=6, warmup=2, batch_size=8) for s in PAIR)
+    stages = []
+    infos = [build_pair(tmp_path / run, seed=3, specs=short, n_train=200, n_test=10, isolate=run == "b",
+                        progress=lambda stage, done, total: stages.append(stage)) for run in ("a", "b")]
+    for name in ("tiny-llama", "tiny-mistral"):
+        a = (tmp_path / "a" / name / "model.safetensors").read_bytes()
+        assert a == (tmp_path / "b" / name / "model.safetensors").read_bytes()  # in-process == subprocess
+        model = load_frozen(str(tmp_path / "a" / name))
+        assert model.num_layers == {"tiny-llama": 4, "tiny-mistral": 3}[name]
+        assert 0.0 <= infos[0]["models"][name]["accuracy"] <= 1.0
+    assert {"data", "train tiny-llama", "train tiny-mistral"} <= set(stages)
+
+
+def test_zoo_build_refuses_a_folder_that_is_not_empty(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = cli.invoke(app, ["zoo", "build", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is not empty" in result.stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"
