@@ -40,7 +40,7 @@ def under(keys: set[str], *prefixes: str) -> set[str]:
         ("contrastive_softonly", "prompt_softonly_phase2_swap", ["objectives.contrastive_prompt"]),
         ("probe_softonly", "prompt_softonly_phase2_swap", ["objectives.probe_head"]),
         ("format_scaled", "prompt_softonly_phase2_swap", ["objectives.format_penalty"]),
-        ("answer_softonly", "answer_softplus", ["injection"]),
+        ("answer_softonly", "answer_softplus", ["injection", "train.steps", "train.warmup_steps", "eval.every"]),
     ],
 )
 def test_ablation_differs_in_exactly_the_ablated_terms(ablation, parent, ablated):
