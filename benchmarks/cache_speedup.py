@@ -9,6 +9,7 @@ import argparse
 import tempfile
 
 from common import interleaved, summary, write
+
 from latentbridge.experiment import Experiment
 from latentbridge.recipe import load_recipe
 from latentbridge.runner import Runner

@@ -14,8 +14,8 @@ import tempfile
 import time
 
 import torch
-
 from common import summary, timed, write
+
 from latentbridge.eval.harness import EvalSettings, Evaluator
 from latentbridge.experiment import Experiment
 from latentbridge.generation import greedy_generate

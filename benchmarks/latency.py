@@ -12,6 +12,7 @@ import statistics
 import tempfile
 
 from common import timed, write
+
 from latentbridge.eval.harness import EvalSettings, Evaluator
 from latentbridge.experiment import Experiment
 from latentbridge.recipe import load_recipe

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import write
+
 from latentbridge.experiment import Experiment
 from latentbridge.recipe import load_recipe
 from latentbridge.runner import Runner

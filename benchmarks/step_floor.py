@@ -14,10 +14,10 @@ import argparse
 import tempfile
 
 import torch
-
 from common import interleaved, summary, write
-from latentbridge.experiment import Experiment
 from latentbridge.plugins.objectives.nll import answer_nll
+
+from latentbridge.experiment import Experiment
 from latentbridge.recipe import load_recipe
 from latentbridge.runner import Runner
 

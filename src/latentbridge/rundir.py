@@ -26,9 +26,46 @@ from .errors import LatentBridgeError
 
 
 def new_run_dir(name: str, root: str | Path = "runs") -> Path:
-    """A fresh folder name that concurrent jobs cannot both take (timestamp plus random suffix)."""
+    """A fresh folder name: timestamp plus 32 random bits, so concurrent jobs do not pick the same one
+    (and the run claims its folder by creating run.json exclusively; see :func:`claim`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    return Path(root) / f"{name}-{stamp}-{secrets.token_hex(4)}"
+
+
+def claim(run_dir: Path, record: dict[str, Any]) -> None:
+    """Create ``run_dir/run.json`` only if no run holds the folder yet (exclusive create)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with (run_dir / "run.json").open("x", encoding="utf-8") as handle:
+            handle.write(json.dumps(_clean(record), indent=2) + "\n")
+    except FileExistsError:
+        raise LatentBridgeError(f"{run_dir} already holds a run; add --resume to continue it, or choose another run_dir") from None
+
+
+INDEX = "index.jsonl"
+
+
+def index_run(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one line to the run index beside the run folder (``runs/index.jsonl``): the newest line
+    of a run id is its current state. Lines are short and appended in one write, so concurrent jobs
+    do not interleave them."""
+    line = dumps({"run_id": run_dir.name, "run_dir": str(run_dir), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
+    with (run_dir.parent / INDEX).open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def read_index(root: Path) -> dict[str, dict[str, Any]]:
+    """The current state of every run in ``root/index.jsonl`` (the last line of each run id)."""
+    path = Path(root) / INDEX
+    runs: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            runs[record["run_id"]] = record
+    return runs
 
 
 def git_commit(start: Path | None = None) -> str | None:

@@ -31,7 +31,7 @@ from .objective import scheduled_weights
 from .precision import autocast
 from .recipe import Recipe
 from .registry import blame
-from .rundir import append_jsonl, git_commit, new_run_dir, write_json_atomic
+from .rundir import append_jsonl, claim, git_commit, index_run, new_run_dir, write_json_atomic
 from .schedule import DataOrder, lr_factor
 from .steps import StepBuilder
 from .translator import save_translator
@@ -130,10 +130,8 @@ class Runner:
     def write_header(self) -> None:
         if not self.main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
         b = self.exp.bridge
-        write_json_atomic(self.run_dir / "run.json", {
+        claim(self.run_dir, {
             "recipe": self.recipe.name,
             "recipe_hash": self.card["recipe_hash"],
             "latentbridge": __version__,
@@ -147,6 +145,8 @@ class Runner:
             "torch": torch.__version__,
             "status": "running",
         })
+        (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
+        self.index("running")
 
     def set_status(self, status: str, **extra: Any) -> None:
         if not self.main:
@@ -155,6 +155,18 @@ class Runner:
         data = json.loads(path.read_text())
         data.update(status=status, **extra)
         write_json_atomic(path, data)
+        self.index(status, **extra)
+
+    def index(self, status: str, **extra: Any) -> None:
+        """A line in runs/index.jsonl: id, recipe, hash, status and, once there are any, final metrics."""
+        final = self.state.evaluations[-1] if self.state.evaluations else None
+        metrics = None
+        if final is not None:
+            metrics = {"step": final["step"], **{
+                s: v["accuracy"] for s, v in final["systems"].items() if v is not None}}
+        index_run(self.run_dir, {"recipe": self.recipe.name, "recipe_hash": self.card["recipe_hash"],
+                                 "status": status, "final": metrics, "best_step": self.state.best_step,
+                                 **{k: v for k, v in extra.items() if k in ("reason", "signal", "error")}})
 
     def save_weights(self, folder: Path, **extra: Any) -> None:
         if not self.main:

@@ -72,4 +72,4 @@ def main() -> None:
         sys.exit(130)
 
 
-from . import cache, commands, run, zoo  # noqa: E402,F401  (registers the commands on import of the app)
+from . import cache, commands, report, run, zoo  # noqa: E402,F401  (registers the commands on import of the app)
