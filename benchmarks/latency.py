@@ -22,10 +22,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipe", default="answer_softonly")
     parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--weights", default=None, help="a trained translator folder (e.g. RUN_DIR/best); default: untrained")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     recipe = load_recipe(args.recipe, args.overrides)
-    exp = Experiment.build(recipe)
+    exp = Experiment.build(recipe, translator_dir=args.weights)
     times = {"target alone": [], "bridged (soft_only)": [], "text relay": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.queries):
@@ -34,7 +35,7 @@ def main() -> None:
             ev = Evaluator(exp.bridge, exp.task, settings, tmp, use_cache=False)
             ev.items, ev.prompts = ev.items[i : i + 1], ev.prompts[i : i + 1]
             b = exp.bridge
-            times["target alone"].append(timed(lambda: ev._text_system(
+            times["target alone"].append(timed(lambda ev=ev, b=b: ev._text_system(
                 b.target, [b.target_encoder.prompt_ids(p) for p in ev.prompts], "target")))
             times["bridged (soft_only)"].append(timed(ev.generate_bridged))
 
@@ -51,8 +52,10 @@ def main() -> None:
         median = statistics.median(values)
         result[name] = {"median_ms": median * 1000, "ratio": median / base}
         table.append((name, f"{median * 1000:.1f}", f"{median / base:.2f}"))
-    write("latency", {"recipe": recipe.name, "queries": args.queries, "systems": result}, table,
-          notes="Bridged: source forward + translator + target generation. Relay: source generation + target generation.")
+    weights = args.weights or "untrained"
+    write("latency", {"recipe": recipe.name, "weights": weights, "queries": args.queries, "systems": result}, table,
+          notes=f"Translator: {weights}. Bridged: source forward + translator + target generation. Relay: source "
+                "generation + target generation. Latency follows the length of the generated answer.")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import torch
 from .layout import TargetInputs
 
 
+STOP_WINDOW = 16  # tokens decoded to look for a stop string that has just been generated
+
+
 @dataclass
 class Generation:
     text: str
@@ -54,24 +57,22 @@ def greedy_generate(
     tokens: list[list[int]] = [[] for _ in range(b)]
     texts = [""] * b
     why = ["length"] * b
-    done = torch.zeros(b, dtype=torch.bool, device=mask.device)
+    done = [False] * b
     next_pos = positions[:, -1:] + 1
     for _ in range(max_new_tokens):
         next_token = logits.argmax(-1)
-        for r in range(b):
+        for r, token in enumerate(next_token.tolist()):
             if done[r]:
                 continue
-            token = int(next_token[r])
             if token in eos_ids:
                 done[r], why[r] = True, "eos"
                 continue
             tokens[r].append(token)
-            if stop:
-                text = tokenizer.decode(tokens[r], skip_special_tokens=True)
-                _, hit = cut_at_stop(text, stop)
-                if hit is not None:
-                    done[r], why[r] = True, f"stop:{hit}"
-        if bool(done.all()):
+            # a stop string that just appeared ends in the last few tokens: decode only those (the
+            # final text is cut on the full decode below, so this only decides when to stop early)
+            if stop and (hit := cut_at_stop(tokenizer.decode(tokens[r][-STOP_WINDOW:], skip_special_tokens=True), stop)[1]):
+                done[r], why[r] = True, f"stop:{hit}"
+        if all(done):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
