@@ -14,7 +14,6 @@ import torch
 
 from .layout import TargetInputs
 
-
 STOP_WINDOW = 16  # tokens decoded to look for a stop string that has just been generated
 
 
