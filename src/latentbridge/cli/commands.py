@@ -75,7 +75,11 @@ def validate(
     """Check a recipe (and overrides) against the schema and the plugins, without loading any model."""
     from ..recipe import load_recipe
 
+    from ..models import resolve_model_path
+
     resolved = load_recipe(recipe, overrides or [])
+    for model in (resolved.models.source, resolved.models.target):
+        resolve_model_path(model)  # the folder must exist (nothing is loaded)
     if show:
         typer.echo(resolved.to_yaml(), nl=False)
     else:
