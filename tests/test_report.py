@@ -81,11 +81,11 @@ def test_report_numbers_match_the_run_folders(fixture_runs):
     text = report.read_text()
 
     rows = {r[0].strip("`"): r for r in table_rows(text, "Experiment table")}
-    assert rows["phase1_full-seed0"][1:] == ["phase1_full", "obj.prompt_alignment.weight=0.5", "0",
+    assert rows["phase1_full-seed0"][1:] == ["phase1_full", "with obj.prompt_alignment", "0",
                                             "0.800 (100) → 0.700", "0.500", "0.800", "0.600", "3", "no",
                                             "answer of phase1_full 0 #### 0"]
     assert rows["phase1_full-seed1"][4] == "0.600 (100) → 0.600"  # a tie keeps the earliest peak
-    assert rows["ablB_kl_only-seed0"][2] == "obj.prompt_alignment.weight=absent"
+    assert rows["ablB_kl_only-seed0"][2] == "no obj.prompt_alignment"
     assert rows["ablB_kl_only-seed0"][4] == "0.500 (100) → 0.400" and rows["ablB_kl_only-seed0"][9] == "yes"
     assert rows["ablB_kl_only-seed1"][4] == "0.500 (200) → 0.500"
 
@@ -100,8 +100,8 @@ def test_report_numbers_match_the_run_folders(fixture_runs):
     assert group["phase1_full"][6] == "-"
 
     diff = {r[0].strip("`"): r[1:] for r in table_rows(text, "Differences")}
-    assert set(diff) == {"name", "seed", "objectives.prompt_alignment.weight"}
-    assert diff["objectives.prompt_alignment.weight"] == ["`0.5`", "`0.5`", "absent", "absent"]
+    assert set(diff) == {"name", "seed", "objectives.prompt_alignment"}
+    assert diff["objectives.prompt_alignment"] == ['`{"weight": 0.5}`'] * 2 + ["absent"] * 2
     for folder in folders:
         assert (root / "out" / "curves" / f"{folder.name}.png").stat().st_size > 1000
         assert f"![{folder.name}](curves/{folder.name}.png)" in text

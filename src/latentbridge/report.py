@@ -86,12 +86,37 @@ def load_run(folder: str | Path) -> RunRecord:
     return run
 
 
+MISSING = "<absent>"
+
+
+def _subtree(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return MISSING
+        data = data[part]
+    return data
+
+
 def differences(runs: Sequence[RunRecord]) -> dict[str, list[Any]]:
-    """Resolved-recipe keys whose values differ between the runs (absent keys count as differing)."""
-    flat = [flatten({k: v for k, v in r.recipe.items() if k not in IGNORED_KEYS}) for r in runs]
+    """Resolved-recipe keys whose values differ between the runs. A block that some runs lack
+    altogether (an objective an ablation removed) is one entry: its settings, or absent."""
+    recipes = [{k: v for k, v in r.recipe.items() if k not in IGNORED_KEYS} for r in runs]
+    flat = [flatten(r) for r in recipes]
     keys = sorted(set().union(*flat))
-    missing = "<absent>"
-    return {k: [f.get(k, missing) for f in flat] for k in keys if len({json.dumps(f.get(k, missing)) for f in flat}) > 1}
+    out: dict[str, list[Any]] = {}
+    for key in keys:
+        values = [f.get(key, MISSING) for f in flat]
+        if len({json.dumps(v) for v in values}) == 1:
+            continue
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):  # the shortest block some run lacks entirely
+            prefix = ".".join(parts[:depth])
+            if any(_subtree(r, prefix) == MISSING for r in recipes):
+                out[prefix] = [_subtree(r, prefix) for r in recipes]
+                break
+        else:
+            out[key] = values
+    return out
 
 
 def _shorten_key(key: str) -> str:
@@ -111,10 +136,17 @@ def _cell(text: str | None, width: int = 60) -> str:
 
 def run_settings(run: RunRecord, diff: dict[str, list[Any]], index: int, limit: int = 4) -> str:
     """The few settings that differ between the runs, for the table's config column."""
-    def show(value: Any) -> str:
-        return "absent" if value == "<absent>" else value if isinstance(value, str) else json.dumps(value)
-
-    items = [f"{_shorten_key(k)}={show(values[index])}" for k, values in diff.items() if k not in ("name", "seed")]
+    items = []
+    for key, values in diff.items():
+        if key in ("name", "seed"):
+            continue
+        value, short = values[index], _shorten_key(key)
+        if value == MISSING:
+            items.append(f"no {short}")
+        elif isinstance(value, dict) and MISSING in values:
+            items.append(f"with {short}")
+        else:
+            items.append(f"{short}={value if isinstance(value, str) else json.dumps(value)}")
     text = ", ".join(items[:limit]) + (", …" if len(items) > limit else "")
     return text or "-"
 
@@ -143,7 +175,7 @@ def differences_section(runs: Sequence[RunRecord]) -> list[str]:
         return ["The runs' resolved recipes are identical (apart from where they were written)."]
     lines = ["| key | " + " | ".join(f"`{r.run_id}`" for r in runs) + " |", "|---|" + "---|" * len(runs)]
     for key, values in diff.items():
-        lines.append(f"| `{key}` | " + " | ".join("absent" if v == "<absent>" else f"`{json.dumps(v)}`" for v in values) + " |")
+        lines.append(f"| `{key}` | " + " | ".join("absent" if v == MISSING else f"`{json.dumps(v)}`" for v in values) + " |")
     return lines
 
 
