@@ -393,9 +393,11 @@ class Runner:
         window_start, window_examples = time.perf_counter(), 0
         if self.ui:
             self.ui.start_training(total, self.state.step)
-        if self.state.pending_eval:
-            self.evaluate(self.state.step)
+        if self.state.pending_eval:  # preempted at an evaluation step before it finished: do it now
+            stop = self._evaluate_at(self.state.step)
             self.save_checkpoint()
+            if stop:
+                return
         for step in range(self.state.step + 1, total + 1):
             record = self.train_step(step)
             self.state.step = step
@@ -418,18 +420,28 @@ class Runner:
                 self.ui.training_step(step, record)
             evaluated = False
             if step % r.eval.every == 0 or step == total:
+                # a signal before this evaluation checkpoints with the evaluation still owed; resume runs it
+                self.state.pending_eval = True
                 self._check_signal()
-                self.evaluate(step)
                 evaluated = True
-                if r.eval.patience is not None and self.state.evals_since_best >= r.eval.patience and step < total:
-                    self.state.stopped_early = True
-                    self.write_summary()
+                if self._evaluate_at(step):
                     break
             if evaluated or step % r.checkpoint.every == 0:
                 self.save_checkpoint()
             self._check_signal()
         if not self.state.evaluations or self.state.evaluations[-1]["step"] != self.state.step:
             self.evaluate(self.state.step)
+
+
+    def _evaluate_at(self, step: int) -> bool:
+        """Evaluate at ``step``; True when early stopping ends the run here."""
+        r = self.recipe
+        self.evaluate(step)
+        if r.eval.patience is not None and self.state.evals_since_best >= r.eval.patience and step < r.train.steps:
+            self.state.stopped_early = True
+            self.write_summary()
+            return True
+        return False
 
 
 def _step_of(line: str, default: int) -> int:
