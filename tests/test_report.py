@@ -116,6 +116,18 @@ def test_report_cli_and_bad_folders(fixture_runs, tmp_path):
     assert bad.exit_code == 2 and "is not a run folder" in bad.stderr
 
 
+def test_report_of_a_folder_of_runs_groups_them_over_seeds(fixture_runs, tmp_path):
+    root, groups, *_ = fixture_runs
+    (root / "not_a_run").mkdir()
+    result = cli.invoke(app, ["report", str(root), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert text.count("![") == 4 and "4 runs" in text
+    over_seeds = {row[0]: row for row in table_rows(text, "Over seeds")}
+    assert set(over_seeds) == {"phase1_full", "ablB_kl_only"}
+    assert over_seeds["phase1_full"][1] == "2"
+
+
 def test_grid_parsing_and_plan():
     assert split_values("linear,{name: dit, k: 4},[1, 2]") == ["linear", "{name: dit, k: 4}", "[1, 2]"]
     assert parse_grid("train.lr=1e-3,1e-4") == ("train.lr", ["1e-3", "1e-4"])

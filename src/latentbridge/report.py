@@ -67,7 +67,7 @@ class RunRecord:
 
 def load_run(folder: str | Path) -> RunRecord:
     folder = Path(folder)
-    if not (folder / "recipe.yaml").is_file() or not (folder / "summary.json").is_file():
+    if not is_run_folder(folder):
         raise LatentBridgeError(f"{folder} is not a run folder with evaluations (no recipe.yaml or summary.json)")
     recipe = parse_yaml((folder / "recipe.yaml").read_text(), str(folder / "recipe.yaml"))
     summary = json.loads((folder / "summary.json").read_text())
@@ -283,6 +283,28 @@ def plot_curves(run: RunRecord, path: Path) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def is_run_folder(folder: Path) -> bool:
+    return (folder / "recipe.yaml").is_file() and (folder / "summary.json").is_file()
+
+
+def expand_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, list[Path]] | None]:
+    """Run folders from the given paths: a folder that is not a run but holds runs (a sweep folder,
+    ``runs/``) stands for the runs in it that have evaluations. Runs named ``<name>-seed<N>`` are also
+    grouped by name (for the over-seeds table) when some name has more than one seed."""
+    folders: list[Path] = []
+    for path in map(Path, paths):
+        inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_folder(p)) if path.is_dir() else []
+        if is_run_folder(path) or not inner:
+            folders.append(path)  # a run, or a bad folder that load_run reports
+        else:
+            folders += inner
+    groups: dict[str, list[Path]] = {}
+    for folder in folders:
+        name, sep, seed = folder.name.rpartition("-seed")
+        groups.setdefault(name if sep and seed.isdigit() else folder.name, []).append(folder)
+    return folders, (groups if any(len(v) > 1 for v in groups.values()) else None)
 
 
 def write_report(

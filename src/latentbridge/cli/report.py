@@ -16,13 +16,16 @@ from .ui import RunUI
 
 @app.command("report")
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="Run folders to compare."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Run folders to compare; a folder holding runs (a sweep's, runs/) stands for all of them."),
     out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and curves/."),
 ) -> None:
-    """A markdown report: the experiment table, learning curves (PNG) and the recipe differences."""
-    from ..report import write_report
+    """A markdown report: the experiment table, learning curves (PNG) and the recipe differences;
+    runs named NAME-seedN are also compared over seeds."""
+    from ..report import expand_run_dirs, write_report
 
-    path = write_report(run_dirs, out)
+    folders, groups = expand_run_dirs(run_dirs)
+    path = write_report(folders, out, groups=groups)
     console.print(f"report written to {escape(str(path))}")
 
 
