@@ -112,46 +112,48 @@ def test_preemption_checkpoints_and_exits_then_resumes(recipe_path, reference, t
     assert outputs(run_dir) == reference
 
 
-def test_preempted_during_evaluation_resumes_that_evaluation(random_pair, tmp_path, monkeypatch):
+def preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch) -> None:
+    """``patch(runner)`` makes a signal arrive somewhere around step 3 (an evaluation step); the run must
+    stop at step 3 without its evaluation file, and the resumed run must equal an uninterrupted one."""
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     reference_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     Runner(make_experiment(random_pair, *OVERRIDES), reference_dir).run()
     runner = Runner(make_experiment(random_pair, *OVERRIDES), run_dir)
-    original = runner.evaluator._generate
-
-    def generate(*args, **kwargs):  # a signal arrives while the step-3 evaluation is generating
-        runner.signal_name = "SIGTERM"
-        return original(*args, **kwargs)
-
-    runner.evaluator._generate = generate
+    patch(runner)
     with pytest.raises(Preempted) as info:
         runner.run()
     assert info.value.step == 3
     assert not (run_dir / "eval_samples_step_3.jsonl").exists()
     Runner(make_experiment(random_pair, *OVERRIDES), run_dir).run(resume=True)
     assert outputs(run_dir) == outputs(reference_dir)
+
+
+def test_preempted_during_evaluation_resumes_that_evaluation(random_pair, tmp_path, monkeypatch):
+    def patch(runner):
+        original = runner.evaluator._generate
+
+        def generate(*args, **kwargs):  # a signal arrives while the step-3 evaluation is generating
+            runner.signal_name = "SIGTERM"
+            return original(*args, **kwargs)
+
+        runner.evaluator._generate = generate
+
+    preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch)
 
 
 def test_preempted_just_before_an_evaluation_owes_it_to_the_resumed_run(random_pair, tmp_path, monkeypatch):
-    """A signal during the training of step 3 (an evaluation step) stops before evaluating; resume evaluates."""
-    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
-    reference_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    Runner(make_experiment(random_pair, *OVERRIDES), reference_dir).run()
-    runner = Runner(make_experiment(random_pair, *OVERRIDES), run_dir)
-    original = runner.train_step
+    """A signal during the training of step 3 stops before evaluating; the resumed run evaluates step 3."""
+    def patch(runner):
+        original = runner.train_step
 
-    def train_step(step):
-        if step == 3:
-            runner.signal_name = "SIGUSR1"
-        return original(step)
+        def train_step(step):
+            if step == 3:
+                runner.signal_name = "SIGUSR1"
+            return original(step)
 
-    runner.train_step = train_step
-    with pytest.raises(Preempted) as info:
-        runner.run()
-    assert info.value.step == 3
-    assert not (run_dir / "eval_samples_step_3.jsonl").exists()
-    Runner(make_experiment(random_pair, *OVERRIDES), run_dir).run(resume=True)
-    assert outputs(run_dir) == outputs(reference_dir)
+        runner.train_step = train_step
+
+    preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch)
 
 
 def test_a_corrupt_newest_checkpoint_is_reported_and_the_previous_used(random_pair, tmp_path, monkeypatch):

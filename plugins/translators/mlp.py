@@ -8,16 +8,12 @@ from typing import Literal
 from torch import nn
 
 from latentbridge import hookimpl, option
-from latentbridge.tokenwise import PooledOrPerToken, PooledOrPerTokenConfig
+from latentbridge.tokenwise import VARIANT_HELP, PooledOrPerToken, PooledOrPerTokenConfig
 
 
 @dataclass
 class MLPConfig(PooledOrPerTokenConfig):
-    variant: Literal["pooled", "per_token"] = option(
-        "per_token",
-        help="'pooled': masked mean of the source tokens -> k soft tokens; "
-        "'per_token': each of the last k source tokens -> one soft token",
-    )
+    variant: Literal["pooled", "per_token"] = option("per_token", help=VARIANT_HELP)
     hidden: int = option(256, gt=0, help="hidden width")
     depth: int = option(2, ge=2, help="number of linear layers (GELU between them)")
 

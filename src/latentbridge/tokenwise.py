@@ -15,13 +15,13 @@ from .pooling import masked_mean, select_last_k
 from .translator import Translator, TranslatorConfig
 
 
+VARIANT_HELP = ("'pooled': masked mean of the source tokens -> k soft tokens; "
+                "'per_token': each of the last k source tokens -> one soft token")
+
+
 @dataclass
 class PooledOrPerTokenConfig(TranslatorConfig):
-    variant: Literal["pooled", "per_token"] = option(
-        "pooled",
-        help="'pooled': masked mean of the source tokens -> k soft tokens; "
-        "'per_token': each of the last k source tokens -> one soft token",
-    )
+    variant: Literal["pooled", "per_token"] = option("pooled", help=VARIANT_HELP)
 
 
 class PooledOrPerToken(Translator):
