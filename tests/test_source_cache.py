@@ -81,3 +81,29 @@ def test_cache_info_and_clear(random_pair, tmp_path):
     assert json.loads(cli.invoke(app, ["cache", "info", "--json"]).stdout)["entries"] == []
     bad = cli.invoke(app, ["cache", "clear", "--kind", "weights"])
     assert bad.exit_code == 2 and "--kind must be 'source' or 'baselines'" in bad.stderr
+
+
+def test_a_data_file_edited_in_place_changes_both_cache_keys(random_pair, gsm8k_dir, tmp_path):
+    """Example ids of a JSONL task are line numbers: an edited question must not reuse stale rows."""
+    from latentbridge.eval.harness import EvalSettings, Evaluator
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, lines in (("train.jsonl", 20), ("test.jsonl", 6)):
+        (data / name).write_text("".join((gsm8k_dir / name).read_text().splitlines(keepends=True)[:lines]))
+
+    def keys():
+        exp = make_experiment(random_pair, "cache.source=true", "task={name: gsm8k, data_dir: " + str(data) + "}")
+        ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=6, batch_size=4, max_new_tokens=4, stop=[], systems=["target"]),
+                       tmp_path / "ev")
+        return exp.bridge.source_cache.dir, ev.baseline_key()
+
+    before = keys()
+    assert keys() == before  # the same data: the same keys
+    lines = (data / "test.jsonl").read_text().splitlines(keepends=True)
+    record = json.loads(lines[2])
+    record["question"] = record["question"].replace("?", "? (edited)")
+    lines[2] = json.dumps(record) + "\n"
+    (data / "test.jsonl").write_text("".join(lines))
+    after = keys()
+    assert after[0] != before[0] and after[1]["items"] != before[1]["items"]

@@ -145,7 +145,9 @@ def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
     from .configs import config_to_dict
     from .eval.harness import cache_root
     from .source_cache import SourceCache
+    from .task import prompts_digest
 
+    examples = [e for split in ("train", "test") for e in task.examples(split)]
     positions = {e.id: (split, i) for split in ("train", "test") for i, e in enumerate(task.examples(split))}
     key = {
         "latentbridge": __version__,
@@ -155,6 +157,7 @@ def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
         "task": task.name,
         "task_config": config_to_dict(task.config),
         "prefix": bridge.source_encoder.prefix,
+        "prompts": prompts_digest([e.id for e in examples], [task.prompt(e) for e in examples]),
     }
     root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
     return SourceCache(

@@ -42,6 +42,14 @@ class Prompt:
         return self.header + self.question + self.cue
 
 
+def prompts_digest(ids: Sequence[str], prompts: Sequence[Prompt]) -> str:
+    """A digest of what the models read for these items: a data file edited in place changes it."""
+    h = hashlib.sha256()
+    for item_id, prompt in zip(ids, prompts, strict=True):
+        h.update(f"{len(item_id)}:{item_id}{len(prompt.text)}:{prompt.text}".encode())
+    return h.hexdigest()[:20]
+
+
 @dataclass
 class TaskConfig:
     """Prompt settings every task has."""

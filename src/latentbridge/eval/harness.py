@@ -26,7 +26,7 @@ from ..distributed import gather_objects, is_main, rank, world_size
 from ..generation import greedy_generate
 from ..models import FrozenModel
 from ..precision import autocast
-from ..task import Example, Prompt, Task
+from ..task import Example, Prompt, Task, prompts_digest
 from .answers import extract_answer
 from .summary import SYSTEMS, summarize_records
 
@@ -143,7 +143,7 @@ class Evaluator:
             "dtypes": [str(self.bridge.source.dtype), str(self.bridge.target.dtype)],
             "task": self.task.name,
             "task_config": config_to_dict(self.task.config),
-            "items": hashlib.sha256("\n".join(e.id for e in self.items).encode()).hexdigest()[:16],
+            "items": prompts_digest([e.id for e in self.items], self.prompts),
             "decoding": {"max_new_tokens": s.max_new_tokens, "stop": s.stop, "greedy": True},
         }
 
