@@ -75,3 +75,22 @@ def test_global_batch_must_split_evenly(random_pair, tmp_path):
     result = launch(recipe, tmp_path / "odd", tmp_path / "cache", "--nproc", "2")
     assert result.returncode != 0
     assert "must be divisible by the number of processes (2)" in result.stderr
+
+
+def test_nproc_without_run_dir_or_overrides_picks_one_folder_for_every_process(random_pair, tmp_path):
+    """The folder is chosen once, before the relaunch; --resume finds the recipe's runs the same way."""
+    recipe = tmp_path / "plain.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES)))
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), "--nproc", "2", *extra],
+                              env=env(tmp_path / "cache"), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    first = cli()
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert (run_dir / "eval_samples_step_4.jsonl").is_file()
+    again = cli("--resume")
+    assert again.returncode == 2
+    assert "nothing to resume: the runs of 'tiny' in runs/ are finished" in again.stderr

@@ -48,12 +48,8 @@ def run(
     from ..recipe import load_recipe
     from ..runner import Diverged, Preempted, Runner, default_run_dir
 
-    resolved = load_recipe(recipe, overrides or [])
-    if nproc > 1 and not launched_by_torchrun():
-        if resolved.run_dir is None:  # every process must write to the same folder
-            overrides = [*(overrides or []), f"run_dir={default_run_dir(resolved)}"]
-        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, *(["--resume"] if resume else [])])
-    init_from_env()
+    overrides = list(overrides or [])
+    resolved = load_recipe(recipe, overrides)
     resume = resume or resolved.resume
     if resume:
         run_dir = _resume_dir(resolved.name, resolved.run_dir)
@@ -63,6 +59,9 @@ def run(
         run_dir = default_run_dir(resolved)
         if (run_dir / "run.json").exists():
             raise LatentBridgeError(f"{run_dir} already holds a run; add --resume to continue it, or choose another run_dir")
+    if nproc > 1 and not launched_by_torchrun():  # every process must write to the folder chosen here
+        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, f"run_dir={run_dir}", *(["--resume"] if resume else [])])
+    init_from_env()
     out = console if is_main() else Console(quiet=True)
     out.print(f"{'resuming' if resume else 'run folder'}: [bold]{escape(str(run_dir))}[/]")
     with RunUI(out) as ui:
@@ -126,7 +125,7 @@ def evaluate(
             experiment.bridge, experiment.task,
             EvalSettings(n=e.n, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, stop=list(e.stop),
                          systems=list(e.systems)),
-            out_dir, progress=ui.eval_progress,
+            out_dir, progress=ui.eval_progress, autocast=recipe.models.autocast,
         )
         result = evaluator.evaluate(int(meta.get("step", 0)))
     if is_main():
