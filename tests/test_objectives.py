@@ -147,11 +147,21 @@ def test_curriculum_changes_what_the_target_reads_in_training(random_pair):
     late = builder.context(25, examples)
     # early rows read the literal question (longer inputs); late rows read only soft tokens and the cue
     assert early.inputs.attention_mask.sum() > late.inputs.attention_mask.sum()
-    tok = exp.bridge.target.tokenizer
     q = exp.bridge.target_encoder.target_text(exp.task.prompt(examples[0])).question_ids()
-    row_late = late.inputs.attention_mask[0].bool()
-    assert tok.decode(list(q)) not in tok.decode(exp.bridge.target_encoder.target_text(exp.task.prompt(examples[0])).cue)
-    assert int(row_late.sum()) < len(q)
+    with torch.no_grad():
+        question = exp.bridge.target.model.get_input_embeddings()(torch.tensor(list(q)))
+
+    def reads_the_question(ctx) -> bool:
+        """Whether row 0's text positions hold the question's token embeddings, in order."""
+        inputs = ctx.inputs
+        text = inputs.attention_mask[0].bool()
+        if inputs.soft_mask is not None:
+            text &= ~inputs.soft_mask[0].bool()
+        row = inputs.inputs_embeds[0][text].detach()
+        return any(torch.equal(row[i:i + len(q)], question) for i in range(len(row) - len(q) + 1))
+
+    assert reads_the_question(early)  # the check finds the question where it is
+    assert not reads_the_question(late)
 
 
 def test_probe_head_parameters_are_trained_and_saved(random_pair, tmp_path):
@@ -166,3 +176,17 @@ def test_probe_head_parameters_are_trained_and_saved(random_pair, tmp_path):
     saved = load_file(str(tmp_path / "objectives.safetensors"))
     assert set(saved) == {f"probe_head.{k}" for k in exp.objectives["probe_head"].state_dict()}
     assert any(not torch.equal(saved[k], before[k]) for k in saved)
+
+
+def test_format_penalty_scores_only_rows_with_a_format_line(random_pair):
+    """A row whose answer has no '####' line and no end-of-text token adds nothing (not the whole answer)."""
+    import dataclasses
+
+    exp = experiment(random_pair, "format_penalty")
+    ctx = context(exp, exp.task.examples("train")[:4])
+    term = exp.objectives["format_penalty"]
+    assert float(term(ctx).detach()) > 0
+    ctx.texts = [dataclasses.replace(t, format_start=len(t.answer)) for t in ctx.texts]  # nothing to score
+    loss = term(ctx)
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # still part of the graph: a batch like this trains nothing, and breaks nothing

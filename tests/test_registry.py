@@ -169,3 +169,5 @@ def test_json_listing_has_required_keys():
 def test_objective_config_weight_schedule():
     cfg = ObjectiveConfig(weight=2.0, start_step=10, warmup_steps=4)
     assert [cfg.weight_at(s) for s in (0, 9, 10, 11, 13, 100)] == [0.0, 0.0, 0.5, 1.0, 2.0, 2.0]
+    from_the_start = ObjectiveConfig(weight=2.0, warmup_steps=4)  # training steps count from 1
+    assert [from_the_start.weight_at(s) for s in (1, 2, 3, 4, 5)] == [0.5, 1.0, 1.5, 2.0, 2.0]

@@ -27,7 +27,10 @@ class FormatPenalty(Objective):
         format_labels = torch.full_like(labels, IGNORE_INDEX)
         for r, text in enumerate(step.texts):
             n = len(text.answer) - text.format_start
-            format_labels[r, -n:] = labels[r, -n:]
+            if n > 0:  # an answer without a '####' line (and no end-of-text token) has nothing to score
+                format_labels[r, -n:] = labels[r, -n:]
+        if not (format_labels[:, 1:] != IGNORE_INDEX).any():  # no row of this batch has a format line
+            return step.logits.sum() * 0.0
         return answer_nll(step.logits, format_labels)
 
 

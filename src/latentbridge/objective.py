@@ -29,12 +29,14 @@ class ObjectiveConfig:
         return []
 
     def weight_at(self, step: int) -> float:
-        """The scheduled weight at ``step``: 0 before ``start_step``, then a linear ramp to ``weight``."""
+        """The scheduled weight at training step ``step`` (the first is 1): 0 before ``start_step``, then
+        ``weight / warmup_steps`` at the first step it is on, growing linearly to ``weight``."""
         if step < self.start_step:
             return 0.0
         if self.warmup_steps == 0:
             return self.weight
-        return self.weight * min(1.0, (step - self.start_step + 1) / self.warmup_steps)
+        first = max(self.start_step, 1)
+        return self.weight * min(1.0, (step - first + 1) / self.warmup_steps)
 
 
 class Objective(nn.Module):

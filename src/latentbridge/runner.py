@@ -418,7 +418,7 @@ class Runner:
                 self.state.pending, window_start, window_examples = [], time.perf_counter(), 0
             if self.ui:
                 self.ui.training_step(step, record)
-            evaluated = False
+            evaluated, paused = False, time.perf_counter()  # evaluation and checkpoints are not training time
             if step % r.eval.every == 0 or step == total:
                 # a signal before this evaluation checkpoints with the evaluation still owed; resume runs it
                 self.state.pending_eval = True
@@ -428,10 +428,10 @@ class Runner:
                     break
             if evaluated or step % r.checkpoint.every == 0:
                 self.save_checkpoint()
+            window_start += time.perf_counter() - paused
             self._check_signal()
         if not self.state.evaluations or self.state.evaluations[-1]["step"] != self.state.step:
             self.evaluate(self.state.step)
-
 
     def _evaluate_at(self, step: int) -> bool:
         """Evaluate at ``step``; True when early stopping ends the run here."""
