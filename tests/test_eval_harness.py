@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
+from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, sign_flip_exact, wilson_interval
 from latentbridge.eval.summary import SYSTEMS
 
 from .helpers import make_experiment
@@ -145,6 +147,27 @@ def test_mcnemar_exact_known_values():
     assert (test["a_only"], test["b_only"]) == (1, 6)
     assert math.isclose(test["p_value"], 0.125)
     assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
+
+
+def test_sign_flip_known_values():
+    assert sign_flip_exact([]) == 1.0 and sign_flip_exact([0, 0]) == 1.0
+    assert sign_flip_exact([1, 2]) == 0.5  # sums 3, 1, -1, -3: two of four reach |3|
+    assert sign_flip_exact([2, 2, 2]) == 0.25  # three items, 2 of 3 seeds more each: 2 of 8 patterns
+    assert sign_flip_exact([3, -3]) == 1.0
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=60))
+def test_sign_flip_with_one_seed_is_exact_mcnemar(pairs):
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    mcnemar = mcnemar_exact(a, b)["p_value"]
+    assert math.isclose(sign_flip_exact([int(x) - int(y) for x, y in pairs]), mcnemar, rel_tol=1e-12)
+
+
+@given(st.lists(st.integers(-3, 3), max_size=40))
+def test_sign_flip_is_a_probability_symmetric_in_sign(differences):
+    p = sign_flip_exact(differences)
+    assert 0 < p <= 1
+    assert p == sign_flip_exact([-d for d in differences])
 
 
 def test_answer_spread_and_collapse():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
-from latentbridge.eval.stats import mcnemar_exact
+from latentbridge.eval.stats import sign_flip_exact
 from latentbridge.report import mean_interval, write_report
 from latentbridge.rundir import claim, new_run_dir, read_index
 from latentbridge.sweep import parse_grid, plan, split_values
@@ -95,8 +95,13 @@ def test_report_numbers_match_the_run_folders(fixture_runs):
     assert math.isclose(half, 12.706 * math.sqrt(0.005) / math.sqrt(2), rel_tol=1e-9)
     assert group["ablB_kl_only"][2] == "0.450 ± 0.635"  # mean 0.45, t(1) * sd / sqrt(2) = 12.706 * 0.0707 / 1.414
     assert group["ablB_kl_only"][5] == "1/2"
-    test = mcnemar_exact(correct_abl[0] + correct_abl[1], correct_full[0] + correct_full[1])
-    assert group["ablB_kl_only"][6] == f"{test['a_only']} / {test['b_only']}, p = {test['p_value']:.3g}"
+    # per item, ablB minus phase1_full correct answers summed over seeds 0 and 1
+    differences = [int(a0) - int(f0) + int(a1) - int(f1) for a0, f0, a1, f1 in
+                   zip(correct_abl[0], correct_full[0], correct_abl[1], correct_full[1], strict=True)]
+    assert differences == [-1, 0, 0, 0, -1, -1, -1, 0, 0, 0]
+    # four items differ, all against ablB: 2 of the 16 sign patterns are as extreme
+    assert sign_flip_exact(differences) == 0.125
+    assert group["ablB_kl_only"][6] == "-0.200, p = 0.125"  # (0.4 + 0.5) / 2 - (0.7 + 0.6) / 2
     assert group["phase1_full"][6] == "-"
 
     diff = {r[0].strip("`"): r[1:] for r in table_rows(text, "Differences")}

@@ -35,6 +35,29 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
     return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2 * tail)}
 
 
+def sign_flip_exact(differences: Sequence[int]) -> float:
+    """Exact two-sided paired randomization test over items: under the null each item's difference
+    (here: correct answers of configuration a minus b, summed over seeds) is as likely negated.
+
+    p = P(|sum s_i d_i| >= |sum d_i|) over independent fair signs s_i, computed exactly by counting.
+    With one seed (differences in {-1, 0, 1}) this is the exact McNemar test. Items, not (seed, item)
+    pairs, are the unit, so results of several seeds on one item are never counted as independent.
+    """
+    d = [abs(int(x)) for x in differences if x]
+    observed = abs(sum(int(x) for x in differences))
+    if not d:
+        return 1.0
+    counts = {0: 1}  # number of sign patterns giving each sum so far (exact integers)
+    for x in d:
+        nxt: dict[int, int] = {}
+        for total, c in counts.items():
+            nxt[total + x] = nxt.get(total + x, 0) + c
+            nxt[total - x] = nxt.get(total - x, 0) + c
+        counts = nxt
+    extreme = sum(c for total, c in counts.items() if abs(total) >= observed)
+    return extreme / 2 ** len(d)
+
+
 COLLAPSE_SHARE = 0.5
 COLLAPSE_MIN_VALID = 10
 
