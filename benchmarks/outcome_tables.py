@@ -14,7 +14,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from latentbridge.report import load_run, mean_interval
+from latentbridge.report import expand_run_dirs, load_run, mean_interval, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,7 +63,8 @@ def softonly_table(groups: dict[str, list]) -> list[str]:
 def translator_rows(groups: dict[str, list], setting: str) -> list[str]:
     rows = []
     for name, runs in groups.items():
-        label = name.replace("translator=", "").replace("{name-", "").replace("}", "").replace("-projection-", " ")
+        translator = runs[0].recipe["translator"]
+        label = translator["name"] + (f" ({translator['projection']} projection)" if translator.get("projection") else "")
         finals = [r.accuracy(r.final, "bridged") for r in runs]
         peaks = [r.accuracy(r.peak, "bridged") for r in runs]
         speed = statistics.median(examples_per_s(r) for r in runs)
@@ -80,12 +81,15 @@ def main() -> None:
     root = Path(args.runs)
     RESULTS.mkdir(exist_ok=True)
 
-    seed = root / "seed_table" / "report"
-    if seed.is_dir():
+    if (root / "seed_table").is_dir():  # the report, written anew by this version's `latentbridge report`
+        _, groups = expand_run_dirs([root / "seed_table"])
+        order = sorted(groups, key=lambda name: name != "phase1_full")  # compared against phase 1, as the seed did
+        groups = {name: groups[name] for name in order}
         target = RESULTS / "seed_table"
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(seed, target)
-        print(f"copied {seed} -> {target}")
+        path = write_report([f for name in order for f in groups[name]], target, groups=groups,
+                            title="The seed's table: phase1_full vs ablB_kl_only, 3 seeds")
+        print(f"wrote {path}")
 
     if (root / "softonly").is_dir():
         groups = runs_in(root / "softonly")
@@ -111,8 +115,9 @@ def main() -> None:
         text = ["# Translators on the tiny pair", "",
                 "Command: `benchmarks/outcomes.sh` (the `translators_*` and `softonly` sweeps), then",
                 "`python benchmarks/outcome_tables.py`. Bridged accuracy on the 200 arith test problems,",
-                "mean ± 95% t interval over seeds 0-2; examples/s: median training throughput on 2 CPU cores",
-                "(speed.jsonl). soft_plus_text: `answer_softplus` (300 steps; the DiT with `dit_flow` 0.1).",
+                "mean ± 95% t interval over the seeds (0, 1, ...) in the seeds column; examples/s: median training",
+                "throughput over the logged windows on 2 CPU cores (speed.jsonl; runs made before evaluation time",
+                "was excluded from it count it in one window per evaluation, which the median leaves out). soft_plus_text: `answer_softplus` (300 steps; the DiT with `dit_flow` 0.1).",
                 "soft_only: `prompt_softonly_phase2_swap` (2000 steps, kl + prompt alignment + RoPE phase; the DiT",
                 "adds `dit_flow` 1.0). identity uses a linear projection (the widths differ).", "",
                 "| setting | translator | parameters | seeds | bridged final | bridged peak | target alone | train examples/s |",
