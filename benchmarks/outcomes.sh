@@ -13,7 +13,6 @@ latentbridge sweep answer_softplus 'translator={name: dit, k: 8}' teacher=answer
   --seeds 3 --out runs/sweeps/translators_softplus_dit
 # soft-only communication: the seed's collapsed run and the contrastive fix (also the DiT soft-only row)
 latentbridge sweep prompt_softonly_phase2_swap contrastive_softonly --seeds 3 --out runs/sweeps/softonly
-# every other translator, prompt teacher with soft_only: one seed (2000 steps each; --seeds 3 adds two more
-# per translator, about 30 minutes per seed, resuming what is there)
+# every other translator, prompt teacher with soft_only
 latentbridge sweep prompt_softonly_phase2_swap '~objectives.dit_flow' \
-  --grid 'translator=linear,mlp,resampler,{name: identity, projection: linear}' --seeds 1 --out runs/sweeps/translators_softonly
+  --grid 'translator=linear,mlp,resampler,{name: identity, projection: linear}' --seeds 3 --out runs/sweeps/translators_softonly
