@@ -14,7 +14,8 @@ import shutil
 import statistics
 from pathlib import Path
 
-from latentbridge.report import expand_run_dirs, load_run, mean_interval, write_report
+from latentbridge.eval.stats import sign_flip_exact
+from latentbridge.report import expand_run_dirs, load_run, mean_interval, paired_differences, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,17 +47,22 @@ def per_seed(runs) -> str:
     return "; ".join(cells)
 
 
-def softonly_table(groups: dict[str, list]) -> list[str]:
+def softonly_table(groups: dict[str, list], baseline: str = "prompt_softonly_phase2_swap") -> list[str]:
     lines = ["| recipe | seeds | bridged final, mean ± 95% CI | per seed (Wilson 95%) | bridged peak | target alone | "
-             "distinct answers (per seed) | top share (per seed) | collapsed |", "|" + "---|" * 9]
+             f"distinct answers (per seed) | top share (per seed) | collapsed | vs {baseline}: difference, p |",
+             "|" + "---|" * 10]
     for name, runs in groups.items():
+        test = "-"
+        if name != baseline and baseline in groups:
+            differences, seeds = paired_differences(runs, groups[baseline])
+            test = f"{sum(differences) / (len(differences) * seeds):+.3f}, p = {sign_flip_exact(differences):.3g}"
         finals = [r.accuracy(r.final, "bridged") for r in runs]
         peaks = [r.accuracy(r.peak, "bridged") for r in runs]
         b = [r.final["systems"]["bridged"] for r in runs]
         lines.append(
             f"| {name} | {len(runs)} | {pm(finals)} | {per_seed(runs)} | {pm(peaks)} | "
             f"{runs[0].accuracy(runs[0].final, 'target'):.3f} | {', '.join(str(x['distinct']) for x in b)} | "
-            f"{', '.join(format(x['top_share'], '.2f') for x in b)} | {sum(x['collapsed'] for x in b)}/{len(b)} |")
+            f"{', '.join(format(x['top_share'], '.2f') for x in b)} | {sum(x['collapsed'] for x in b)}/{len(b)} | {test} |")
     return lines
 
 
@@ -97,7 +103,8 @@ def main() -> None:
                 "Command: `benchmarks/outcomes.sh` (the `softonly` sweep), then `python benchmarks/outcome_tables.py`.", "",
                 "Llama -> Mistral direction (tiny-llama -> tiny-mistral), prompt teacher, `soft_only`, DiT translator,",
                 "2000 steps, 200 test problems per evaluation, seeds 0-2. Collapse: one answer covers >= 50% of the",
-                "valid answers.", "", *softonly_table(groups), ""]
+                "valid answers. The test: exact sign-flip over items, each item's correct answers summed over seeds.",
+                "", *softonly_table(groups), ""]
         (RESULTS / "softonly.md").write_text("\n".join(text) + "\n")
         print("\n".join(text))
 
