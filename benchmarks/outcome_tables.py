@@ -68,7 +68,7 @@ def softonly_table(groups: dict[str, list], baseline: str = "prompt_softonly_pha
 
 def translator_rows(groups: dict[str, list], setting: str) -> list[str]:
     rows = []
-    for name, runs in groups.items():
+    for runs in groups.values():
         translator = runs[0].recipe["translator"]
         label = translator["name"] + (f" ({translator['projection']} projection)" if translator.get("projection") else "")
         finals = [r.accuracy(r.final, "bridged") for r in runs]

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, sign_flip_exact, wilson_interval
+from latentbridge.eval.stats import (
+    answer_spread,
+    echoes_question,
+    mcnemar_exact,
+    sign_flip_exact,
+    wilson_interval,
+)
 from latentbridge.eval.summary import SYSTEMS
 
 from .helpers import make_experiment

@@ -14,7 +14,6 @@ from .configs import option
 from .pooling import masked_mean, select_last_k
 from .translator import Translator, TranslatorConfig
 
-
 VARIANT_HELP = ("'pooled': masked mean of the source tokens -> k soft tokens; "
                 "'per_token': each of the last k source tokens -> one soft token")
 

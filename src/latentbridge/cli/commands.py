@@ -73,9 +73,8 @@ def validate(
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe (all defaults filled in)."),
 ) -> None:
     """Check a recipe (and overrides) against the schema and the plugins, without loading any model."""
-    from ..recipe import load_recipe
-
     from ..models import resolve_model_path
+    from ..recipe import load_recipe
 
     resolved = load_recipe(recipe, overrides or [])
     for model in (resolved.models.source, resolved.models.target):
