@@ -14,23 +14,21 @@ import shutil
 import statistics
 from pathlib import Path
 
-from latentbridge.eval.stats import sign_flip_exact
-from latentbridge.report import expand_run_dirs, load_run, mean_interval, paired_differences, write_report
+from latentbridge.report import (
+    expand_run_dirs,
+    format_mean_interval,
+    load_run,
+    paired_test_cell,
+    seed_groups,
+    write_report,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def runs_in(folder: Path) -> dict[str, list]:
     """Run records grouped by configuration (the folder name without -seedN)."""
-    groups: dict[str, list] = {}
-    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "summary.json").is_file()):
-        groups.setdefault(run_dir.name.rsplit("-seed", 1)[0], []).append(load_run(run_dir))
-    return groups
-
-
-def pm(values: list[float]) -> str:
-    mean, half = mean_interval(values)
-    return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} ± {half:.3f}"
+    return {name: [load_run(f) for f in folders] for name, folders in seed_groups(expand_run_dirs([folder])).items()}
 
 
 def examples_per_s(run) -> float:
@@ -52,15 +50,12 @@ def softonly_table(groups: dict[str, list], baseline: str = "prompt_softonly_pha
              f"distinct answers (per seed) | top share (per seed) | collapsed | vs {baseline}: difference, p |",
              "|" + "---|" * 10]
     for name, runs in groups.items():
-        test = "-"
-        if name != baseline and baseline in groups:
-            differences, seeds = paired_differences(runs, groups[baseline])
-            test = f"{sum(differences) / (len(differences) * seeds):+.3f}, p = {sign_flip_exact(differences):.3g}"
+        test = paired_test_cell(runs, groups[baseline]) if name != baseline and baseline in groups else "-"
         finals = [r.accuracy(r.final, "bridged") for r in runs]
         peaks = [r.accuracy(r.peak, "bridged") for r in runs]
         b = [r.final["systems"]["bridged"] for r in runs]
         lines.append(
-            f"| {name} | {len(runs)} | {pm(finals)} | {per_seed(runs)} | {pm(peaks)} | "
+            f"| {name} | {len(runs)} | {format_mean_interval(finals)} | {per_seed(runs)} | {format_mean_interval(peaks)} | "
             f"{runs[0].accuracy(runs[0].final, 'target'):.3f} | {', '.join(str(x['distinct']) for x in b)} | "
             f"{', '.join(format(x['top_share'], '.2f') for x in b)} | {sum(x['collapsed'] for x in b)}/{len(b)} | {test} |")
     return lines
@@ -75,7 +70,7 @@ def translator_rows(groups: dict[str, list], setting: str) -> list[str]:
         peaks = [r.accuracy(r.peak, "bridged") for r in runs]
         speed = statistics.median(examples_per_s(r) for r in runs)
         params = json.loads((runs[0].folder / "run.json").read_text())["translator"]["parameters"]
-        rows.append(f"| {setting} | {label} | {params:,} | {len(runs)} | {pm(finals)} | {pm(peaks)} | "
+        rows.append(f"| {setting} | {label} | {params:,} | {len(runs)} | {format_mean_interval(finals)} | {format_mean_interval(peaks)} | "
                     f"{runs[0].accuracy(runs[0].final, 'target'):.3f} | {speed:.1f} |")
     return rows
 
@@ -88,7 +83,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
 
     if (root / "seed_table").is_dir():  # the report, written anew by this version's `latentbridge report`
-        _, groups = expand_run_dirs([root / "seed_table"])
+        groups = seed_groups(expand_run_dirs([root / "seed_table"]))
         order = sorted(groups, key=lambda name: name != "phase1_full")  # compared against phase 1, as the seed did
         groups = {name: groups[name] for name in order}
         target = RESULTS / "seed_table"

@@ -218,21 +218,26 @@ def group_table(groups: dict[str, list[RunRecord]]) -> list[str]:
         peaks = [r.accuracy(r.peak, "bridged") for r in runs]
         distinct = [r.final["systems"]["bridged"]["distinct"] for r in runs]
         collapsed = sum(r.final["systems"]["bridged"]["collapsed"] for r in runs)
-        test = "-"
-        if name != names[0]:
-            differences, seeds = paired_differences(runs, first)
-            if differences:
-                delta = sum(differences) / (len(differences) * seeds)
-                test = f"{delta:+.3f}, p = {sign_flip_exact(differences):.3g}"
+        test = "-" if name == names[0] else paired_test_cell(runs, first)
         lines.append("| " + " | ".join((
-            name, str(len(runs)), _pm(finals), _pm(peaks), f"{sum(distinct) / len(distinct):.1f}",
-            f"{collapsed}/{len(runs)}", test)) + " |")
+            name, str(len(runs)), format_mean_interval(finals), format_mean_interval(peaks),
+            f"{sum(distinct) / len(distinct):.1f}", f"{collapsed}/{len(runs)}", test)) + " |")
     return lines
 
 
-def _pm(values: Sequence[float]) -> str:
+def format_mean_interval(values: Sequence[float]) -> str:
+    """``mean ± half-width`` of the 95% interval over seeds; the mean alone with one seed."""
     mean, half = mean_interval(values)
     return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def paired_test_cell(runs: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> str:
+    """``+0.018, p = 0.259``: final bridged accuracy of ``runs`` minus ``baseline`` over their shared
+    seeds, and the exact sign-flip p over items; ``-`` when they share no scored item."""
+    differences, seeds = paired_differences(runs, baseline)
+    if not differences:
+        return "-"
+    return f"{sum(differences) / (len(differences) * seeds):+.3f}, p = {sign_flip_exact(differences):.3g}"
 
 
 def paired_differences(runs: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> tuple[list[int], int]:
@@ -292,10 +297,9 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / "recipe.yaml").is_file() and (folder / "summary.json").is_file()
 
 
-def expand_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, list[Path]] | None]:
+def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Run folders from the given paths: a folder that is not a run but holds runs (a sweep folder,
-    ``runs/``) stands for the runs in it that have evaluations. Runs named ``<name>-seed<N>`` are also
-    grouped by name (for the over-seeds table) when some name has more than one seed."""
+    ``runs/``) stands for the runs in it that have evaluations."""
     folders: list[Path] = []
     for path in map(Path, paths):
         inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_folder(p)) if path.is_dir() else []
@@ -303,11 +307,16 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, 
             folders.append(path)  # a run, or a bad folder that load_run reports
         else:
             folders += inner
+    return folders
+
+
+def seed_groups(folders: Sequence[Path]) -> dict[str, list[Path]]:
+    """Folders by configuration: ``<name>-seed<N>`` runs group under ``<name>``, any other folder alone."""
     groups: dict[str, list[Path]] = {}
     for folder in folders:
         name, sep, seed = folder.name.rpartition("-seed")
         groups.setdefault(name if sep and seed.isdigit() else folder.name, []).append(folder)
-    return folders, (groups if any(len(v) > 1 for v in groups.values()) else None)
+    return groups
 
 
 def write_report(

@@ -394,10 +394,9 @@ class Runner:
         if self.ui:
             self.ui.start_training(total, self.state.step)
         if self.state.pending_eval:  # preempted at an evaluation step before it finished: do it now
-            stop = self._evaluate_at(self.state.step)
+            if self._evaluate_at(self.state.step):
+                return  # early stopping: run() writes the final checkpoint
             self.save_checkpoint()
-            if stop:
-                return
         for step in range(self.state.step + 1, total + 1):
             record = self.train_step(step)
             self.state.step = step

@@ -22,10 +22,11 @@ def report(
 ) -> None:
     """A markdown report: the experiment table, learning curves (PNG) and the recipe differences;
     runs named NAME-seedN are also compared over seeds."""
-    from ..report import expand_run_dirs, write_report
+    from ..report import expand_run_dirs, seed_groups, write_report
 
-    folders, groups = expand_run_dirs(run_dirs)
-    path = write_report(folders, out, groups=groups)
+    folders = expand_run_dirs(run_dirs)
+    groups = seed_groups(folders)
+    path = write_report(folders, out, groups=groups if any(len(g) > 1 for g in groups.values()) else None)
     console.print(f"report written to {escape(str(path))}")
 
 
