@@ -10,9 +10,9 @@ import tempfile
 
 from common import interleaved, summary, write
 
-from latentbridge.experiment import Experiment
-from latentbridge.recipe import load_recipe
-from latentbridge.runner import Runner
+from latentbridge.bridge.build import Experiment
+from latentbridge.config.recipe import load_recipe
+from latentbridge.train.runner import Runner
 
 
 def main() -> None:

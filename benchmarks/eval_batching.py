@@ -17,12 +17,11 @@ import time
 import torch
 from common import summary, timed, write
 
-from latentbridge.bridge import left_pad
+from latentbridge.bridge.build import Experiment
+from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.layout import left_pad, positions_from_mask
+from latentbridge.config.recipe import load_recipe
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.experiment import Experiment
-from latentbridge.generation import greedy_generate
-from latentbridge.layout import positions_from_mask
-from latentbridge.recipe import load_recipe
 
 
 def floor_time(exp, hidden_list, inputs_list, steps_list) -> float:

@@ -13,9 +13,9 @@ import tempfile
 
 from common import timed, write
 
+from latentbridge.bridge.build import Experiment
+from latentbridge.config.recipe import load_recipe
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.experiment import Experiment
-from latentbridge.recipe import load_recipe
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from common import write
 
-from latentbridge.experiment import Experiment
-from latentbridge.recipe import load_recipe
-from latentbridge.runner import Runner
+from latentbridge.bridge.build import Experiment
+from latentbridge.config.recipe import load_recipe
+from latentbridge.train.runner import Runner
 
 
 def status_kib(field: str) -> int:

@@ -14,14 +14,9 @@ import shutil
 import statistics
 from pathlib import Path
 
-from latentbridge.report import (
-    expand_run_dirs,
-    format_mean_interval,
-    load_run,
-    paired_test_cell,
-    seed_groups,
-    write_report,
-)
+from latentbridge.report.document import write_report
+from latentbridge.report.runs import expand_run_dirs, load_run, seed_groups
+from latentbridge.report.seeds import format_mean_interval, paired_test_cell
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

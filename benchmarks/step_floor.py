@@ -17,9 +17,9 @@ import torch
 from common import interleaved, summary, write
 from latentbridge.plugins.objectives.nll import answer_nll
 
-from latentbridge.experiment import Experiment
-from latentbridge.recipe import load_recipe
-from latentbridge.runner import Runner
+from latentbridge.bridge.build import Experiment
+from latentbridge.config.recipe import load_recipe
+from latentbridge.train.runner import Runner
 
 
 def main() -> None:

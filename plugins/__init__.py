@@ -1,6 +1,6 @@
 """latentbridge's built-in plugins, one module per plugin, grouped by kind.
 
-They register through the same hooks a third-party package uses (see ``latentbridge.hookspecs``);
+They register through the same hooks a third-party package uses (see ``latentbridge.api.hookspecs``);
 the registry imports the modules listed in ``BUILTIN_PLUGINS`` explicitly.
 """
 

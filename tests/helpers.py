@@ -6,8 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from latentbridge.experiment import Experiment
-from latentbridge.recipe import Recipe, apply_overrides, validate_recipe
+from latentbridge.bridge.build import Experiment
+from latentbridge.config.overrides import apply_overrides
+from latentbridge.config.recipe import Recipe, validate_recipe
 
 BASE: dict[str, Any] = {
     "name": "tiny",

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from latentbridge import Objective, hookimpl, registry
+from latentbridge import Objective, hookimpl
 from latentbridge.cli import app
+from latentbridge.registry import host as registry
 
 from .helpers import recipe_dict
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentbridge.generation import greedy_generate
+from latentbridge.bridge.generation import greedy_generate
 
 from .helpers import make_experiment
 

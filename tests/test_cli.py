@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from latentbridge.catalog import shipped_recipes
 from latentbridge.cli import app
+from latentbridge.config.catalog import shipped_recipes
 
 from .test_recipe import GOOD
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from latentbridge.configs import config_fields, config_to_dict, option, parse_config
+from latentbridge.api.options import option
+from latentbridge.config.schema import config_fields, config_to_dict, parse_config
 from latentbridge.errors import ConfigError
 
 

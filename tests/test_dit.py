@@ -9,7 +9,7 @@ import torch
 
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.steps import StepBuilder
+from latentbridge.train.steps import StepBuilder
 
 from .helpers import make_experiment
 

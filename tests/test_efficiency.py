@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from latentbridge.bridge import MIN_SHARED_PREFIX, common_prefix, left_pad
+from latentbridge.bridge.layout import left_pad, positions_from_mask
+from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, common_prefix
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.layout import positions_from_mask
 
 from .helpers import make_experiment
 
@@ -52,7 +52,7 @@ def test_batched_generation_equals_one_by_one(random_pair, tmp_path, monkeypatch
 
 
 def test_the_answer_window_holds_every_supervised_position(random_pair):
-    from latentbridge.steps import StepBuilder
+    from latentbridge.train.steps import StepBuilder
 
     exp = make_experiment(random_pair)
     ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])

@@ -18,7 +18,7 @@ from latentbridge.eval.stats import (
     sign_flip_exact,
     wilson_interval,
 )
-from latentbridge.eval.summary import SYSTEMS
+from latentbridge.eval.systems import SYSTEMS
 
 from .helpers import make_experiment
 
@@ -98,7 +98,7 @@ def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_p
     """Spy on everything the bridged system reads at evaluation: the source's token rows (the only input
     of the soft tokens) and every segment the target's input is assembled from. None may hold the gold
     solution or its final answer."""
-    import latentbridge.bridge as bridge_module
+    import latentbridge.bridge.core as bridge_module
 
     exp = make_experiment(random_pair, f"injection={mode}", "task.shots=2")
     bridge = exp.bridge

@@ -7,9 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentbridge.injection import TargetText
-from latentbridge.layout import IGNORE_INDEX, Soft, Text, assemble, positions_from_mask, resample_weights
-from latentbridge.registry import Registry
+from latentbridge.api.injection import TargetText
+from latentbridge.api.segments import IGNORE_INDEX, Soft, Text
+from latentbridge.bridge.layout import assemble, inject, positions_from_mask
+from latentbridge.nn.resample import resample_weights
+from latentbridge.registry.host import Registry
 
 VOCAB, D, PAD = 50, 6, 0
 token_ids = st.lists(st.integers(min_value=1, max_value=VOCAB - 1), min_size=0, max_size=7)
@@ -54,7 +56,7 @@ def test_injection_layout(mode, data, b, k):
     texts = [data.draw(target_texts(with_answer=data.draw(st.booleans()))) for _ in range(b)]
     soft = torch.randn(b, k, D)
     emb = embedding()
-    out = injection.build(soft, texts, emb, PAD)
+    out = inject(injection, soft, texts, emb, PAD)
     width = out.inputs_embeds.shape[1]
     assert out.inputs_embeds.shape == (b, width, D)
     for r, text in enumerate(texts):

@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latentbridge import BuildContext, StepContext, TargetText
-from latentbridge.registry import Registry
+from latentbridge.bridge.layout import inject
+from latentbridge.registry.host import Registry
 
 REGISTRY = Registry.load(autoload=False)
 
@@ -31,7 +32,7 @@ def text(tok, prompt, answer):
 
 def step_loss(target, translator, injection, nll, h, mask, texts, pad_id):
     soft = translator(h, mask)
-    inputs = injection.build(soft, texts, target.get_input_embeddings(), pad_id)
+    inputs = inject(injection, soft, texts, target.get_input_embeddings(), pad_id)
     ctx = StepContext(step=0, soft=soft, inputs=inputs,
                       providers={"logits": lambda c: target(**c.inputs.model_kwargs()).logits})
     return nll(ctx), ctx

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from latentbridge.configs import config_to_dict, parse_config
-from latentbridge.registry import Registry
-from latentbridge.runner import weighted_loss
-from latentbridge.steps import StepBuilder
+from latentbridge.config.schema import config_to_dict, parse_config
+from latentbridge.registry.host import Registry
+from latentbridge.train.loss import weighted_loss
+from latentbridge.train.steps import StepBuilder
 
 from .helpers import make_experiment
 
@@ -167,7 +167,7 @@ def test_curriculum_changes_what_the_target_reads_in_training(random_pair):
 def test_probe_head_parameters_are_trained_and_saved(random_pair, tmp_path):
     from safetensors.torch import load_file
 
-    from latentbridge.runner import Runner
+    from latentbridge.train.runner import Runner
 
     exp = experiment(random_pair, "probe_head", "train.steps=2", "eval.every=100", "eval.n=2",
                      "eval.systems=[bridged]")

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from latentbridge.config.overrides import apply_overrides
+from latentbridge.config.recipe import load_recipe, read_recipe_data, validate_recipe
+from latentbridge.config.yamlio import parse_yaml
 from latentbridge.errors import ConfigError, LatentBridgeError
-from latentbridge.recipe import apply_overrides, load_recipe, parse_yaml, read_recipe_data, validate_recipe
 
 GOOD = """\
 # A test recipe.

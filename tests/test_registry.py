@@ -9,7 +9,7 @@ import torch
 
 from latentbridge import Objective, ObjectiveConfig, hookimpl
 from latentbridge.errors import PluginError
-from latentbridge.registry import AUTOLOAD_ENV, Registry, autoload_enabled
+from latentbridge.registry.host import AUTOLOAD_ENV, Registry, autoload_enabled
 
 
 def make_objective(name: str):
@@ -149,7 +149,7 @@ def test_entry_point_that_fails_to_import_is_named(monkeypatch):
         def load(self):
             raise ImportError("no module named torch_extra")
 
-    import latentbridge.registry as reg
+    import latentbridge.registry.host as reg
 
     monkeypatch.setattr(reg.md, "entry_points", lambda group: [FakeEntryPoint()])
     with pytest.raises(PluginError, match="plugin 'broken' \\(broken-dist 9.9\\) failed to load: ImportError"):

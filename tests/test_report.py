@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import sign_flip_exact
-from latentbridge.report import mean_interval, write_report
-from latentbridge.rundir import claim, new_run_dir, read_index
-from latentbridge.sweep import parse_grid, plan, split_values
+from latentbridge.io.rundir import claim, new_run_dir, read_index
+from latentbridge.report.document import write_report
+from latentbridge.report.seeds import mean_interval
+from latentbridge.train.sweep import parse_grid, plan, split_values
 
 from .helpers import recipe_dict
 

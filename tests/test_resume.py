@@ -15,9 +15,10 @@ import pytest
 import torch
 import yaml
 
-from latentbridge.checkpoint import list_checkpoints
 from latentbridge.errors import LatentBridgeError
-from latentbridge.runner import Diverged, Preempted, Runner
+from latentbridge.io.checkpoint import list_checkpoints
+from latentbridge.train.runner import Runner
+from latentbridge.train.state import Diverged, Preempted
 
 from .helpers import make_experiment, recipe_dict
 

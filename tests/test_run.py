@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from latentbridge.cli import app
-from latentbridge.recipe import load_recipe
-from latentbridge.runner import Runner
-from latentbridge.schedule import DataOrder, lr_factor
+from latentbridge.config.recipe import load_recipe
+from latentbridge.train.data_order import DataOrder
+from latentbridge.train.runner import Runner
+from latentbridge.train.schedule import lr_factor
 
 from .helpers import make_experiment, make_recipe, recipe_dict
 
@@ -207,7 +208,7 @@ def test_nothing_to_train_is_a_clear_error(random_pair, tmp_path):
 def test_autocast_only_on_cuda_with_a_16_bit_dtype():
     import contextlib
 
-    from latentbridge.precision import autocast
+    from latentbridge.train.precision import autocast
 
     assert isinstance(autocast(torch.device("cpu"), torch.bfloat16), contextlib.nullcontext)
     assert isinstance(autocast(torch.device("cuda"), torch.float32), contextlib.nullcontext)

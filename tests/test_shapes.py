@@ -5,8 +5,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from latentbridge.api.shapes import check_shape
 from latentbridge.errors import ShapeError
-from latentbridge.shapes import check_shape
 
 dims = st.integers(min_value=1, max_value=6)
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from latentbridge.catalog import shipped_recipes
-from latentbridge.recipe import load_recipe, parse_yaml
+from latentbridge.config.catalog import shipped_recipes
+from latentbridge.config.recipe import load_recipe
+from latentbridge.config.yamlio import parse_yaml
 
 SHIPPED = {r.name: r for r in shipped_recipes()}
 
@@ -95,8 +96,8 @@ SHORT = ["train.steps=2", "train.warmup_steps=0", "train.batch_size=4", "eval.ev
 def test_every_shipped_recipe_runs_on_the_tiny_pair(name, tmp_path, monkeypatch):
     """Each recipe as shipped (built-in tiny pair, its translator, objectives, curriculum), with a
     short-step override: it trains, evaluates every system and finishes."""
-    from latentbridge.experiment import Experiment
-    from latentbridge.runner import Runner
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.train.runner import Runner
 
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     extra = []

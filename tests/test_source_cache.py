@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from latentbridge.bridge.source_cache import GROUP
 from latentbridge.cli import app
-from latentbridge.runner import Runner
-from latentbridge.source_cache import GROUP
+from latentbridge.train.runner import Runner
 
 from .helpers import make_experiment
 

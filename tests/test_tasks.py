@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from latentbridge.data import read_examples
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval import extract_answer
-from latentbridge.registry import Registry
+from latentbridge.io.data import read_examples
+from latentbridge.registry.host import Registry
 
 REGISTRY = Registry.load(autoload=False)
 

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentbridge.registry import Registry
-from latentbridge.translator import load_translator, save_translator
+from latentbridge.io.weights import load_translator, save_translator
+from latentbridge.registry.host import Registry
 
 REGISTRY = Registry.load(autoload=False)
 VARIANTS = {

@@ -11,9 +11,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from latentbridge.bridge.models import builtin_models, load_frozen, zoo_dir
 from latentbridge.cli import app
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.models import builtin_models, load_frozen, zoo_dir
 
 from .helpers import BASE
 
@@ -52,8 +52,8 @@ def test_tokenizers_segment_differently():
 def test_accuracies_re_measured_from_the_shipped_weights(listed, tmp_path, monkeypatch):
     """The harness that evaluates every run, on the same 200 test problems, reproduces zoo list."""
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
-    from latentbridge.experiment import Experiment
-    from latentbridge.recipe import validate_recipe
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import validate_recipe
 
     recipe = validate_recipe({**BASE, "task": {"name": "arith"}, "models": {"source": "tiny-llama", "target": "tiny-mistral"}})
     exp = Experiment.build(recipe)
@@ -70,7 +70,7 @@ def test_loading_needs_no_network_and_no_environment_variable():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "LATENTBRIDGE_"))}
     code = (
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "from latentbridge.models import builtin_models, load_frozen\n"
+        "from latentbridge.bridge.models import builtin_models, load_frozen\n"
         "for name, path in builtin_models().items():\n"
         "    AutoModelForCausalLM.from_pretrained(path); AutoTokenizer.from_pretrained(path); load_frozen(name)\n"
         "print(sorted(builtin_models()))\n"

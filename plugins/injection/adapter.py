@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentbridge import InjectionConfig, InjectionMode, TargetText, hookimpl, option
-from latentbridge.injection import answer_segment
-from latentbridge.layout import Segment, Text
+from latentbridge.api.injection import answer_segment
+from latentbridge.api.segments import Segment, Text
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from latentbridge import InjectionMode, TargetText, hookimpl
-from latentbridge.injection import answer_segment
-from latentbridge.layout import Segment, Soft, Text
+from latentbridge.api.injection import answer_segment
+from latentbridge.api.segments import Segment, Soft, Text
 
 
 class SoftPlusText(InjectionMode):

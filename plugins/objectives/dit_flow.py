@@ -2,7 +2,7 @@
 
 The teacher is the target-side embedding sequence of the gold answer (``teacher: answer``) or of
 the question (``teacher: prompt``), resampled to the k soft positions (k equal chunks, averaged; see
-:func:`latentbridge.layout.resample_weights`) and scaled to unit RMS per token, the DiT's data space.
+:func:`latentbridge.nn.resample.resample_weights`) and scaled to unit RMS per token, the DiT's data space.
 The teacher only ever appears as the regression target: the soft tokens the target reads come from
 the DiT's sampler, which never sees it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from latentbridge import BuildContext, LatentBridgeError, Objective, ObjectiveConfig, StepContext, hookimpl
-from latentbridge.layout import resample_weights
+from latentbridge.nn.resample import resample_weights
 
 
 class DiTFlow(Objective):

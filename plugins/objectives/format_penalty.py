@@ -12,7 +12,7 @@ import torch
 from latentbridge.plugins.objectives.nll import answer_nll
 
 from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl
-from latentbridge.layout import IGNORE_INDEX
+from latentbridge.api.segments import IGNORE_INDEX
 
 
 class FormatPenalty(Objective):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl, option
-from latentbridge.layout import IGNORE_INDEX
+from latentbridge.api.segments import IGNORE_INDEX
 
 
 @dataclass

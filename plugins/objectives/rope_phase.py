@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl, option
-from latentbridge.introspect import rotary_keys
+from latentbridge.nn.keys import rotary_keys
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from latentbridge import Task, TaskConfig, hookimpl, option
-from latentbridge.task import Example, Split
+from latentbridge.api.task import Example, Split
 from latentbridge.zoo import arith, specs
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latentbridge import Task, TaskConfig, hookimpl, option
-from latentbridge.data import read_examples
-from latentbridge.task import Example, Split
+from latentbridge.api.task import Example, Split
+from latentbridge.io.data import read_examples
 
 
 @dataclass(kw_only=True)  # data_dir has no default

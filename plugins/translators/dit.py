@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentbridge import Translator, TranslatorConfig, hookimpl, option
-from latentbridge.layers import Attention, feed_forward, timestep_embedding
-from latentbridge.pooling import masked_mean
+from latentbridge.nn.layers import Attention, feed_forward, timestep_embedding
+from latentbridge.nn.pooling import masked_mean
 
 
 @dataclass

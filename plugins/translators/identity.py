@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from latentbridge import LatentBridgeError, Translator, TranslatorConfig, hookimpl, option
-from latentbridge.pooling import select_last_k
+from latentbridge.nn.pooling import select_last_k
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from latentbridge import hookimpl
-from latentbridge.tokenwise import PooledOrPerToken, PooledOrPerTokenConfig
+from latentbridge.nn.tokenwise import PooledOrPerToken, PooledOrPerTokenConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Literal
 from torch import nn
 
 from latentbridge import hookimpl, option
-from latentbridge.tokenwise import VARIANT_HELP, PooledOrPerToken, PooledOrPerTokenConfig
+from latentbridge.nn.tokenwise import VARIANT_HELP, PooledOrPerToken, PooledOrPerTokenConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from latentbridge import Translator, TranslatorConfig, hookimpl, option
-from latentbridge.layers import Attention, feed_forward
+from latentbridge.nn.layers import Attention, feed_forward
 
 
 @dataclass

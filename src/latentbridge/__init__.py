@@ -6,19 +6,19 @@ that a frozen target model reads, placed by an :class:`InjectionMode` and traine
 (:data:`hookimpl`); see ``latentbridge list-plugins``.
 """
 
-__version__ = "0.1.0"
-
-from .configs import option
-from .context import BuildContext, StepContext
-from .errors import ConfigError, LatentBridgeError, PluginError, ShapeError
-from .hookspecs import hookimpl
-from .injection import InjectionConfig, InjectionMode, TargetText
-from .layout import TargetInputs
-from .objective import Objective, ObjectiveConfig
-from .task import Example, Prompt, Task, TaskConfig
-from .translator import Translator, TranslatorConfig
+from latentbridge._version import __version__
+from latentbridge.api.context import BuildContext, StepContext
+from latentbridge.api.hookspecs import hookimpl
+from latentbridge.api.injection import InjectionConfig, InjectionMode, TargetText
+from latentbridge.api.objective import Objective, ObjectiveConfig
+from latentbridge.api.options import option
+from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
+from latentbridge.api.task import Example, Prompt, Task, TaskConfig
+from latentbridge.api.translator import Translator, TranslatorConfig
+from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
 
 __all__ = [
+    "IGNORE_INDEX",
     "BuildContext",
     "ConfigError",
     "Example",
@@ -29,14 +29,18 @@ __all__ = [
     "ObjectiveConfig",
     "PluginError",
     "Prompt",
+    "Segment",
     "ShapeError",
+    "Soft",
     "StepContext",
     "TargetInputs",
     "TargetText",
     "Task",
     "TaskConfig",
+    "Text",
     "Translator",
     "TranslatorConfig",
+    "__version__",
     "hookimpl",
     "option",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 import typer
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import LatentBridgeError
+from latentbridge.errors import LatentBridgeError
 
 EXIT_USER_ERROR = 2
 
@@ -64,12 +63,4 @@ def _root(
         state.debug = True
 
 
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-
-
-from . import cache, commands, report, run, zoo  # noqa: E402,F401  (registers the commands on import of the app)
+OVERRIDES_HELP = "Overrides: key.path=value (value read as YAML) or ~key.path to delete a key."

@@ -8,8 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import LatentBridgeError
-from .app import app, console
+from latentbridge.cli.app import app, console
+from latentbridge.errors import LatentBridgeError
 
 cache_app = typer.Typer(no_args_is_help=True, help="The on-disk caches: source hidden states and baseline outputs.")
 app.add_typer(cache_app, name="cache")
@@ -18,7 +18,7 @@ app.add_typer(cache_app, name="cache")
 def _root(directory: str | None):
     from pathlib import Path
 
-    from ..eval.harness import cache_root
+    from latentbridge.io.caches import cache_root
 
     return Path(directory).expanduser() if directory else cache_root()
 
@@ -29,7 +29,7 @@ def cache_info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the caches: kind, key, entries (shards or files), size."""
-    from ..source_cache import cache_entries
+    from latentbridge.io.caches import cache_entries
 
     root = _root(directory)
     rows = cache_entries(root)
@@ -50,7 +50,7 @@ def cache_clear(
     kind: str = typer.Option(None, "--kind", help="Only 'source' or 'baselines'."),
 ) -> None:
     """Delete cached source hidden states and baseline outputs (they are recomputed when needed)."""
-    from ..source_cache import clear_cache
+    from latentbridge.io.caches import clear_cache
 
     if kind not in (None, "source", "baselines"):
         raise LatentBridgeError(f"--kind must be 'source' or 'baselines', got '{kind}'")

@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import LatentBridgeError
-from .app import app, console
-from .commands import OVERRIDES_HELP
-from .ui import RunUI, print_results
+from latentbridge.cli.app import OVERRIDES_HELP, app, console
+from latentbridge.cli.ui import RunUI, print_results
+from latentbridge.errors import LatentBridgeError
 
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (with --resume)
@@ -43,10 +42,11 @@ def run(
     Exit codes: 0 finished, 2 a problem with the input, 3 stopped (non-finite losses),
     75 preempted by SIGTERM/SIGINT/SIGUSR1 (a checkpoint was written: rerun with --resume).
     """
-    from ..distributed import init_from_env, is_main, launched_by_torchrun
-    from ..experiment import Experiment
-    from ..recipe import load_recipe
-    from ..runner import Diverged, Preempted, Runner, default_run_dir
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import load_recipe
+    from latentbridge.train.distributed import init_from_env, is_main, launched_by_torchrun
+    from latentbridge.train.runner import Runner, default_run_dir
+    from latentbridge.train.state import Diverged, Preempted
 
     overrides = list(overrides or [])
     resolved = load_recipe(recipe, overrides)
@@ -102,11 +102,11 @@ def evaluate(
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for the evaluation, e.g. eval.n=50."),
 ) -> None:
     """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
-    from ..distributed import init_from_env, is_main
-    from ..eval.harness import EvalSettings, Evaluator
-    from ..experiment import Experiment
-    from ..recipe import load_recipe
-    from ..translator import read_translator_meta
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import load_recipe
+    from latentbridge.eval.harness import EvalSettings, Evaluator
+    from latentbridge.io.weights import read_translator_meta
+    from latentbridge.train.distributed import init_from_env, is_main
 
     if step not in ("best", "final"):
         raise LatentBridgeError(f"--step must be 'best' or 'final', got '{step}'")
@@ -140,7 +140,7 @@ def summarize(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Per-evaluation tables: accuracy with intervals, invalid/gold-match counts, collapse and echo."""
-    from ..eval.summary import eval_files, read_records, summarize_records
+    from latentbridge.eval.summary import eval_files, read_records, summarize_records
 
     rows = []
     for step, file in eval_files(paths):

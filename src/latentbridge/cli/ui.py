@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..eval.summary import SYSTEMS
+from latentbridge.eval.systems import SYSTEMS
 
 
 def fmt_acc(s: dict[str, Any] | None) -> str:

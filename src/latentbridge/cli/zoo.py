@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import LatentBridgeError
-from .app import app, console
+from latentbridge.cli.app import app, console
+from latentbridge.errors import LatentBridgeError
 
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in tiny model pair (tiny-llama, tiny-mistral).")
 app.add_typer(zoo_app, name="zoo")
@@ -60,7 +60,7 @@ def print_zoo(rows: list[dict], title: str) -> None:
 @zoo_app.command("list")
 def zoo_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Each built-in model: parameters, tokenizer, hidden size, layers, RoPE base, measured accuracy."""
-    from ..models import zoo_dir
+    from latentbridge.bridge.models import zoo_dir
 
     path = zoo_dir() / "zoo.json"
     if not path.is_file():
@@ -79,7 +79,7 @@ def zoo_build(
     force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty."),
 ) -> None:
     """Rebuild the tiny pair from scratch (data, tokenizers, training, accuracy); about 10 minutes on 2 cores."""
-    from ..zoo.build import build_pair
+    from latentbridge.zoo.build import build_pair
 
     if out.exists() and any(out.iterdir()) and not force:
         raise LatentBridgeError(f"{out} is not empty; choose another --out or add --force")

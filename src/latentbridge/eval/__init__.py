@@ -1,5 +1,5 @@
-"""Evaluation: answer extraction and scoring (more arrives with the evaluation harness)."""
+"""Evaluation: the harness (every system on the same items), answer filters, statistics and summaries."""
 
-from .answers import INVALID, extract_answer, is_correct, normalize_number
+from latentbridge.api.answers import INVALID, extract_answer, is_correct, normalize_number
 
 __all__ = ["INVALID", "extract_answer", "is_correct", "normalize_number"]

@@ -19,34 +19,25 @@ from typing import Any
 
 import torch
 
-from .. import __version__
-from ..bridge import Bridge
-from ..configs import config_to_dict
-from ..distributed import gather_objects, is_main, rank, world_size
-from ..generation import greedy_generate
-from ..models import FrozenModel
-from ..precision import autocast
-from ..task import Example, Prompt, Task, prompts_digest
-from .answers import extract_answer
-from .summary import SYSTEMS, summarize_records
-
-BASELINES = ("source", "target", "relay")
+from latentbridge._version import __version__
+from latentbridge.api.answers import extract_answer
+from latentbridge.api.task import Example, Prompt, Task
+from latentbridge.bridge.core import Bridge
+from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.models import FrozenModel
+from latentbridge.config.schema import config_to_dict
+from latentbridge.eval.summary import summarize_records
+from latentbridge.eval.systems import BASELINES, SYSTEMS, relay_prompt_text
+from latentbridge.io.atomic import write_jsonl_atomic
+from latentbridge.io.caches import cache_root
+from latentbridge.io.digest import prompts_digest
+from latentbridge.train.distributed import gather_objects, is_main, rank, world_size
+from latentbridge.train.precision import autocast
 
 
 class Interrupted(Exception):
     """Raised between generation batches when the run was asked to stop (preemption)."""
 Progress = Callable[[str, int], None]  # (what, items done in this call)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LATENTBRIDGE_CACHE_DIR", Path.home() / ".cache" / "latentbridge"))
-
-
-def relay_prompt_text(prompt: Prompt, source_output: str) -> str:
-    """The text relay: the prompt, then the source's worked solution up to (not including) its
-    ``####`` line; the target continues from there and gives the final answer itself."""
-    reasoning = source_output.split("####")[0].strip()
-    return prompt.text + prompt.separator + reasoning + ("\n" if reasoning else "")
 
 
 @dataclass
@@ -225,14 +216,3 @@ class Evaluator:
 def item_seed(item_id: str) -> int:
     """A stable 63-bit seed per evaluation item (the DiT's sampling noise)."""
     return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "little") >> 1
-
-
-def write_jsonl_atomic(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import LatentBridgeError
-from .stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
+from latentbridge.errors import LatentBridgeError
+from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
+from latentbridge.eval.systems import SYSTEMS
 
-SYSTEMS = ("source", "target", "bridged", "relay")
 EVAL_FILE_RE = re.compile(r"eval_samples_step_(\d+)\.jsonl$")
 
 

@@ -20,15 +20,15 @@ __all__ = ["build_pair", "evaluate_accuracy", "generate_splits", "write_jsonl", 
 
 def __getattr__(name: str) -> Any:
     if name == "build_pair":
-        from .build import build_pair
+        from latentbridge.zoo.__init__.build import build_pair
 
         return build_pair
     if name == "evaluate_accuracy":
-        from .evaluate import evaluate_accuracy
+        from latentbridge.zoo.__init__.evaluate import evaluate_accuracy
 
         return evaluate_accuracy
     if name in ("generate_splits", "write_jsonl", "read_jsonl"):
-        from . import arith
+        from latentbridge.zoo.__init__ import arith
 
         return getattr(arith, name)
     raise AttributeError(name)

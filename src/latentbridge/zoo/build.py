@@ -36,11 +36,11 @@ from typing import Any
 
 import torch
 
-from .arith import generate_splits, read_jsonl, write_jsonl
-from .evaluate import evaluate_accuracy
-from .specs import N_TEST, N_TRAIN, PAIR, TORCH_THREADS, ModelSpec
-from .tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
-from .train import eval_prompt, make_model, train_model, train_text
+from latentbridge.zoo.arith import generate_splits, read_jsonl, write_jsonl
+from latentbridge.zoo.evaluate import evaluate_accuracy
+from latentbridge.zoo.specs import N_TEST, N_TRAIN, PAIR, TORCH_THREADS, ModelSpec
+from latentbridge.zoo.tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
+from latentbridge.zoo.train import eval_prompt, make_model, train_model, train_text
 
 Progress = Callable[[str, int, int], None]
 _TOKENIZER_TRAINERS = {"llama": train_llama_tokenizer, "mistral": train_mistral_tokenizer}

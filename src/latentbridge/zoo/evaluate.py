@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..eval.answers import is_correct
-from .arith import Example
-from .train import eval_prompt
+from latentbridge.api.answers import is_correct
+from latentbridge.zoo.arith import Example
+from latentbridge.zoo.train import eval_prompt
 
 MAX_NEW_TOKENS = 80
 

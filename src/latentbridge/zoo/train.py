@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .specs import ModelSpec
+from latentbridge.zoo.specs import ModelSpec
 
 Progress = Callable[[str, int, int], None]
 

@@ -1,0 +1,137 @@
+"""The Task interface: examples, k-shot prompts and answer scoring."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import ClassVar, Literal
+
+from latentbridge.api.options import option
+
+Split = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem. ``answer`` is the full worked solution (GSM8K: lines then ``#### <number>``);
+    ``label`` is an optional category the task provides (for example the problem template)."""
+
+    id: str
+    question: str
+    answer: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The text of one prompt, in pieces: ``header + question + cue`` is what a model reads, ``answer``
+    the continuation it is trained to produce. ``header`` holds the k-shot exemplars."""
+
+    header: str
+    question: str
+    cue: str
+    answer: str
+    separator: str = " "  # what ``answer`` starts with: the text between cue and solution
+
+    @property
+    def text(self) -> str:
+        return self.header + self.question + self.cue
+
+
+@dataclass
+class TaskConfig:
+    """Prompt settings every task has."""
+
+    shots: int = option(0, ge=0, help="worked exemplars from the train split shown before each question")
+    exemplars: Literal["fixed", "per_item"] = option(
+        "fixed", help="'fixed': the same exemplars for every item; 'per_item': drawn per item by seed"
+    )
+    exemplar_seed: int = option(1234, help="seed that picks the exemplars (independent of the run seed)")
+    question_template: str = option("Question: {question}\n", help="how one question is written")
+    cue: str = option("Answer:", help="text after the question that asks for the answer")
+    answer_separator: str = option(" ", help="text between the cue and the answer")
+    exemplar_separator: str = option("\n\n", help="text after each worked exemplar")
+
+    def check(self) -> list[tuple[str, str]]:
+        if "{question}" not in self.question_template:
+            return [("question_template", "must contain {question}")]
+        return []
+
+
+class Task:
+    """Yields examples, builds prompts and scores answers. Subclasses implement :meth:`load`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self._cache: dict[str, list[Example]] = {}
+
+    @abstractmethod
+    def load(self, split: Split) -> list[Example]:
+        """Every example of ``split``, in a fixed order."""
+
+    def examples(self, split: Split) -> list[Example]:
+        if split not in self._cache:
+            self._cache[split] = self.load(split)
+        return self._cache[split]
+
+    def labels(self) -> list[str]:
+        """The categorical labels this task provides (sorted), or an empty list."""
+        return sorted({e.label for e in self.examples("train") if e.label is not None})
+
+    def exemplars(self, example: Example) -> list[Example]:
+        """The k-shot exemplars for ``example``: from the train split, never the example itself."""
+        shots = self.config.shots
+        if shots == 0:
+            return []
+        pool = self.examples("train")
+        if self.config.exemplars == "fixed":
+            order: Sequence[int] = _shuffled_indices(len(pool), self.config.exemplar_seed)
+        else:  # two spares, in case the example itself (or its twin) is drawn
+            order = _rng(f"{self.config.exemplar_seed}:{example.id}").sample(range(len(pool)), min(len(pool), shots + 2))
+        chosen: list[Example] = []
+        for i in order:
+            candidate = pool[i]
+            if candidate.id != example.id and candidate.question != example.question:
+                chosen.append(candidate)
+                if len(chosen) == shots:
+                    break
+        return chosen
+
+    def prompt(self, example: Example) -> Prompt:
+        c = self.config
+        header = "".join(
+            c.question_template.format(question=e.question) + c.cue + c.answer_separator + e.answer
+            + c.exemplar_separator
+            for e in self.exemplars(example)
+        )
+        return Prompt(
+            header=header,
+            question=c.question_template.format(question=example.question),
+            cue=c.cue,
+            answer=c.answer_separator + example.answer,
+            separator=c.answer_separator,
+        )
+
+    def is_correct(self, generated: str, example: Example) -> bool:
+        from latentbridge.api.answers import is_correct
+
+        return is_correct(generated, example.answer)
+
+
+def _rng(key: str) -> random.Random:
+    """A generator seeded from a string, the same in every process and Python version."""
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
+@cache
+def _shuffled_indices(n: int, seed: int) -> tuple[int, ...]:
+    order = list(range(n))
+    _rng(str(seed)).shuffle(order)
+    return tuple(order)

@@ -1,0 +1,90 @@
+"""The Translator interface: source hidden states in, soft tokens in the target's embedding space out."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from latentbridge.api.options import option
+from latentbridge.api.shapes import check_shape
+from latentbridge.errors import LatentBridgeError
+
+
+@dataclass
+class TranslatorConfig:
+    """Fields every translator has. ``d_src`` and ``d_tgt`` are filled in from the models when left out."""
+
+    k: int = option(8, gt=0, help="number of soft tokens produced per example")
+    d_src: int | None = option(None, gt=0, help="source hidden size (default: read from the source model)")
+    d_tgt: int | None = option(None, gt=0, help="target embedding size (default: read from the target model)")
+    scale: Literal["target_rms", "none"] = option(
+        "target_rms",
+        help="'target_rms': rescale every soft token to RMS target_rms (a typical real token's size); 'none'",
+    )
+    target_rms: float | None = option(
+        None, gt=0, help="median RMS of the target's token embeddings (default: measured on the target model)"
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        return []
+
+
+class Translator(nn.Module):
+    """Maps source hidden states to ``k`` soft tokens: ``(h: b t d_src, mask: b t) -> soft: b k d_tgt``.
+
+    Subclasses set ``name`` and ``Config`` and implement :meth:`translate`; :meth:`forward` checks the
+    shape contract on the way in and out. ``mask`` is 1 (True) on real source tokens and 0 on padding;
+    a translator must give the same output whatever the padding (left or right, any amount).
+    ``seeds`` (``b``, int64) is set by translators that sample (the DiT) so that the same input always
+    gives the same soft tokens; the others ignore it.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TranslatorConfig]] = TranslatorConfig
+
+    def __init__(self, config: TranslatorConfig):
+        super().__init__()
+        if config.d_src is None or config.d_tgt is None:
+            raise LatentBridgeError(f"translator '{self.name}': d_src and d_tgt must be set before building it")
+        if config.scale == "target_rms" and config.target_rms is None:
+            raise LatentBridgeError(f"translator '{self.name}': scale 'target_rms' needs target_rms to be set")
+        self.config = config
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        dims = check_shape(h, "b t d_src", d_src=self.config.d_src, what=f"translator '{self.name}' input h")
+        check_shape(mask, "b t", **dims, what=f"translator '{self.name}' input mask")
+        soft = self.rescale(self.translate(h, mask.bool(), seeds=seeds))
+        check_shape(
+            soft, "b k d_tgt", b=dims["b"], k=self.config.k, d_tgt=self.config.d_tgt,
+            what=f"translator '{self.name}' output",
+        )
+        return soft
+
+    def rescale(self, soft: torch.Tensor) -> torch.Tensor:
+        """The soft-token scaling rule: with ``scale: target_rms``, each soft token ``s`` becomes
+        ``s * target_rms / rms(s)`` (``rms(s) = sqrt(mean(s**2) + 1e-12)``), so it has the RMS of a
+        typical real token embedding of the target (the median over its vocabulary) whatever the
+        translator's raw output scale; its direction is what the translator learns."""
+        if self.config.scale == "none":
+            return soft
+        rms = soft.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
+        return (soft.float() * (self.config.target_rms / rms)).to(soft.dtype)
+
+    @abstractmethod
+    def translate(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None) -> torch.Tensor:
+        """``h: b t d_src``, ``mask: b t`` (bool) -> ``b k d_tgt``."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": dataclasses.asdict(self.config)}

@@ -1,0 +1,173 @@
+"""Building everything a recipe names: frozen models, task, translator, injection mode, objectives."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from latentbridge.api.context import BuildContext
+from latentbridge.api.task import Task
+from latentbridge.api.translator import Translator
+from latentbridge.bridge.core import Bridge
+from latentbridge.bridge.models import FrozenModel, load_frozen
+from latentbridge.config.recipe import Recipe
+from latentbridge.errors import LatentBridgeError
+from latentbridge.io.weights import load_translator_weights
+from latentbridge.registry.blame import blame
+from latentbridge.registry.host import Registry, get_registry
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Experiment:
+    recipe: Recipe
+    registry: Registry
+    task: Task
+    bridge: Bridge
+    objectives: nn.ModuleDict
+
+    @property
+    def translator(self) -> Translator:
+        return self.bridge.translator
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.translator.parameters()) + list(self.objectives.parameters())
+        return [p for p in params if p.requires_grad]
+
+    def plugin_versions(self) -> dict[str, dict[str, str]]:
+        chosen = [("task", self.recipe.task.name), ("translator", self.recipe.translator.name),
+                  ("injection", self.recipe.injection.name)]
+        chosen += [("objective", name) for name in self.recipe.objectives]
+        out = {}
+        for kind, name in chosen:
+            info = self.registry.get(kind, name)
+            out[f"{kind}:{name}"] = {"distribution": info.provider.distribution, "version": info.provider.version,
+                                     "module": info.provider.module}
+        return out
+
+    @classmethod
+    def build(
+        cls, recipe: Recipe, registry: Registry | None = None, log: Callable[[str], None] = lambda _: None,
+        translator_dir: str | None = None,
+    ) -> Experiment:
+        registry = registry or get_registry()
+        seed_everything(recipe.seed)
+        task = build_plugin(registry, "task", recipe.task.name, recipe.task.config)
+        with blame("task", recipe.task.name, task):  # a task that fails to load its data names itself
+            for split in ("train", "test"):
+                task.examples(split)
+        m = recipe.models
+        log(f"loading source {m.source} and target {m.target} ({m.dtype})")
+        source = load_frozen(m.source, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
+        target = load_frozen(m.target, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
+        if source.device != target.device:
+            raise LatentBridgeError("source and target must be on the same device")
+        layers = source.num_layers
+        if not -(layers + 1) <= m.source_layer <= layers:
+            raise LatentBridgeError(
+                f"models.source_layer: {m.source_layer} is out of range for {m.source} "
+                f"({layers} layers: use 0..{layers} or -1..-{layers + 1})"
+            )
+        translator = build_translator(recipe, registry, source, target)
+        log(f"translator {recipe.translator.name}: {translator.num_parameters():,} parameters")
+        injection = build_plugin(registry, "injection", recipe.injection.name, recipe.injection.config)
+        ctx = BuildContext(
+            d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
+            target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer, teacher=recipe.teacher,
+            extra={"batch_size": recipe.train.batch_size, "translator": translator},
+        )
+        torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
+        objectives = nn.ModuleDict(
+            {name: build_plugin(registry, "objective", name, config, ctx) for name, config in recipe.objectives.items()}
+        )
+        objectives.to(target.device)
+        bridge = Bridge(source, target, translator, injection, m.source_layer)
+        if recipe.cache.source:
+            bridge.source_cache = make_source_cache(recipe, task, bridge)
+        experiment = cls(recipe, registry, task, bridge, objectives)
+        if translator_dir is not None:
+            experiment.load_translator(Path(translator_dir))
+        return experiment
+
+    def load_translator(self, folder: Path) -> None:
+        """Load saved weights, refusing a translator whose bridge card names another model pair."""
+        from latentbridge.io.card import bridge_card, check_card, read_card
+
+        saved = read_card(folder)
+        if saved is not None:
+            check_card(saved, bridge_card(self), f"the translator in {folder}")
+        load_translator_weights(self.translator, folder)
+        objectives = folder / "objectives.safetensors"
+        if objectives.is_file():
+            from safetensors.torch import load_file
+
+            self.objectives.load_state_dict(load_file(str(objectives)))
+
+
+def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, target: FrozenModel) -> Translator:
+    """The recipe's translator with widths and scale filled in from the models (and checked against them)."""
+    config = recipe.translator.config
+    for key, actual, model in (("d_src", source.hidden_size, source), ("d_tgt", target.hidden_size, target)):
+        given = getattr(config, key)
+        if given is not None and given != actual:
+            raise LatentBridgeError(
+                f"translator.{key} is {given} but {model.name} has hidden size {actual}; "
+                f"remove translator.{key} to use the model's"
+            )
+    config = dataclasses.replace(
+        config,
+        d_src=source.hidden_size,
+        d_tgt=target.hidden_size,
+        target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
+    )
+    torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
+    translator = build_plugin(registry, "translator", recipe.translator.name, config)
+    return translator.to(target.device)
+
+
+def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> object:
+    """Instantiate a plugin, remembering who provided it; a crash names the plugin and distribution."""
+    info = registry.get(kind, name)
+    with blame(kind, name, info):
+        instance = info.cls(*args)
+    instance.provider = info.provider
+    return instance
+
+
+def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
+    """The source hidden-state cache for this recipe's source, layer, dtype and prompts."""
+    from latentbridge._version import __version__
+    from latentbridge.bridge.source_cache import SourceCache
+    from latentbridge.config.schema import config_to_dict
+    from latentbridge.io.caches import cache_root
+    from latentbridge.io.digest import prompts_digest
+
+    examples = [e for split in ("train", "test") for e in task.examples(split)]
+    positions = {e.id: (split, i) for split in ("train", "test") for i, e in enumerate(task.examples(split))}
+    key = {
+        "latentbridge": __version__,
+        "source": {"name": bridge.source.name, **bridge.source.fingerprint},
+        "layer": bridge.source_layer,
+        "dtype": str(bridge.source.dtype),
+        "task": task.name,
+        "task_config": config_to_dict(task.config),
+        "prefix": bridge.source_encoder.prefix,
+        "prompts": prompts_digest([e.id for e in examples], [task.prompt(e) for e in examples]),
+    }
+    root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
+    return SourceCache(
+        root, key,
+        compute=lambda examples: bridge.hidden_rows([task.prompt(e) for e in examples]),
+        positions=lambda e: positions[e.id],
+        examples_of=task.examples,
+    )

@@ -1,0 +1,42 @@
+"""A few-shot header shared by every prompt, run once: its key/value cache reused in the source forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+MIN_SHARED_PREFIX = 32  # tokens: below this, reusing a prefix's key/value cache is not worth it
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every row shares, leaving each row at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+@dataclass
+class PrefixState:
+    """A shared prefix run once: its key/value cache and its hidden states at the chosen layer."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    hidden: torch.Tensor  # 1 P d
+
+    @classmethod
+    def compute(cls, model: Any, prefix: Sequence[int], layer: int, device: torch.device) -> PrefixState:
+        ids = torch.tensor([list(prefix)], device=device)
+        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
+                    use_cache=True, output_hidden_states=True)
+        kv = [(lay.keys, lay.values) for lay in out.past_key_values.layers]
+        return cls(kv, out.hidden_states[layer])
+
+    def cache(self, b: int, config: Any) -> DynamicCache:
+        """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place)."""
+        data = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in self.kv]
+        return DynamicCache(ddp_cache_data=data, config=config)

@@ -1,0 +1,1 @@
+"""Typed configs, recipes, overrides and the catalogue of shipped recipes."""

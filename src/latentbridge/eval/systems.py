@@ -1,0 +1,18 @@
+"""The systems an evaluation compares, and how the text relay hands the source's solution to the target."""
+
+from __future__ import annotations
+
+from latentbridge.api.task import Prompt
+
+SYSTEMS = ("source", "target", "bridged", "relay")
+
+BASELINES = ("source", "target", "relay")
+
+
+def relay_prompt_text(prompt: Prompt, source_output: str) -> str:
+    """The text relay: the prompt, then the source's worked solution up to (not including) its
+    ``####`` line; the target continues from there and gives the final answer itself."""
+    reasoning = source_output.split("####")[0].strip()
+    return prompt.text + prompt.separator + reasoning + ("\n" if reasoning else "")
+
+SYSTEMS = ("source", "target", "bridged", "relay")

@@ -1,0 +1,1 @@
+"""Files: run folders, checkpoints, translator weights, bridge cards, caches, atomic writes, data files."""

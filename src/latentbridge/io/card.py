@@ -1,0 +1,84 @@
+"""The bridge card: what a translator was trained for (models by hash, widths, layout, versions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from latentbridge.errors import LatentBridgeError
+from latentbridge.io.atomic import _write_file
+
+CARD_FILE = "bridge_card.json"
+
+
+# -- the bridge card ----------------------------------------------------------------------------------
+
+
+def recipe_hash(recipe_dict: dict[str, Any]) -> str:
+    """Hash of the resolved recipe, leaving out where the run is written."""
+    data = {k: v for k, v in recipe_dict.items() if k not in ("run_dir",)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def bridge_card(experiment: Any) -> dict[str, Any]:
+    """What a translator was trained for: the models (by hash), widths, vocabularies, layout and versions."""
+    from latentbridge._version import __version__
+
+    b = experiment.bridge
+    recipe = experiment.recipe
+
+    def side(model: Any) -> dict[str, Any]:
+        return {
+            "name": model.name,
+            "config_hash": model.fingerprint["config"],
+            "tokenizer_hash": model.fingerprint["tokenizer"],
+            "hidden_size": model.hidden_size,
+            "vocab_size": model.vocab_size,
+        }
+
+    return {
+        "source": side(b.source),
+        "target": side(b.target),
+        "source_layer": b.source_layer,
+        "k": b.translator.k,
+        "translator": recipe.translator.name,
+        "injection": recipe.injection.name,
+        "latentbridge": __version__,
+        "plugins": experiment.plugin_versions(),
+        "recipe_hash": recipe_hash(recipe.to_dict()),
+    }
+
+
+CARD_CHECKED = [
+    ("source", "config_hash"), ("source", "tokenizer_hash"), ("source", "hidden_size"), ("source", "vocab_size"),
+    ("target", "config_hash"), ("target", "tokenizer_hash"), ("target", "hidden_size"), ("target", "vocab_size"),
+    ("source_layer", None), ("k", None), ("translator", None),
+]
+
+
+def check_card(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """Refuse a translator made for another model pair, saying what differs."""
+    diffs = []
+    for key, sub in CARD_CHECKED:
+        a = saved.get(key) if sub is None else (saved.get(key) or {}).get(sub)
+        b = current.get(key) if sub is None else (current.get(key) or {}).get(sub)
+        if a != b:
+            name = key if sub is None else f"{key}.{sub}"
+            diffs.append(f"{name} {a} -> {b}")
+    if diffs:
+        made_for = f"{saved['source']['name']} -> {saved['target']['name']}"
+        now = f"{current['source']['name']} -> {current['target']['name']}"
+        raise LatentBridgeError(
+            f"{where} was trained for {made_for}, not for {now}: " + "; ".join(diffs)
+        )
+
+
+def read_card(folder: Path) -> dict[str, Any] | None:
+    path = folder / CARD_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_card(folder: Path, card: dict[str, Any]) -> None:
+    _write_file(folder / CARD_FILE, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())

@@ -1,0 +1,22 @@
+"""Digests that key caches and records: of JSON data, and of what the models read for a list of items."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from latentbridge.api.task import Prompt
+
+
+def prompts_digest(ids: Sequence[str], prompts: Sequence[Prompt]) -> str:
+    """A digest of what the models read for these items: a data file edited in place changes it."""
+    h = hashlib.sha256()
+    for item_id, prompt in zip(ids, prompts, strict=True):
+        h.update(f"{len(item_id)}:{item_id}{len(prompt.text)}:{prompt.text}".encode())
+    return h.hexdigest()[:20]
+
+
+def cache_key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

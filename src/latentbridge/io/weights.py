@@ -1,0 +1,65 @@
+"""A translator's weights as safetensors beside a JSON config, so it can be rebuilt from those two files alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from latentbridge.api.translator import Translator
+from latentbridge.errors import LatentBridgeError
+
+WEIGHTS_FILE = "translator.safetensors"
+CONFIG_FILE = "translator.json"
+
+
+def save_translator(translator: Translator, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``translator.safetensors`` and ``translator.json`` into ``folder``.
+
+    The tensors are cloned to contiguous memory first, so the files never alias the live weights.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in translator.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    meta = translator.describe() | (extra or {})
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def read_translator_meta(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise LatentBridgeError(f"no translator found: {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LatentBridgeError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def load_translator_weights(translator: Translator, folder: str | Path) -> Translator:
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise LatentBridgeError(f"no translator weights: {path} does not exist")
+    state = load_file(str(path))
+    missing, unexpected = translator.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise LatentBridgeError(
+            f"{path}: weights do not fit translator '{translator.name}' "
+            f"(missing: {sorted(missing)}, unexpected: {sorted(unexpected)})"
+        )
+    return translator
+
+
+def load_translator(folder: str | Path, registry: Any = None) -> Translator:
+    """Rebuild a translator from ``translator.json`` + ``translator.safetensors`` alone."""
+    from latentbridge.registry.host import get_registry
+
+    registry = registry or get_registry()
+    meta = read_translator_meta(folder)
+    name = meta.get("name")
+    config = registry.config_for("translator", name, meta.get("config", {}), path=f"{folder}/{CONFIG_FILE}")
+    translator = registry.get("translator", name).cls(config)
+    return load_translator_weights(translator, folder).eval()

@@ -1,0 +1,1 @@
+"""Building blocks for plugin authors: attention, pooling, resampling, per-token maps, attention keys."""

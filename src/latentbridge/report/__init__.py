@@ -1,0 +1,1 @@
+"""Reports generated from run folders: experiment tables, comparisons over seeds, learning curves."""

@@ -1,0 +1,1 @@
+"""Training a translator: the loop, step building, loss weights, schedules, precision, distributed."""

@@ -1,0 +1,37 @@
+"""What changes during training (what a checkpoint must hold), and the two ways a run stops early."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PREEMPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class Preempted(Exception):
+    def __init__(self, signal_name: str, step: int):
+        super().__init__(f"{signal_name} at step {step}")
+        self.signal_name, self.step = signal_name, step
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, count: int, last_checkpoint: int | None):
+        super().__init__(f"{count} non-finite losses in a row at step {step}")
+        self.step, self.count, self.last_checkpoint = step, count, last_checkpoint
+
+
+@dataclass
+class RunState:
+    """Everything that changes during training (what a checkpoint must hold)."""
+
+    step: int = 0
+    best_accuracy: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    skipped_steps: int = 0
+    nonfinite_in_a_row: int = 0
+    stopped_early: bool = False
+    pending: list[dict[str, Any]] = field(default_factory=list)  # metrics since the last written line
+    pending_eval: bool = False  # preempted during the evaluation of `step`
+    last_checkpoint: int | None = None

@@ -1,0 +1,67 @@
+"""Building one training step's :class:`~latentbridge.api.context.StepContext`: inputs, curriculum, shared quantities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from latentbridge.api.context import StepContext
+from latentbridge.api.injection import InjectionMode
+from latentbridge.api.task import Example
+from latentbridge.bridge.build import Experiment
+from latentbridge.train.providers import PROVIDERS
+
+
+class StepBuilder:
+    """Turns a micro-batch of examples into the step context the objectives read."""
+
+    def __init__(self, experiment: Experiment, generator: torch.Generator):
+        self.exp = experiment
+        self.generator = generator
+        recipe = experiment.recipe
+        self.curriculum = recipe.curriculum
+        self.text_mode: InjectionMode | None = None
+        if self.curriculum is not None:
+            name = self.curriculum.text_injection
+            registry = experiment.registry
+            self.text_mode = registry.get("injection", name).cls(registry.config_for("injection", name))
+
+    def modes(self, step: int, b: int) -> list[InjectionMode] | None:
+        """Per-row injection modes under the curriculum: each row reads the question text with
+        probability ``text_fraction(step)`` (drawn from the run's seeded generator), else the recipe's."""
+        if self.curriculum is None:
+            return None
+        share = self.curriculum.text_fraction(step)
+        draws = torch.rand(b, generator=self.generator).tolist()
+        return [self.text_mode if u < share else self.exp.bridge.injection for u in draws]
+
+    def context(self, step: int, examples: Sequence[Example], part: slice | None = None) -> StepContext:
+        """The context for ``examples[part]``. Every random draw is made for the whole (global) batch
+        first, so each example gets the same draws however the batch is split over processes."""
+        bridge = self.exp.bridge
+        seeds = torch.randint(0, 2**62, (len(examples),), generator=self.generator)
+        modes = self.modes(step, len(examples))
+        if part is not None:
+            examples, seeds = list(examples)[part], seeds[part]
+            modes = modes[part] if modes is not None else None
+        prompts = [self.exp.task.prompt(e) for e in examples]
+        hidden = bridge.source_hidden(prompts, examples)
+        soft = bridge.soft_tokens(prompts, seeds, hidden=hidden)
+        inputs = bridge.bridged_inputs(soft, prompts, with_answer=True, modes=modes)
+        return StepContext(
+            step=step,
+            soft=soft,
+            inputs=inputs,
+            texts=[bridge.target_encoder.target_text(p) for p in prompts],
+            examples=examples,
+            providers=PROVIDERS,
+            prompts=prompts,
+            bridge=bridge,
+            translator=bridge.translator,
+            teacher=self.exp.recipe.teacher,
+            modes=modes,
+            generator=self.generator,
+            seeds=seeds,
+            source_hidden=hidden,
+        )
