@@ -23,4 +23,9 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.injection.soft_plus_text",
     "latentbridge.plugins.tasks.arith",
     "latentbridge.plugins.tasks.gsm8k",
+    "latentbridge.plugins.loggers.jsonl",
+    "latentbridge.plugins.loggers.tensorboard",
+    "latentbridge.plugins.loggers.wandb",
+    "latentbridge.plugins.loggers.mlflow",
+    "latentbridge.plugins.quantities.step",
 ]

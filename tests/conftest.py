@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_DIR = Path(os.environ.get("LATENTBRIDGE_GSM8K_DIR", REPO.parent / "shared" / "data" / "gsm8k"))
+GSM8K_SLICE_DIR = REPO / "tests" / "data" / "gsm8k"  # 64 train and 32 test lines, in the repository
+
+
+def gsm8k_full_dir() -> Path:
+    """Where the whole GSM8K should be: ``$LATENTBRIDGE_GSM8K_DIR`` if set (even to a folder that does
+    not exist: then it is absent), else ``../shared/data/gsm8k`` beside the repository."""
+    env = os.environ.get("LATENTBRIDGE_GSM8K_DIR", "").strip()
+    return Path(env).expanduser() if env else REPO.parent / "shared" / "data" / "gsm8k"
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +29,20 @@ def _fresh_registry(monkeypatch):
 
 
 @pytest.fixture
-def gsm8k_dir() -> Path:
-    if not (GSM8K_DIR / "test.jsonl").is_file():
-        pytest.fail(f"real GSM8K not found at {GSM8K_DIR}; set LATENTBRIDGE_GSM8K_DIR")
-    return GSM8K_DIR
+def gsm8k_slice() -> Path:
+    """A folder of real GSM8K lines (train.jsonl, test.jsonl) for tests that need GSM8K-format data."""
+    return GSM8K_SLICE_DIR
+
+
+@pytest.fixture
+def gsm8k_full() -> Path:
+    """The whole GSM8K (7,473 train and 1,319 test lines); the test is skipped when it is not there."""
+    folder = gsm8k_full_dir()
+    missing = [name for name in ("train.jsonl", "test.jsonl") if not (folder / name).is_file()]
+    if missing:
+        pytest.skip(f"the whole GSM8K is not at {folder} (no {', '.join(missing)}); set LATENTBRIDGE_GSM8K_DIR "
+                    "to a folder with train.jsonl and test.jsonl (tests/data/gsm8k holds only a slice)")
+    return folder
 
 
 @pytest.fixture(scope="session")

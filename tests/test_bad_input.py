@@ -106,10 +106,10 @@ def test_tokenizer_without_pad_token_is_handled(random_pair, tmp_path):
     ],
     ids=["missing", "empty", "malformed-line"],
 )
-def test_bad_data_files(random_pair, tmp_path, gsm8k_dir, content, message):
+def test_bad_data_files(random_pair, tmp_path, gsm8k_slice, content, message):
     data = tmp_path / "data"
     data.mkdir()
-    shutil.copy(gsm8k_dir / "train.jsonl", data / "train.jsonl")
+    shutil.copy(gsm8k_slice / "train.jsonl", data / "train.jsonl")
     if content is not None:
         (data / "test.jsonl").write_text(content)
     path = write_recipe(tmp_path, recipe_dict(random_pair, "task={name: gsm8k}", f"task.data_dir={data}"))

@@ -27,8 +27,9 @@ def test_list_plugins_json():
     assert by_name[("objective", "nll")]["distribution"] == "latentbridge"
     assert ("translator", "linear") in by_name
     assert ("injection", "soft_only") in by_name and ("injection", "soft_plus_text") in by_name
+    assert ("logger", "tensorboard") in by_name and ("quantity", "question_chunks") in by_name
     for row in rows:
-        assert row["kind"] in {"objective", "translator", "injection", "task"}
+        assert row["kind"] in {"objective", "translator", "injection", "task", "logger", "quantity"}
         assert isinstance(row["version"], str) and row["description"]
 
 

@@ -34,7 +34,7 @@ def step_loss(target, translator, injection, nll, h, mask, texts, pad_id):
     soft = translator(h, mask)
     inputs = inject(injection, soft, texts, target.get_input_embeddings(), pad_id)
     ctx = StepContext(step=0, soft=soft, inputs=inputs,
-                      providers={"logits": lambda c: target(**c.inputs.model_kwargs()).logits})
+                      quantities={"logits": lambda c: target(**c.inputs.model_kwargs()).logits})
     return nll(ctx), ctx
 
 

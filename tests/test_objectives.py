@@ -85,7 +85,7 @@ def test_doubling_the_weight_doubles_its_gradient(random_pair, name):
     grads = []
     for weight in (0.7, 1.4):
         exp.translator.zero_grad()
-        loss, _ = weighted_loss(exp.objectives, context(exp, examples), {name: weight})
+        loss, _, _ = weighted_loss(exp.objectives, context(exp, examples), {name: weight})
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in exp.translator.parameters()]))
     torch.testing.assert_close(grads[1], 2 * grads[0], rtol=1e-4, atol=1e-7)

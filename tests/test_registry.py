@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 from dataclasses import dataclass
 
@@ -55,62 +56,110 @@ def test_extra_plugin_is_registered_with_its_module():
     assert info.description == "A test objective."
 
 
-def test_duplicate_name_names_both_providers():
+def only_problem(registry: Registry):
+    [problem] = registry.problems
+    return problem
+
+
+def test_duplicate_name_is_ambiguous_and_names_both_providers():
     extra = plugin_module("dup_plugin", register_objectives=registers(make_objective("nll")))
+    registry = Registry.load(autoload=False, extra=[extra])  # a third party's collision is not fatal
+    entries = [p for p in registry.all() if p.name == "nll"]
+    assert [(p.provider.module, p.status) for p in entries] == [
+        ("latentbridge.plugins.objectives.nll", "ambiguous"), ("dup_plugin", "ambiguous")
+    ]
+    with pytest.raises(PluginError) as info:
+        registry.get("objective", "nll")
+    message = str(info.value)
+    assert message.startswith("objective 'nll' is ambiguous: provided by latentbridge.plugins.objectives.nll (latentbridge ")
+    assert message.endswith(" and dup_plugin ((not installed) -); remove one of them")
+    assert only_problem(registry).problem == "ambiguous" and only_problem(registry).message == message
+    assert registry.get("objective", "kl").status == "ok"
+
+
+def test_a_builtin_duplicate_still_raises():
+    extra = plugin_module("latentbridge.plugins.objectives.again", register_objectives=registers(make_objective("nll")))
     with pytest.raises(PluginError) as info:
         Registry.load(autoload=False, extra=[extra])
     message = str(info.value)
     assert "objective 'nll' is registered twice" in message
     assert "latentbridge.plugins.objectives.nll (latentbridge " in message
-    assert "dup_plugin" in message
+    assert "latentbridge.plugins.objectives.again (latentbridge " in message
 
 
 def test_duplicate_within_one_plugin():
     cls = make_objective("twice")
     extra = plugin_module("twice_plugin", register_objectives=registers(cls, cls))
-    with pytest.raises(PluginError, match="registered twice: by twice_plugin .* and by twice_plugin"):
-        Registry.load(autoload=False, extra=[extra])
+    registry = Registry.load(autoload=False, extra=[extra])
+    assert only_problem(registry).problem == "invalid-class"
+    assert re.search("registered twice: by twice_plugin .* and by twice_plugin .*; the second registration is ignored",
+                     only_problem(registry).message)
+    assert registry.get("objective", "twice").cls is cls
 
 
-def test_unknown_hook_fails_loudly():
-    def register_objectivs(register):  # typo: no such hook
-        pass
+def register_objectivs(register):  # typo: no such hook
+    pass
 
+
+def test_unknown_hook_is_a_problem_with_a_suggestion():
     extra = plugin_module("typo_plugin", register_objectivs=register_objectivs)
+    registry = Registry.load(autoload=False, extra=[extra])
+    problem = only_problem(registry)
+    assert (problem.problem, problem.name, problem.provider.module) == ("unknown-hook", "typo_plugin", "typo_plugin")
+    assert problem.message == ("plugin typo_plugin ((not installed) -): unknown hook 'register_objectivs' "
+                               "(did you mean 'register_objectives'?); it is never called")
+    assert "nll" in registry.names("objective")
+
+
+def test_unknown_hook_in_a_builtin_fails_loudly():
+    extra = plugin_module("latentbridge.plugins.typo", register_objectivs=register_objectivs)
     with pytest.raises(PluginError) as info:
         Registry.load(autoload=False, extra=[extra])
     message = str(info.value)
-    assert "typo_plugin" in message
+    assert "latentbridge.plugins.typo" in message
     assert "register_objectivs" in message
     assert "did you mean 'register_objectives'" in message
 
 
 def test_registering_something_else_is_refused():
-    extra = plugin_module("bad_plugin", register_objectives=registers(torch.nn.Linear))
-    with pytest.raises(PluginError, match="bad_plugin.*not a subclass of Objective"):
-        Registry.load(autoload=False, extra=[extra])
+    registry = Registry.load(autoload=False, extra=[plugin_module("bad_plugin", register_objectives=registers(torch.nn.Linear))])
+    assert only_problem(registry).problem == "invalid-class"
+    assert re.search("bad_plugin.*register_objectives got .*not a subclass of Objective", only_problem(registry).message)
+    with pytest.raises(PluginError, match="latentbridge.bad.*not a subclass of Objective"):
+        Registry.load(autoload=False, extra=[plugin_module("latentbridge.bad", register_objectives=registers(torch.nn.Linear))])
 
 
 def test_plugin_without_valid_name_or_config():
     nameless = make_objective("Bad Name")
-    with pytest.raises(PluginError, match="needs a class attribute `name`"):
-        Registry.load(autoload=False, extra=[plugin_module("p1", register_objectives=registers(nameless))])
 
     class NoConfig(make_objective("noconf")):
         @dataclass
         class Config:  # not an ObjectiveConfig
             x: int = 1
 
+    registry = Registry.load(autoload=False, extra=[plugin_module("p1", register_objectives=registers(nameless)),
+                                                    plugin_module("p2", register_objectives=registers(NoConfig))])
+    first, second = registry.problems
+    assert (first.problem, first.name, first.provider.module) == ("invalid-class", "Bad Name", "p1")
+    assert "needs a class attribute `name`" in first.message
+    assert (second.problem, second.name, second.kind) == ("invalid-class", "noconf", "objective")
+    assert "p2" in second.message and "needs `Config`" in second.message
+    assert "noconf" not in registry.names("objective")
     with pytest.raises(PluginError, match="needs `Config`"):
-        Registry.load(autoload=False, extra=[plugin_module("p2", register_objectives=registers(NoConfig))])
+        Registry.load(autoload=False, extra=[plugin_module("latentbridge.p2", register_objectives=registers(NoConfig))])
+
+
+def raising_hook(register):
+    raise RuntimeError("boom")
 
 
 def test_a_plugin_that_raises_is_named():
-    def register_objectives(register):
-        raise RuntimeError("boom")
-
-    with pytest.raises(PluginError, match="raising_plugin .* raised in register_objectives: RuntimeError: boom"):
-        Registry.load(autoload=False, extra=[plugin_module("raising_plugin", register_objectives=register_objectives)])
+    registry = Registry.load(autoload=False, extra=[plugin_module("raising_plugin", register_objectives=raising_hook)])
+    assert only_problem(registry).problem == "hook-error"
+    assert re.search("raising_plugin .* raised in register_objectives: RuntimeError: boom", only_problem(registry).message)
+    assert "nll" in registry.names("objective")
+    with pytest.raises(PluginError, match="latentbridge.raising .* raised in register_objectives: RuntimeError: boom"):
+        Registry.load(autoload=False, extra=[plugin_module("latentbridge.raising", register_objectives=raising_hook)])
 
 
 def test_unknown_name_suggests():
@@ -152,17 +201,21 @@ def test_entry_point_that_fails_to_import_is_named(monkeypatch):
     import latentbridge.registry.host as reg
 
     monkeypatch.setattr(reg.md, "entry_points", lambda group: [FakeEntryPoint()])
-    with pytest.raises(PluginError, match="plugin 'broken' \\(broken-dist 9.9\\) failed to load: ImportError"):
-        Registry.load(autoload=True)
+    registry = Registry.load(autoload=True)  # the rest of the registry loads
+    problem = only_problem(registry)
+    assert (problem.problem, problem.name, problem.provider.distribution) == ("import-error", "broken", "broken-dist")
+    assert problem.message == "plugin 'broken' (broken-dist 9.9) failed to load: ImportError: no module named torch_extra"
+    assert "nll" in registry.names("objective")
 
 
 def test_json_listing_has_required_keys():
     registry = Registry.load(autoload=False)
     rows = [p.as_json() for p in registry.all()]
     json.dumps(rows)
-    assert {r["kind"] for r in rows} == {"objective", "translator", "injection", "task"}
+    assert {r["kind"] for r in rows} == {"objective", "translator", "injection", "task", "logger"}
     for row in rows:
-        assert {"kind", "name", "distribution", "version", "description"} <= row.keys()
+        assert {"kind", "name", "status", "distribution", "version", "description"} <= row.keys()
+        assert row["status"] == "ok"
         assert row["description"], row
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from latentbridge.api.events import Message
 from latentbridge.errors import LatentBridgeError
 from latentbridge.io.checkpoint import list_checkpoints
 from latentbridge.train.runner import Runner
@@ -171,14 +172,12 @@ def test_a_corrupt_newest_checkpoint_is_reported_and_the_previous_used(random_pa
     messages = []
     exp = make_experiment(random_pair, *OVERRIDES)
 
-    class UI:
-        def log(self, message):
-            messages.append(message)
+    class Watcher:  # a consumer of the run's events
+        def on_run_event(self, event):
+            if isinstance(event, Message):
+                messages.append(event.text)
 
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    Runner(exp, run_dir, ui=UI()).run(resume=True)
+    Runner(exp, run_dir, consumers=[Watcher()]).run(resume=True)
     assert messages[0] == f"skipping checkpoint {newest.name}: translator.safetensors is corrupt (checksum mismatch)"
     assert f"resuming from checkpoint at step {previous.name.split('_')[1]}" in messages
     assert outputs(run_dir) == expected

@@ -83,14 +83,14 @@ def test_cache_info_and_clear(random_pair, tmp_path):
     assert bad.exit_code == 2 and "--kind must be 'source' or 'baselines'" in bad.stderr
 
 
-def test_a_data_file_edited_in_place_changes_both_cache_keys(random_pair, gsm8k_dir, tmp_path):
+def test_a_data_file_edited_in_place_changes_both_cache_keys(random_pair, gsm8k_slice, tmp_path):
     """Example ids of a JSONL task are line numbers: an edited question must not reuse stale rows."""
     from latentbridge.eval.harness import EvalSettings, Evaluator
 
     data = tmp_path / "data"
     data.mkdir()
     for name, lines in (("train.jsonl", 20), ("test.jsonl", 6)):
-        (data / name).write_text("".join((gsm8k_dir / name).read_text().splitlines(keepends=True)[:lines]))
+        (data / name).write_text("".join((gsm8k_slice / name).read_text().splitlines(keepends=True)[:lines]))
 
     def keys():
         exp = make_experiment(random_pair, "cache.source=true", "task={name: gsm8k, data_dir: " + str(data) + "}")

@@ -16,8 +16,8 @@ def make_task(name, **config):
     return REGISTRY.get("task", name).cls(REGISTRY.config_for("task", name, config))
 
 
-def test_real_gsm8k_loads(gsm8k_dir):
-    task = make_task("gsm8k", data_dir=str(gsm8k_dir))
+def test_real_gsm8k_loads(gsm8k_full):
+    task = make_task("gsm8k", data_dir=str(gsm8k_full))
     test = task.examples("test")
     assert len(test) == 1319 and len(task.examples("train")) == 7473
     assert test[0].question.startswith("Janet")

@@ -43,6 +43,7 @@ def test_listed_with_its_own_distribution(installed):
     assert l2["distribution"] == "latentbridge-l2"
     assert l2["version"] == "0.1.0"
     assert l2["module"] == "latentbridge_l2"
+    assert l2["status"] == "ok" and not [r for r in rows.values() if r["kind"] == "problem"]
     assert rows[("objective", "nll")]["distribution"] == "latentbridge"
 
 

@@ -50,8 +50,7 @@ class ContrastivePrompt(Objective):
             self.log_temperature = nn.Parameter(log_tau)
         else:
             self.register_buffer("log_temperature", log_tau)
-        batch = ctx.extra.get("batch_size")
-        if batch is not None and batch < 2:
+        if ctx.batch_size < 2:
             raise LatentBridgeError("objectives.contrastive_prompt needs train.batch_size >= 2 (the batch gives the negatives)")
 
     def compute(self, step: StepContext) -> torch.Tensor:

@@ -24,7 +24,7 @@ class DiTFlow(Objective):
 
     def __init__(self, config: ObjectiveConfig, ctx: BuildContext):
         super().__init__(config, ctx)
-        translator = ctx.extra.get("translator")
+        translator = ctx.translator
         if translator is not None and not hasattr(translator, "flow_loss"):
             raise LatentBridgeError(
                 f"objectives.dit_flow needs a translator with a flow loss (dit), not '{translator.name}'"

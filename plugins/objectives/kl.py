@@ -37,7 +37,7 @@ class KL(Objective):
 
     name = "kl"
     Config = KLConfig
-    needs = frozenset({"logits", "teacher_logits"})
+    needs = frozenset({"logits", "teacher_logits", "teacher_inputs"})
 
     def compute(self, step: StepContext) -> torch.Tensor:
         student, teacher = step.logits, step.get("teacher_logits")  # both: the last W positions

@@ -54,12 +54,10 @@ class RopePhase(Objective):
     needs = frozenset({"question_chunks"})
 
     def compute(self, step: StepContext) -> torch.Tensor:
-        bridge = step.bridge
-        model = bridge.target.model
-        translator = step.translator
-        teacher_soft = translator.rescale(step.get("question_chunks").to(step.soft.dtype))
+        model = step.target.model
+        teacher_soft = step.translator.rescale(step.get("question_chunks").to(step.soft.dtype))
         with torch.no_grad():
-            teacher_inputs = bridge.bridged_inputs(teacher_soft, step.prompts, with_answer=True, modes=step.modes)
+            teacher_inputs = step.relayout(teacher_soft)
             teacher_keys = rotary_keys(model, teacher_inputs, self.config.layers)
         student_keys = rotary_keys(model, step.inputs, self.config.layers)
         where = step.inputs.soft_mask

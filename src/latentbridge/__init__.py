@@ -4,6 +4,12 @@ A small trainable :class:`Translator` turns a frozen source model's hidden state
 that a frozen target model reads, placed by an :class:`InjectionMode` and trained by
 :class:`Objective` terms on a :class:`Task`. Plugins provide all four through pluggy hooks
 (:data:`hookimpl`); see ``latentbridge list-plugins``.
+
+Everything the CLI does is a library call too (imported on first use)::
+
+    import latentbridge as lb
+    result = lb.train_recipe("answer_softplus", ["train.steps=50"], run_dir="runs/demo")
+    lb.evaluate_run("runs/demo", step="final")
 """
 
 from latentbridge._version import __version__
@@ -16,6 +22,16 @@ from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs,
 from latentbridge.api.task import Example, Prompt, Task, TaskConfig
 from latentbridge.api.translator import Translator, TranslatorConfig
 from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
+
+# the library: what each command does, as a function (imported on first use; see __getattr__)
+_LIBRARY = {
+    "load_recipe": "latentbridge.config.recipe",
+    "train_recipe": "latentbridge.train.jobs",
+    "evaluate_run": "latentbridge.eval.jobs",
+    "summarize_evals": "latentbridge.eval.jobs",
+    "report_runs": "latentbridge.report.document",
+    "run_sweep": "latentbridge.train.sweep",
+}
 
 __all__ = [
     "IGNORE_INDEX",
@@ -43,4 +59,14 @@ __all__ = [
     "__version__",
     "hookimpl",
     "option",
+    *_LIBRARY,
 ]
+
+
+def __getattr__(name: str):
+    """The library functions, imported on first use (plugins that import latentbridge stay light)."""
+    if name in _LIBRARY:
+        import importlib
+
+        return getattr(importlib.import_module(_LIBRARY[name]), name)
+    raise AttributeError(f"module 'latentbridge' has no attribute {name!r}")

@@ -42,3 +42,21 @@ def register_injection_modes(register: Callable[[type], None]) -> None:
 @hookspec
 def register_tasks(register: Callable[[type], None]) -> None:
     """Register :class:`latentbridge.Task` subclasses: ``register(MyTask)``."""
+
+
+@hookspec
+def register_loggers(register: Callable[[type], None]) -> None:
+    """Register :class:`latentbridge.api.logger.Logger` subclasses (experiment loggers a recipe can name)."""
+
+
+@hookspec
+def register_step_quantities(register: Callable[[object], None]) -> None:
+    """Register shared step quantities: ``register(StepQuantity(name, compute, help))``; objectives read
+    them with ``step.get(name)`` after declaring them in ``needs``."""
+
+
+@hookspec
+def on_run_event(event: object) -> None:
+    """Called for every run event (:mod:`latentbridge.api.events`): run started, step ended, evaluation
+    progress and end, checkpoint written, message, run ended. Experiment loggers implement it; so may any
+    plugin that wants to watch every run."""

@@ -61,7 +61,11 @@ class Objective(nn.Module):
         self.build_context = ctx
 
     def forward(self, step: StepContext) -> torch.Tensor:
-        loss = self.compute(step)
+        previous, step.allowed = step.allowed, frozenset(self.needs)  # only what it declared
+        try:
+            loss = self.compute(step)
+        finally:
+            step.allowed = previous
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ShapeError(f"objective '{self.name}' must return a scalar tensor, got {shape}")

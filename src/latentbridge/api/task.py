@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar, Literal
 
+from latentbridge.api.answers import extract_answer
 from latentbridge.api.options import option
 
 Split = Literal["train", "test"]
@@ -119,10 +120,28 @@ class Task:
             separator=c.answer_separator,
         )
 
-    def is_correct(self, generated: str, example: Example) -> bool:
-        from latentbridge.api.answers import is_correct
+    # -- scoring: the harness scores every system with these; override them for another answer format --
 
-        return is_correct(generated, example.answer)
+    filters: ClassVar[tuple[str, ...]] = ("strict-match", "flexible-extract")
+    """Names of the answer filters, the first being the primary one (``<system>_correct``); every other
+    filter ``f`` is also recorded (``<system>_correct_<f>``) and summarized. The default is GSM8K's,
+    as lm-evaluation-harness names them: ``#### N`` (strict) and the last number (flexible)."""
+
+    def extract_answer(self, generated: str, filter: str) -> str | None:
+        """The normalised answer ``filter`` finds in ``generated``, or None (invalid)."""
+        return extract_answer(generated, _GSM8K_MODES[filter])
+
+    def gold_answer(self, example: Example) -> str | None:
+        """The gold answer as :meth:`extract_answer` would find it in a correct output."""
+        return extract_answer(example.answer, "strict")
+
+    def is_correct(self, generated: str, example: Example, filter: str | None = None) -> bool:
+        """Whether ``generated`` answers ``example`` correctly under ``filter`` (default: the primary)."""
+        found = self.extract_answer(generated, filter or self.filters[0])
+        return found is not None and found == self.gold_answer(example)
+
+
+_GSM8K_MODES = {"strict-match": "strict", "flexible-extract": "flexible"}
 
 
 def _rng(key: str) -> random.Random:

@@ -18,9 +18,10 @@ from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.models import FrozenModel, load_frozen
 from latentbridge.config.recipe import Recipe
 from latentbridge.errors import LatentBridgeError
-from latentbridge.io.weights import load_translator_weights
+from latentbridge.io.weights import OBJECTIVES_FILE, load_translator_weights
 from latentbridge.registry.blame import blame
 from latentbridge.registry.host import Registry, get_registry
+from latentbridge.train.distributed import world_size
 
 
 def seed_everything(seed: int) -> None:
@@ -82,9 +83,11 @@ class Experiment:
         log(f"translator {recipe.translator.name}: {translator.num_parameters():,} parameters")
         injection = build_plugin(registry, "injection", recipe.injection.name, recipe.injection.config)
         ctx = BuildContext(
-            d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, labels=task.labels(),
-            target_tokenizer=target.tokenizer, source_tokenizer=source.tokenizer, teacher=recipe.teacher,
-            extra={"batch_size": recipe.train.batch_size, "translator": translator},
+            d_src=source.hidden_size, d_tgt=target.hidden_size, k=translator.k, teacher=recipe.teacher,
+            labels=task.labels(), batch_size=recipe.train.batch_size, world_size=world_size(),
+            source_tokenizer=source.tokenizer, target_tokenizer=target.tokenizer, target_embed=target.embed,
+            target_embedding_matrix=target.model.get_input_embeddings().weight,
+            target_rms=translator.config.target_rms, translator=translator,
         )
         torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
         objectives = nn.ModuleDict(
@@ -99,6 +102,11 @@ class Experiment:
             experiment.load_translator(Path(translator_dir))
         return experiment
 
+    def build_loggers(self, run_dir: Path) -> list:
+        """The recipe's experiment loggers (``jsonl`` first), each built with its config and the run folder."""
+        return [build_plugin(self.registry, "logger", name, config, Path(run_dir))
+                for name, config in self.recipe.loggers.items()]
+
     def load_translator(self, folder: Path) -> None:
         """Load saved weights, refusing a translator whose bridge card names another model pair."""
         from latentbridge.io.card import bridge_card, check_card, read_card
@@ -107,7 +115,7 @@ class Experiment:
         if saved is not None:
             check_card(saved, bridge_card(self), f"the translator in {folder}")
         load_translator_weights(self.translator, folder)
-        objectives = folder / "objectives.safetensors"
+        objectives = folder / OBJECTIVES_FILE
         if objectives.is_file():
             from safetensors.torch import load_file
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from latentbridge.errors import LatentBridgeError
+from latentbridge.io.paths import kind_of, user_path
 
 log = logging.getLogger("latentbridge")
 
@@ -41,8 +42,8 @@ def resolve_model_path(name: str) -> Path:
     builtins = builtin_models()
     if name in builtins:
         return builtins[name]
-    path = Path(name).expanduser()
-    if path.is_dir():
+    path = user_path(name, "model")
+    if kind_of(path, "model") == "dir":
         if not (path / "config.json").is_file():
             raise LatentBridgeError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
         return path

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from latentbridge.api.task import Example
-from latentbridge.io.digest import cache_key_digest
+from latentbridge.io.digest import json_digest
 
 GROUP = 64
 SUB_BATCH = 16
@@ -41,7 +41,7 @@ class SourceCache:
     ):
         """``compute`` returns each example's hidden states (real tokens); ``positions`` gives an
         example's split and index in it; ``examples_of`` lists a split in order."""
-        self.dir = Path(root) / "source" / cache_key_digest(key)
+        self.dir = Path(root) / "source" / json_digest(key)
         self.key = key
         self.compute = compute
         self.positions = positions

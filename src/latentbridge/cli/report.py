@@ -14,14 +14,16 @@ from latentbridge.cli.app import app, console
 def report(
     run_dirs: list[Path] = typer.Argument(
         ..., help="Run folders to compare; a folder holding runs (a sweep's, runs/) stands for all of them."),
-    out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md and curves/."),
+    out: Path = typer.Option(
+        None, "--out", show_default=False,
+        help="Folder for report.md and curves/. Default: <FOLDER>/report for one folder (a run, or a folder "
+             "holding runs); for several, report/ in their common parent folder (--out is needed when they "
+             "share none)."),
 ) -> None:
     """A markdown report: the experiment table, learning curves (PNG) and the recipe differences;
-    runs named NAME-seedN are also compared over seeds."""
-    from latentbridge.report.document import write_report
-    from latentbridge.report.runs import expand_run_dirs, seed_groups
+    runs named NAME-seedN are also compared over seeds. It is written beside the runs (see --out),
+    and its own folder is never taken for a run."""
+    from latentbridge.report.document import report_runs
 
-    folders = expand_run_dirs(run_dirs)
-    groups = seed_groups(folders)
-    path = write_report(folders, out, groups=groups if any(len(g) > 1 for g in groups.values()) else None)
+    path = report_runs(run_dirs, out)
     console.print(f"report written to {escape(str(path))}")

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from latentbridge.cli.app import app, console
-from latentbridge.cli.ui import RunUI
+from latentbridge.cli.ui import RunDisplay
 from latentbridge.errors import LatentBridgeError
 
 
@@ -22,11 +22,7 @@ def sweep(
 ) -> None:
     """Run every combination and seed in sequence (finished runs are skipped, unfinished ones resumed),
     then write a report with mean ± 95% interval over seeds and a paired test against the first."""
-    from latentbridge.bridge.build import Experiment
-    from latentbridge.config.recipe import load_recipe
-    from latentbridge.train.runner import Runner
-    from latentbridge.train.state import Diverged
-    from latentbridge.train.sweep import run_sweep
+    from latentbridge.train.sweep import run_sweep, train_one
 
     overrides = [a for a in recipes_and_overrides if "=" in a or a.startswith("~")]
     recipes = [a for a in recipes_and_overrides if a not in overrides]
@@ -35,13 +31,8 @@ def sweep(
     out = out or Path("runs") / "sweeps" / Path(recipes[0]).stem
 
     def run_one(recipe: str, run_overrides: list[str], folder: Path, resume: bool) -> None:
-        resolved = load_recipe(recipe, run_overrides)
-        with RunUI(console) as ui:
-            runner = Runner(Experiment.build(resolved, log=ui.log), folder, ui=ui)
-            try:
-                runner.run(resume=resume)
-            except Diverged as stop:
-                ui.log(f"stopped: {stop} (the sweep goes on)")
+        with RunDisplay(console) as display:
+            train_one(recipe, run_overrides, folder, resume, consumers=[display], log=display.log)
 
     path, _ = run_sweep(recipes, grid or [], seeds, out, overrides, run_one, log=console.print)
     console.print(f"report written to {escape(str(path))}")

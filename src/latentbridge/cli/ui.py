@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich import box
@@ -17,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from latentbridge.api import events
 from latentbridge.eval.systems import SYSTEMS
 
 
@@ -75,50 +77,84 @@ def print_results(console: Console, summary: dict[str, Any], title: str) -> None
         console.print(escape(line), highlight=False)
 
 
-class RunUI:
-    """A progress bar for training steps (live loss terms) and for evaluation batches."""
+def loss_terms(record: dict[str, Any]) -> str:
+    return " ".join(f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss/") and v is not None)
 
-    def __init__(self, console: Console):
+
+def accuracy_line(step: int, split: str, summary: dict[str, Any]) -> str:
+    parts = [f"{s} {fmt_acc(summary['systems'][s])}" for s in SYSTEMS if summary["systems"].get(s)]
+    return f"step {step} ({split}): " + " | ".join(parts)
+
+
+class RunDisplay:
+    """The console as a consumer of run events: a live progress display on a terminal, plain lines
+    otherwise (a SLURM log, ``> out.txt``). Use as a context manager; :meth:`log` prints a line."""
+
+    name = "console"
+
+    def __init__(self, console: Console, live: bool | None = None):
         self.console = console
+        self.live = console.is_terminal if live is None else live
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+        ) if self.live else None
         self._train = None
-        self._eval = None
+        self._eval: tuple[str, Any] | None = None  # (system, progress task)
+        self._eval_done: dict[str, int] = {}
+        self._started = time.perf_counter()
 
-    def __enter__(self) -> RunUI:
-        self.progress.__enter__()
+    def __enter__(self) -> RunDisplay:
+        if self.progress is not None:
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
 
     def log(self, message: str) -> None:
         self.console.print(escape(message), highlight=False)
 
-    def start_training(self, total: int, done: int = 0) -> None:
-        self._train = self.progress.add_task("train", total=total, completed=done, info="")
+    def on_run_event(self, event: Any) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
 
-    def training_step(self, step: int, record: dict[str, Any]) -> None:
-        terms = " ".join(
-            f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss/") and v is not None
-        )
-        self.progress.update(self._train, completed=step, info=f"loss={record['loss']:.4f} {terms}")
+    def _on_RunStarted(self, event: events.RunStarted) -> None:
+        resumed = event.resumed_from is not None
+        self.console.print(f"{'resuming' if resumed else 'run folder'}: [bold]{escape(str(event.run_dir))}[/]")
+        if self.progress is not None:
+            self._train = self.progress.add_task("train", total=event.total_steps,
+                                                 completed=event.resumed_from or 0, info="")
 
-    def eval_progress(self, what: str, done: int) -> None:
-        if self._eval is None:
-            self._eval = self.progress.add_task("eval", total=None, info="")
-        self.progress.update(self._eval, advance=done, info=what)
+    def _on_StepEnded(self, event: events.StepEnded) -> None:
+        info = f"loss={event.record['loss']:.4f} {loss_terms(event.record)}"
+        if self.progress is not None:
+            self.progress.update(self._train, completed=event.step, info=info)
+        elif event.window is not None:  # plain lines: one per logging window
+            speed = f", {event.speed['examples_per_s']:.0f} examples/s" if event.speed else ""
+            elapsed = time.perf_counter() - self._started
+            self.log(f"step {event.step}/{event.total_steps} {info.strip()}{speed} ({elapsed:.0f} s)")
 
-    def evaluation(self, result: dict[str, Any]) -> None:
-        if self._eval is not None:
-            self.progress.remove_task(self._eval)
-            self._eval = None
-        parts = [f"{s} {fmt_acc(result['systems'][s])}" for s in SYSTEMS if result["systems"].get(s)]
-        self.log(f"step {result['step']}: " + " | ".join(parts))
+    def _on_EvaluationProgress(self, event: events.EvaluationProgress) -> None:
+        done = self._eval_done.get(event.what, 0) + event.done
+        self._eval_done[event.what] = done
+        if self.progress is None:
+            if done >= event.total:
+                self.log(f"step {event.step}: evaluated {event.what} on {event.total} items")
+            return
+        if self._eval is None or self._eval[0] != event.what:
+            if self._eval is not None:
+                self.progress.remove_task(self._eval[1])
+            self._eval = (event.what, self.progress.add_task(f"eval {event.what}", total=event.total, info=""))
+        self.progress.update(self._eval[1], completed=min(done, event.total))
+
+    def _on_EvaluationEnded(self, event: events.EvaluationEnded) -> None:
+        if self._eval is not None and self.progress is not None:
+            self.progress.remove_task(self._eval[1])
+        self._eval, self._eval_done = None, {}
+        self.log(accuracy_line(event.step, event.split, event.summary))
+
+    def _on_Message(self, event: events.Message) -> None:
+        self.log(event.text)

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from latentbridge.errors import LatentBridgeError
+from latentbridge.io.paths import kind_of, user_path
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,23 @@ def shipped_recipe(name: str) -> ShippedRecipe:
 
 def find_recipe(recipe: str) -> Path:
     """A recipe path as given, or a shipped recipe by name."""
-    path = Path(recipe).expanduser()
-    if path.is_file():
+    path = user_path(recipe, "recipe")
+    kind = kind_of(path, "recipe")
+    if kind == "file":
         return path
-    if path.exists():
+    if kind is not None:
         raise LatentBridgeError(f"{recipe}: not a file")
     if "/" in recipe or "\\" in recipe:
         raise LatentBridgeError(f"recipe file not found: {recipe}")
     try:
         return shipped_recipe(recipe).path
     except LatentBridgeError:
+        from latentbridge.config.schema import did_you_mean
+
+        stem = recipe[:-5] if recipe.endswith(".yaml") else recipe
+        hint = did_you_mean(stem, [r.name for r in shipped_recipes()])
         raise LatentBridgeError(
-            f"recipe not found: '{recipe}' is neither a file nor a shipped recipe; see `latentbridge ls`"
+            f"recipe not found: '{recipe}' is neither a file nor a shipped recipe{hint}; see `latentbridge ls`"
         ) from None
 
 

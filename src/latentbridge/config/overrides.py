@@ -12,10 +12,17 @@ from latentbridge.errors import LatentBridgeError
 # -- overrides -------------------------------------------------------------------------------------
 
 
+# what PyYAML raises besides YAMLError for input it cannot build a value from (impossible dates, bad
+# explicit tags, integers with more digits than Python allows, nesting deeper than the recursion limit)
+YAML_VALUE_ERRORS = (ValueError, KeyError, IndexError, AttributeError, TypeError, RecursionError)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``key.path=value`` sets (value parsed as YAML, creating mappings on the way); ``~key.path`` deletes."""
     for item in overrides:
         if item.startswith("~"):
+            if not item[1:].strip():
+                raise LatentBridgeError(f"override {item!r}: expected ~key.path (the key to delete)")
             _delete(data, item[1:], item)
             continue
         key, sep, raw = item.partition("=")
@@ -23,8 +30,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise LatentBridgeError(f"override {item!r}: expected key.path=value or ~key.path")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw  # not YAML: keep the text as typed
+        except (yaml.YAMLError, *YAML_VALUE_ERRORS):
+            value = raw  # not YAML (or YAML no value can be built from: 2001-02-30, !!int x): the text as typed
         _set(data, key.strip(), value, item)
     return data
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from latentbridge.config.catalog import find_recipe, shipped_recipe
 from latentbridge.config.overrides import _PLUGIN_KINDS, _delete, apply_overrides
-from latentbridge.config.schema import collect_config, config_to_dict, did_you_mean, show_value
+from latentbridge.config.schema import collect_config, config_to_dict, did_you_mean, is_text, show_value
 from latentbridge.config.sections import (
     CacheConfig,
     CheckpointConfig,
@@ -26,6 +26,7 @@ from latentbridge.config.sections import (
 )
 from latentbridge.config.yamlio import dump_yaml, parse_yaml
 from latentbridge.errors import ConfigError, LatentBridgeError
+from latentbridge.io.paths import kind_of
 from latentbridge.registry.host import Registry, get_registry
 
 
@@ -56,8 +57,10 @@ class Recipe:
     curriculum: CurriculumConfig | None = None
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    loggers: dict[str, Any] = field(default_factory=dict)  # name -> config; `jsonl` always first
     resume: bool = field(default=False, compare=False)  # how to run, not what: not part of the recipe's record
     source_path: str | None = field(default=None, compare=False)
+    overrides: tuple[str, ...] = field(default=(), compare=False)  # the command-line overrides it was loaded with
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: every default filled in, as plain data (what a run records)."""
@@ -76,6 +79,7 @@ class Recipe:
             "curriculum": config_to_dict(self.curriculum) if self.curriculum else None,
             "checkpoint": config_to_dict(self.checkpoint),
             "cache": config_to_dict(self.cache),
+            "loggers": {name: config_to_dict(cfg) for name, cfg in self.loggers.items()},
         }
 
     def to_yaml(self) -> str:
@@ -85,7 +89,7 @@ class Recipe:
 # -- validation ------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "seed", "run_dir", "resume", "teacher", "models", "task", "translator", "injection",
-             "objectives", "train", "eval", "curriculum", "checkpoint", "cache")
+             "objectives", "train", "eval", "curriculum", "checkpoint", "cache", "loggers")
 TEACHERS = ("answer", "prompt")
 
 
@@ -116,7 +120,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         if key not in data:
             problems.append(f"{key}: required key is missing")
     name = data.get("name")
-    if "name" in data and (not isinstance(name, str) or not name.strip()):
+    if "name" in data and (not isinstance(name, str) or not name.strip() or not is_text(name)):
         problems.append(f"name: expected a non-empty string, got {show_value(name)}")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -136,6 +140,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         if isinstance(text_mode, str) and text_mode not in registry.names("injection"):
             problems.append(registry.unknown_message("injection", text_mode, "curriculum.text_injection"))
             curriculum = None
+    loggers = _loggers(data.get("loggers"), registry, problems)
     resume = data.get("resume", False)
     if not isinstance(resume, bool):
         problems.append(f"resume: expected true or false, got {show_value(resume)}")
@@ -175,6 +180,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
                         f"objectives.{obj_name}.scale_with: {other!r} is not another objective of this recipe"
                         + did_you_mean(str(other), names)
                     )
+            problems.extend(_unmet_needs(objectives, registry))
 
     if problems:
         raise ConfigError(problems, source)
@@ -193,6 +199,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         curriculum=curriculum,
         checkpoint=checkpoint,
         cache=cache,
+        loggers=loggers,
         resume=resume,
         source_path=source,
     )
@@ -223,7 +230,7 @@ def _resolve_base(base: Any, child: Path, source: str) -> Path:
     if not isinstance(base, str) or not base.strip():
         raise LatentBridgeError(f"{source}: base: expected a recipe name or path, got {show_value(base)}")
     for candidate in (child.parent / base, child.parent / f"{base}.yaml"):
-        if candidate.is_file():
+        if kind_of(candidate, f"{source}: base") == "file":
             return candidate
     try:
         return shipped_recipe(base).path
@@ -232,7 +239,12 @@ def _resolve_base(base: Any, child: Path, source: str) -> Path:
 
 
 def _read(path: Path, source: str, chain: tuple[Path, ...]) -> dict[str, Any]:
-    data = parse_yaml(path.read_text(encoding="utf-8"), source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LatentBridgeError(f"{source}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
+                                ) from None
+    data = parse_yaml(text, source)
     if data is None:
         raise LatentBridgeError(f"{source}: the recipe is empty")
     if not isinstance(data, dict):
@@ -264,8 +276,63 @@ def read_recipe_data(recipe: str | Path) -> tuple[dict[str, Any], str]:
     return _read(path, str(recipe), (path.resolve(),)), str(path)
 
 
+def _unmet_needs(objectives: Mapping[str, Any], registry: Registry) -> list[str]:
+    """An objective's ``needs`` that no registered step quantity provides (a did-you-mean for each)."""
+    known = sorted(q.name for q in registry.quantities())
+    problems = []
+    for name in objectives:
+        for need in sorted(registry.get("objective", name).cls.needs):
+            if need not in known:
+                problems.append(f"objectives.{name}: needs '{need}', which no plugin provides"
+                                f"{did_you_mean(need, known)}; known: {', '.join(known) or 'none'}")
+    return problems
+
+
+ALWAYS_ON_LOGGER = "jsonl"  # metrics.jsonl and speed.jsonl: the run's own record
+
+
+def _loggers(value: Any, registry: Registry, problems: list[str]) -> dict[str, Any]:
+    """``loggers``: a list of names or a mapping of names to settings; ``jsonl`` is always on (first).
+    A logger whose optional library is not installed is a problem naming the pip extra."""
+    if value is None:
+        value = []
+    if isinstance(value, list | tuple):
+        if not all(isinstance(v, str) for v in value):
+            problems.append(f"loggers: expected a list of logger names or a mapping of names to settings, "
+                            f"got {show_value(value)}")
+            return {}
+        if len(set(value)) != len(value):
+            problems.append("loggers: a logger is named twice")
+        blocks: dict[Any, Any] = {name: {} for name in value}
+    elif isinstance(value, Mapping):
+        blocks = dict(value)
+    else:
+        problems.append(f"loggers: expected a list of logger names or a mapping of names to settings, "
+                        f"got {show_value(value)}")
+        return {}
+    out: dict[str, Any] = {}
+    for name in [ALWAYS_ON_LOGGER, *(n for n in blocks if n != ALWAYS_ON_LOGGER)]:
+        path = f"loggers.{name}"
+        if not isinstance(name, str):
+            problems.append(f"loggers: expected logger names, got {show_value(name)}")
+            continue
+        config = registry.parse_config("logger", name, blocks.get(name) or {}, path, problems)
+        if config is None:
+            continue
+        missing = registry.get("logger", name).cls.missing_requirements()
+        if missing:
+            extra = registry.get("logger", name).cls.extra
+            hint = f': pip install "latentbridge[{extra}]"' if extra else ""
+            problems.append(f"{path}: needs {', '.join(missing)}, which is not installed{hint}")
+            continue
+        out[name] = config
+    return out
+
+
 def load_recipe(recipe: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None) -> Recipe:
     """Read, override and validate a recipe (a path or a shipped recipe's name)."""
     data, path = read_recipe_data(recipe)
     apply_overrides(data, overrides)
-    return validate_recipe(data, registry, source=str(recipe))
+    resolved = validate_recipe(data, registry, source=str(recipe))
+    resolved.overrides = tuple(overrides)
+    return resolved

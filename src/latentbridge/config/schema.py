@@ -38,16 +38,62 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def show_value(value: Any) -> str:
-    """A value as the user wrote it: strings in double quotes, YAML spellings for the rest."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+SHOWN_CHARS = 120  # a value in a message is cut after this many characters
+
+
+def show_value(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as the user wrote it: strings in double quotes, YAML spellings for the rest; cut short
+    (``…``) after about ``limit`` characters, however large or deeply shared the value is."""
+    out: list[str] = []
+    size = [0]
+
+    def put(text: str) -> bool:
+        out.append(text)
+        size[0] += len(text)
+        return size[0] <= limit
+
+    def walk(v: Any, depth: int) -> bool:
+        if depth > 20:
+            return put("…")
+        if v is None:
+            return put("null")
+        if isinstance(v, bool):
+            return put("true" if v else "false")
+        if isinstance(v, list | tuple):
+            if not put("["):
+                return False
+            for i, item in enumerate(v):
+                if (i and not put(", ")) or not walk(item, depth + 1):
+                    return False
+            return put("]")
+        if isinstance(v, dict):
+            if not put("{"):
+                return False
+            for i, (k, item) in enumerate(v.items()):
+                if (i and not put(", ")) or not walk(k, depth + 1) or not put(": ") or not walk(item, depth + 1):
+                    return False
+            return put("}")
+        try:
+            return put(json.dumps(v) if isinstance(v, str | int | float) and not _huge(v) else repr(v)[:limit])
+        except (TypeError, ValueError):
+            return put(repr(v)[:limit])
+
+    complete = walk(value, 0)
+    text = "".join(out)
+    return text if complete and len(text) <= limit else text[:limit] + "…"
+
+
+def _huge(value: Any) -> bool:
+    return isinstance(value, int) and abs(value) > 10**100  # str(int) is slow and capped beyond this
+
+
+def is_text(value: str) -> bool:
+    """True when ``value`` is valid Unicode text (no lone surrogates, as a bad byte in argv gives)."""
     try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -173,12 +219,15 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any], proble
         elif isinstance(value, bool) or not isinstance(value, int | float):
             return fail()
         else:
-            value_f = float(value)
+            try:
+                value_f = float(value)
+            except OverflowError:  # an integer beyond float range
+                return fail()
         if value_f != value_f or not _check_bounds(value_f, meta):  # NaN never satisfies a bound
             return fail()
         return value_f
     if tp is str:
-        return value if isinstance(value, str) else fail()
+        return value if isinstance(value, str) and is_text(value) else fail()
     raise TypeError(f"config type {tp!r} at {path} is not supported")
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from latentbridge.api.options import option
 from latentbridge.config.schema import show_value
-from latentbridge.eval.systems import SYSTEMS
+from latentbridge.eval.systems import SYSTEMS, SystemName
 
 
 @dataclass
@@ -52,7 +52,7 @@ class EvalConfig:
     n: int = option(200, gt=0, help="test items per evaluation")
     batch_size: int = option(32, gt=0, help="items per generation batch")
     max_new_tokens: int = option(96, gt=0, help="generation limit per answer")
-    systems: list[Literal["source", "target", "bridged", "relay"]] = option(
+    systems: list[SystemName] = option(
         default_factory=lambda: list(SYSTEMS), help="systems to evaluate; baselines are computed once and cached"
     )
     stop: list[str] = option(default_factory=lambda: ["\n\n"], help="stop strings for generation")

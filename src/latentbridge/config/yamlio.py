@@ -41,6 +41,11 @@ def parse_yaml(text: str, source: str = "<recipe>") -> Any:
         raise LatentBridgeError(f"{where}: malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise LatentBridgeError(f"{source}: malformed YAML: {exc}") from None
+    except RecursionError:
+        raise LatentBridgeError(f"{source}: malformed YAML: nested too deeply") from None
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:  # e.g. 2001-02-30, !!int x
+        raise LatentBridgeError(f"{source}: malformed YAML: a value cannot be read ({type(exc).__name__}: "
+                                f"{str(exc)[:120]})") from None
 
 
 def dump_yaml(data: Any) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import torch
 
 from latentbridge._version import __version__
-from latentbridge.api.answers import extract_answer
 from latentbridge.api.task import Example, Prompt, Task
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.generation import greedy_generate
@@ -28,16 +26,16 @@ from latentbridge.bridge.models import FrozenModel
 from latentbridge.config.schema import config_to_dict
 from latentbridge.eval.summary import summarize_records
 from latentbridge.eval.systems import BASELINES, SYSTEMS, relay_prompt_text
-from latentbridge.io.atomic import write_jsonl_atomic
+from latentbridge.io.atomic import write_atomic, write_jsonl_atomic
 from latentbridge.io.caches import cache_root
-from latentbridge.io.digest import prompts_digest
+from latentbridge.io.digest import json_digest, prompts_digest
 from latentbridge.train.distributed import gather_objects, is_main, rank, world_size
 from latentbridge.train.precision import autocast
 
 
 class Interrupted(Exception):
     """Raised between generation batches when the run was asked to stop (preemption)."""
-Progress = Callable[[str, int], None]  # (what, items done in this call)
+Progress = Callable[[str, int, int], None]  # (what, items done in this call, items of `what` in all)
 
 
 @dataclass
@@ -47,6 +45,12 @@ class EvalSettings:
     max_new_tokens: int
     stop: list[str]
     systems: list[str]
+
+    @classmethod
+    def from_config(cls, config: Any) -> EvalSettings:
+        """The settings of a recipe's ``eval`` section."""
+        return cls(n=config.n, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                   stop=list(config.stop), systems=list(config.systems))
 
 
 class Evaluator:
@@ -100,7 +104,7 @@ class Evaluator:
                 )
             mine[chunk.start] = [o.text for o in outs]
             if self.progress:
-                self.progress(what, (chunk.stop - chunk.start) * world)
+                self.progress(what, (chunk.stop - chunk.start) * world, n)
         merged: dict[int, list[str]] = {}
         for part in gather_objects(mine):
             merged.update(part)
@@ -144,7 +148,7 @@ class Evaluator:
             return self._baselines
         wanted = [s for s in BASELINES if s in self.settings.systems]
         key = self.baseline_key()
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        digest = json_digest(key)
         cache_file = cache_root() / "baselines" / f"{digest}.json"
         cached: dict[str, list[str]] = {}
         if self.use_cache and cache_file.is_file():
@@ -173,10 +177,7 @@ class Evaluator:
                 ]
                 outputs["relay"] = self._text_system(b.target, rows, "relay")
         if missing and self.use_cache and is_main():
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"key": key, "outputs": outputs}))
-            tmp.replace(cache_file)
+            write_atomic(cache_file, json.dumps({"key": key, "outputs": outputs}))
         self._baselines = {s: outputs[s] for s in wanted}
         return self._baselines
 
@@ -186,8 +187,10 @@ class Evaluator:
         """One record per item, every system present (null where not run)."""
         outputs = {**self.baselines(), "bridged": list(bridged)}
         records = []
+        task = self.task
+        primary, *others = task.filters
         for index, example in enumerate(self.items):
-            gold = extract_answer(example.answer)
+            gold = task.gold_answer(example)
             record: dict[str, Any] = {
                 "eval_step": step,
                 "index": index,
@@ -195,13 +198,15 @@ class Evaluator:
                 "question": example.question,
                 "gold_full_text": example.answer,
                 "gold_extracted": gold,
+                "primary_filter": primary,
             }
             for system in SYSTEMS:
                 text = outputs[system][index] if system in outputs else None
-                extracted = extract_answer(text) if text is not None else None
                 record[f"{system}_full"] = text
-                record[f"{system}_extracted"] = extracted
-                record[f"{system}_correct"] = None if text is None else (extracted is not None and extracted == gold)
+                record[f"{system}_extracted"] = None if text is None else task.extract_answer(text, primary)
+                record[f"{system}_correct"] = None if text is None else task.is_correct(text, example, primary)
+                for name in others:
+                    record[f"{system}_correct_{name}"] = None if text is None else task.is_correct(text, example, name)
             records.append(record)
         return records
 

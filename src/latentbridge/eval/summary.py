@@ -38,7 +38,19 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         **spread,
         "echo_rate": sum(echoes_question(r[f"{system}_full"], r["question"]) for r in ran) / len(ran),
         "sample": ran[0][f"{system}_full"],
+        "by_filter": filter_accuracies(ran, system),
     }
+
+
+def filter_accuracies(records: Sequence[dict[str, Any]], system: str) -> dict[str, float]:
+    """Accuracy under each answer filter the records hold: the primary one (``<system>_correct``, named by
+    the records' ``filters`` or ``primary``) and every ``<system>_correct_<filter>``."""
+    prefix = f"{system}_correct_"
+    names = sorted({k[len(prefix):] for r in records for k in r if k.startswith(prefix)})
+    out = {records[0].get("primary_filter", "primary"): sum(1 for r in records if r[f"{system}_correct"]) / len(records)}
+    for name in names:
+        out[name] = sum(1 for r in records if r.get(prefix + name)) / len(records)
+    return out
 
 
 def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

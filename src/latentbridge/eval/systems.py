@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from latentbridge.api.task import Prompt
 
-SYSTEMS = ("source", "target", "bridged", "relay")
-
-BASELINES = ("source", "target", "relay")
+SYSTEMS = ("source", "target", "bridged", "relay")  # every record has a field set for each, in this order
+BASELINES = ("source", "target", "relay")  # do not change during training: generated once and cached
+SystemName = Literal[SYSTEMS]  # type: ignore[valid-type]  (a recipe's eval.systems entries)
 
 
 def relay_prompt_text(prompt: Prompt, source_output: str) -> str:
@@ -14,5 +16,3 @@ def relay_prompt_text(prompt: Prompt, source_output: str) -> str:
     ``####`` line; the target continues from there and gives the final answer itself."""
     reasoning = source_output.split("####")[0].strip()
     return prompt.text + prompt.separator + reasoning + ("\n" if reasoning else "")
-
-SYSTEMS = ("source", "target", "bridged", "relay")

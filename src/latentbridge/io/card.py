@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from latentbridge.errors import LatentBridgeError
-from latentbridge.io.atomic import _write_file
+from latentbridge.io.atomic import write_synced
+from latentbridge.io.digest import json_digest
 
 CARD_FILE = "bridge_card.json"
 
@@ -17,9 +17,10 @@ CARD_FILE = "bridge_card.json"
 
 
 def recipe_hash(recipe_dict: dict[str, Any]) -> str:
-    """Hash of the resolved recipe, leaving out where the run is written."""
-    data = {k: v for k, v in recipe_dict.items() if k not in ("run_dir",)}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of the resolved recipe: what is trained and evaluated. Where the run is written and what
+    watches it (its loggers) are left out, so adding a logger to a resumed run is allowed."""
+    data = {k: v for k, v in recipe_dict.items() if k not in ("run_dir", "loggers")}
+    return json_digest(data, 16)
 
 
 def bridge_card(experiment: Any) -> dict[str, Any]:
@@ -81,4 +82,4 @@ def read_card(folder: Path) -> dict[str, Any] | None:
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:
-    _write_file(folder / CARD_FILE, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    write_synced(folder / CARD_FILE, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())

@@ -25,8 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from latentbridge.errors import LatentBridgeError
-from latentbridge.io.atomic import _fsync, _sha256, _write_file
+from latentbridge.io.atomic import file_sha256, fsync_path, write_synced
 from latentbridge.io.card import write_card
+from latentbridge.io.weights import OBJECTIVES_FILE, WEIGHTS_FILE
 
 CHECKPOINTS = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -73,10 +74,10 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(module_tensors(translator), str(tmp / "translator.safetensors"))
+    save_file(module_tensors(translator), str(tmp / WEIGHTS_FILE))
     objective_tensors = module_tensors(objectives)
     if objective_tensors:
-        save_file(objective_tensors, str(tmp / "objectives.safetensors"))
+        save_file(objective_tensors, str(tmp / OBJECTIVES_FILE))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
@@ -86,14 +87,14 @@ def save_checkpoint(
     if best.is_dir():
         shutil.copytree(best, tmp / "best")
     full_state = {**state, "step": step, "python_random": _python_random_state()}
-    _write_file(tmp / "state.json", (json.dumps(full_state, indent=1) + "\n").encode())
+    write_synced(tmp / "state.json", (json.dumps(full_state, indent=1) + "\n").encode())
     write_card(tmp, card)
     for path in tmp.rglob("*"):
         if path.is_file():
-            _fsync(path)
-    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    _write_file(tmp / "checkpoint.json", (json.dumps({"step": step, "files": files}, indent=1) + "\n").encode())
-    _fsync(tmp)
+            fsync_path(path)
+    files = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    write_synced(tmp / "checkpoint.json", (json.dumps({"step": step, "files": files}, indent=1) + "\n").encode())
+    fsync_path(tmp)
     final = root / f"step_{step}"
     if final.exists():  # the same step saved again (evaluation after a periodic checkpoint)
         old = root / f".step_{step}.old{os.getpid()}"
@@ -102,7 +103,7 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    _fsync(root)
+    fsync_path(root)
     for stale in list_checkpoints(run_dir)[keep:]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
@@ -138,7 +139,7 @@ def verify(folder: Path) -> Checkpoint:
             path = folder / name
             if not path.is_file():
                 raise LatentBridgeError(f"{folder.name}: {name} is missing")
-            if _sha256(path) != digest:
+            if file_sha256(path) != digest:
                 raise LatentBridgeError(f"{folder.name}: {name} is corrupt (checksum mismatch)")
         state = json.loads((folder / "state.json").read_text())
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

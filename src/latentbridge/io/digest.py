@@ -10,13 +10,14 @@ from typing import Any
 from latentbridge.api.task import Prompt
 
 
+def json_digest(value: Any, length: int = 20) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def prompts_digest(ids: Sequence[str], prompts: Sequence[Prompt]) -> str:
     """A digest of what the models read for these items: a data file edited in place changes it."""
     h = hashlib.sha256()
     for item_id, prompt in zip(ids, prompts, strict=True):
         h.update(f"{len(item_id)}:{item_id}{len(prompt.text)}:{prompt.text}".encode())
     return h.hexdigest()[:20]
-
-
-def cache_key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from latentbridge.errors import LatentBridgeError
-from latentbridge.io.atomic import _clean, dumps
+from latentbridge.io.atomic import dumps, json_safe
 
 
 def new_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -36,7 +36,7 @@ def claim(run_dir: Path, record: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with (run_dir / "run.json").open("x", encoding="utf-8") as handle:
-            handle.write(json.dumps(_clean(record), indent=2) + "\n")
+            handle.write(json.dumps(json_safe(record), indent=2) + "\n")
     except FileExistsError:
         raise LatentBridgeError(f"{run_dir} already holds a run; add --resume to continue it, or choose another run_dir") from None
 

@@ -13,6 +13,7 @@ from latentbridge.errors import LatentBridgeError
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
+OBJECTIVES_FILE = "objectives.safetensors"  # parameters that objectives own (probe heads), beside the translator
 
 
 def save_translator(translator: Translator, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -1,120 +1,64 @@
 """The plugin registry: built-ins registered explicitly, third parties through entry points.
 
 The host owns naming. Every ``register_*`` hook implementation is called on its own, so each class
-is recorded with the module and distribution that provided it; a name registered twice is an error
-naming both providers, and a hook implementation that matches no hook specification fails loudly.
-Set ``LATENTBRIDGE_DISABLE_PLUGIN_AUTOLOAD=1`` to skip third-party plugins (built-ins stay).
+is recorded with the module and distribution that provided it. Loading never fails because of one
+third-party plugin: its problem (an import error, a hook that raises, a class that fails the checks,
+a hook name that matches no hook) is recorded in :attr:`Registry.problems` and the rest loads; the
+same problem in a built-in plugin raises :class:`PluginError`. A name registered by two providers is
+*ambiguous*: both entries are kept and listed, and only looking that name up (``get``, a recipe that
+uses it) fails, naming both providers. ``LATENTBRIDGE_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party
+plugins (built-ins stay); ``LATENTBRIDGE_DISABLE_PLUGINS=dist-a,dist-b`` skips single distributions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import importlib.metadata as md
-import inspect
-import os
-import re
+import importlib.metadata as md  # noqa: F401  (kept: callers patch md.entry_points through this module)
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pluggy
 
-from latentbridge._version import __version__
 from latentbridge.api import hookspecs
-from latentbridge.api.injection import InjectionConfig, InjectionMode
-from latentbridge.api.objective import Objective, ObjectiveConfig
-from latentbridge.api.task import Task, TaskConfig
-from latentbridge.api.translator import Translator, TranslatorConfig
+from latentbridge.api.context import StepQuantity
 from latentbridge.config.schema import ConfigError, collect_config, config_to_dict, did_you_mean
 from latentbridge.errors import PluginError
+from latentbridge.registry.entries import (
+    KINDS,
+    Kind,
+    KindSpec,
+    LoadProblem,
+    PluginInfo,
+    Provider,
+    join_words,
+    normalize_distribution,
+)
+from latentbridge.registry.loading import (
+    AUTOLOAD_ENV,
+    DISABLE_ENV,
+    ENTRY_POINT_GROUP,
+    Loader,
+    autoload_enabled,
+    disabled_distributions,
+)
 
-ENTRY_POINT_GROUP = "latentbridge"
-AUTOLOAD_ENV = "LATENTBRIDGE_DISABLE_PLUGIN_AUTOLOAD"
-
-Kind = Literal["objective", "translator", "injection", "task"]
-
-
-@dataclass(frozen=True)
-class KindSpec:
-    hook: str
-    base: type
-    config_base: type
-    words: str  # how the kind is named in messages
-
-
-KINDS: dict[str, KindSpec] = {
-    "objective": KindSpec("register_objectives", Objective, ObjectiveConfig, "objective"),
-    "translator": KindSpec("register_translators", Translator, TranslatorConfig, "translator"),
-    "injection": KindSpec("register_injection_modes", InjectionMode, InjectionConfig, "injection mode"),
-    "task": KindSpec("register_tasks", Task, TaskConfig, "task"),
-}
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Provider:
-    """Who provided a plugin: the module (or plugin object) name and its distribution."""
-
-    module: str
-    distribution: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.module} ({self.distribution} {self.version})"
+__all__ = [
+    "AUTOLOAD_ENV", "DISABLE_ENV", "ENTRY_POINT_GROUP", "KINDS", "Kind", "KindSpec", "LoadProblem", "PluginInfo",
+    "Provider", "Registry", "autoload_enabled", "disabled_distributions", "get_registry", "reset_registry",
+]
 
 
-@dataclass(frozen=True)
-class PluginInfo:
-    kind: str
-    name: str
-    cls: type
-    provider: Provider
-
-    @property
-    def description(self) -> str:
-        doc = inspect.getdoc(self.cls) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "distribution": self.provider.distribution,
-            "version": self.provider.version,
-            "module": self.provider.module,
-            "description": self.description,
-        }
-
-
-def autoload_enabled() -> bool:
-    return os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}
-
-
-def _provider_for(plugin: object, name: str, dist: md.Distribution | None) -> Provider:
-    module = getattr(plugin, "__name__", None) or name
-    if dist is not None:
-        return Provider(module, dist.metadata["Name"], dist.version)
-    top = module.split(".")[0]
-    if top == "latentbridge":
-        return Provider(module, "latentbridge", __version__)
-    dists = md.packages_distributions().get(top, [])
-    if dists:
-        return Provider(module, dists[0], md.version(dists[0]))
-    return Provider(module, "(not installed)", "-")
-
-
-class Registry:
-    """Every registered plugin class by kind and name."""
+class Registry(Loader):
+    """Every registered plugin class by kind and name, and the problems met while loading them."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
+        self._entries: dict[str, dict[str, list[PluginInfo]]] = {kind: {} for kind in KINDS}
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._providers: dict[int, Provider] = {}
-
-    # -- loading -----------------------------------------------------------------------------------
+        self._load_problems: list[LoadProblem] = []
+        self.disabled: list[Provider] = []  # entry points skipped by LATENTBRIDGE_DISABLE_PLUGINS
+        self._quantities: dict[str, list[tuple[StepQuantity, Provider]]] = {}
 
     @classmethod
     def load(cls, *, autoload: bool | None = None, extra: Iterable[object] = ()) -> Registry:
@@ -131,114 +75,99 @@ class Registry:
         registry.collect()
         return registry
 
-    def add_plugin(self, plugin: object, name: str | None = None, dist: md.Distribution | None = None) -> None:
-        name = name or getattr(plugin, "__name__", None) or repr(plugin)
-        provider = _provider_for(plugin, name, dist)
-        try:
-            self.pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {provider}: {exc}") from None
-        except ValueError as exc:  # already registered under that name
-            raise PluginError(f"plugin {provider} could not be registered: {exc}") from None
-        self._providers[id(plugin)] = provider
+    # -- problems ----------------------------------------------------------------------------------
 
-    def add_entry_points(self) -> None:
-        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist
-            where = f"{dist.metadata['Name']} {dist.version}" if dist else "unknown distribution"
-            if self.pm.get_plugin(ep.name) is not None:
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken third-party plugin must name itself
-                raise PluginError(
-                    f"plugin '{ep.name}' ({where}) failed to load: {type(exc).__name__}: {exc}"
-                ) from exc
-            self.add_plugin(plugin, name=ep.name, dist=dist)
+    @property
+    def problems(self) -> list[LoadProblem]:
+        """Every load problem, then one per ambiguous name (kind order, then name)."""
+        ambiguous = [  # the provider recorded is the later registration, the one that collided
+            LoadProblem("ambiguous", self.ambiguous_message(kind, name), kind, name, self._entries[kind][name][-1].provider)
+            for kind in KINDS for name in self.ambiguous(kind)
+        ]
+        ambiguous += [
+            LoadProblem("ambiguous", f"step quantity '{name}' is ambiguous: provided by "
+                        f"{' and '.join(str(p) for p in providers)}; it is left out", "quantity", name, providers[-1])
+            for name, providers in self.quantity_providers().items() if len(providers) > 1
+        ]
+        return [*self._load_problems, *ambiguous]
 
-    def collect(self) -> None:
-        """Call each plugin's ``register_*`` hooks, one plugin at a time, and check for unknown hooks."""
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            provider = self._providers.get(id(exc.plugin))
-            hook = re.search(r"unknown hook '([^']+)'", str(exc))
-            hint = did_you_mean(hook.group(1), [k.hook for k in KINDS.values()]) if hook else ""
-            raise PluginError(f"plugin {provider}: {exc}{hint}") from None
-        for kind, spec in KINDS.items():
-            caller = getattr(self.pm.hook, spec.hook)
-            for impl in caller.get_hookimpls():  # registration order
-                provider = self._providers[id(impl.plugin)]
-                try:
-                    impl.function(register=self._register_function(kind, provider))
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {provider} raised in {spec.hook}: {type(exc).__name__}: {exc}"
-                    ) from exc
+    def ambiguous(self, kind: str) -> list[str]:
+        """Names of this kind registered by more than one provider."""
+        return sorted(name for name, entries in self._entries[kind].items() if len(entries) > 1)
 
-    def _register_function(self, kind: str, provider: Provider):
-        spec = KINDS[kind]
+    def providers(self, kind: str, name: str) -> list[PluginInfo]:
+        """Every entry registered under this kind and name (two or more when it is ambiguous)."""
+        return list(self._entries[kind].get(name, []))
 
-        def register(cls: type) -> None:
-            self.register(kind, cls, provider)
-
-        register.__doc__ = f"Register one {spec.words} class."
-        return register
-
-    def register(self, kind: str, cls: type, provider: Provider) -> None:
-        spec = KINDS[kind]
-        if not (inspect.isclass(cls) and issubclass(cls, spec.base)):
-            raise PluginError(
-                f"plugin {provider}: register_{kind}s got {cls!r}, which is not a subclass of {spec.base.__name__}"
-            )
-        name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise PluginError(
-                f"plugin {provider}: {spec.words} class {cls.__name__} needs a class attribute `name` "
-                f"of lowercase letters, digits and underscores, got {name!r}"
-            )
-        config = getattr(cls, "Config", None)
-        if not (dataclasses.is_dataclass(config) and issubclass(config, spec.config_base)):
-            raise PluginError(
-                f"plugin {provider}: {spec.words} '{name}' needs `Config`, a dataclass subclass of "
-                f"{spec.config_base.__name__}"
-            )
-        existing = self._entries[kind].get(name)
-        if existing is not None:
-            raise PluginError(
-                f"{spec.words} '{name}' is registered twice: by {existing.provider} and by {provider}"
-            )
-        self._entries[kind][name] = PluginInfo(kind, name, cls, provider)
+    def ambiguous_message(self, kind: str, name: str, path: str | None = None) -> str:
+        entries = self._entries[kind][name]
+        dists = list(dict.fromkeys(e.provider.distribution for e in entries
+                                   if not e.provider.builtin and e.provider.installed))
+        if not dists:
+            fix = "remove one of them"
+        elif len(dists) == 1:
+            fix = f"uninstall one or set {DISABLE_ENV}={dists[0]}"
+        else:
+            fix = f"uninstall one or set {DISABLE_ENV} to one of {', '.join(dists)}"
+        what = f"{path}: '{name}'" if path else f"{KINDS[kind].words} '{name}'"
+        providers = join_words([str(e.provider) for e in entries])
+        return f"{what} is ambiguous: provided by {providers}; {fix}"
 
     # -- lookup ------------------------------------------------------------------------------------
 
+    # -- shared step quantities and run events -----------------------------------------------------------
+
+    def quantities(self) -> list[StepQuantity]:
+        """Every shared step quantity a single provider registered, by name."""
+        return [entries[0][0] for _, entries in sorted(self._quantities.items()) if len(entries) == 1]
+
+    def quantity_providers(self) -> dict[str, list[Provider]]:
+        return {name: [p for _, p in entries] for name, entries in sorted(self._quantities.items())}
+
+    def event_hook(self):
+        """The ``on_run_event`` hook of the plugins installed here (not the run's own loggers)."""
+        return self.pm.hook.on_run_event
+
     def names(self, kind: str) -> list[str]:
-        return sorted(self._entries[kind])
+        """The names of this kind that can be used: ambiguous names are left out (see :meth:`ambiguous`)."""
+        return sorted(name for name, entries in self._entries[kind].items() if len(entries) == 1)
 
     def all(self) -> list[PluginInfo]:
-        return [self._entries[kind][name] for kind in KINDS for name in self.names(kind)]
+        """Every entry, both sides of an ambiguous name included, by kind, name and registration order."""
+        return [entry for kind in KINDS for name in sorted(self._entries[kind]) for entry in self._entries[kind][name]]
 
     def get(self, kind: str, name: str, path: str | None = None) -> PluginInfo:
-        entry = self._entries[kind].get(name)
-        if entry is None:
+        entries = self._entries[kind].get(name)
+        if not entries:
             raise PluginError(self.unknown_message(kind, name, path))
-        return entry
+        if len(entries) > 1:
+            raise PluginError(self.ambiguous_message(kind, name, path))
+        return entries[0]
 
     def unknown_message(self, kind: str, name: object, path: str | None = None) -> str:
+        """Why ``name`` cannot be used: unknown (with a suggestion), or ambiguous (naming the providers)."""
+        if isinstance(name, str) and len(self._entries[kind].get(name, ())) > 1:
+            return self.ambiguous_message(kind, name, path)
         words = KINDS[kind].words
-        hint = did_you_mean(str(name), self.names(kind))
+        hint = did_you_mean(str(name), [*self.names(kind), *self.ambiguous(kind)])
         known = ", ".join(self.names(kind)) or "none"
+        if self.ambiguous(kind):
+            known += f" (ambiguous: {', '.join(self.ambiguous(kind))})"
+        broken = [p for p in self._load_problems if p.kind in (None, kind) and p.problem != "bad-setting"]
+        note = ""
+        if broken:
+            note = (f"; {len(broken)} plugin problem{'s' if len(broken) != 1 else ''} while loading, "
+                    "see `latentbridge list-plugins`")
         where = f"{path}: " if path else ""
-        return f"{where}unknown {words} {name!r}{hint}; known: {known}"
+        return f"{where}unknown {words} {name!r}{hint}; known: {known}{note}"
 
     def parse_config(self, kind: str, name: str, data: Mapping[str, Any] | None, path: str, problems: list[str]):
         """Validate a plugin's config block; append problems (with key paths) instead of raising."""
-        if name not in self._entries[kind]:
+        entries = self._entries[kind].get(name)
+        if not entries or len(entries) > 1:
             problems.append(self.unknown_message(kind, name, path))
             return None
-        return collect_config(self._entries[kind][name].cls.Config, data, path, problems)
+        return collect_config(entries[0].cls.Config, data, path, problems)
 
     def config_for(self, kind: str, name: str, data: Mapping[str, Any] | None = None, path: str = ""):
         problems: list[str] = []
@@ -249,6 +178,12 @@ class Registry:
 
     def describe_config(self, kind: str, name: str) -> dict[str, Any]:
         return config_to_dict(self.config_for(kind, name))
+
+    def find_provider(self, entries: Iterable[PluginInfo], provider: str) -> list[PluginInfo]:
+        """The entries whose distribution (compared as PyPI does) or module is ``provider``."""
+        wanted = normalize_distribution(provider)
+        return [e for e in entries
+                if normalize_distribution(e.provider.distribution) == wanted or e.provider.module == provider]
 
 
 _REGISTRY: Registry | None = None

@@ -40,3 +40,16 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def report_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """What ``latentbridge report`` does: the report of run folders (a folder holding runs, such as a
+    sweep's, stands for its runs; ``NAME-seedN`` runs are compared over seeds), written into ``out``
+    (default: beside the runs, see :func:`~latentbridge.report.runs.report_folder`). Returns report.md."""
+    from latentbridge.report.runs import expand_run_dirs, report_folder, seed_groups
+
+    paths = [Path(p) for p in paths]
+    out = Path(out) if out is not None else report_folder(paths)
+    folders = expand_run_dirs(paths, exclude=[out])
+    groups = seed_groups(folders)
+    return write_report(folders, out, groups=groups if any(len(g) > 1 for g in groups.values()) else None)

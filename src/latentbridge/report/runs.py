@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,17 +82,34 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / "recipe.yaml").is_file() and (folder / "summary.json").is_file()
 
 
-def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+def expand_run_dirs(paths: Sequence[str | Path], exclude: Sequence[str | Path] = ()) -> list[Path]:
     """Run folders from the given paths: a folder that is not a run but holds runs (a sweep folder,
-    ``runs/``) stands for the runs in it that have evaluations."""
+    ``runs/``) stands for the runs in it that have evaluations, less the ``exclude`` folders (the
+    report's own folder)."""
+    skip = {Path(p).resolve() for p in exclude}
     folders: list[Path] = []
     for path in map(Path, paths):
-        inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_folder(p)) if path.is_dir() else []
+        inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_folder(p) and p.resolve() not in skip
+                       ) if path.is_dir() else []
         if is_run_folder(path) or not inner:
             folders.append(path)  # a run, or a bad folder that load_run reports
         else:
             folders += inner
     return folders
+
+
+def report_folder(paths: Sequence[str | Path]) -> Path:
+    """Where a report of ``paths`` goes by default: ``<folder>/report`` for one folder (a run, or a
+    folder holding runs), ``<common parent>/report`` for several; several folders with no common
+    parent but the file-system root need ``--out``."""
+    if len(paths) == 1:
+        return Path(paths[0]) / "report"
+    common = Path(os.path.commonpath([Path(p).absolute() for p in paths]))
+    if common.parent == common:
+        raise LatentBridgeError(
+            f"{', '.join(map(str, paths))}: these folders share no parent folder to put the report in; "
+            "say where it goes with --out")
+    return common / "report"
 
 
 def seed_groups(folders: Sequence[Path]) -> dict[str, list[Path]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from latentbridge.report.runs import RunRecord, flatten
 
-IGNORED_KEYS = ("run_dir",)
+IGNORED_KEYS = ("run_dir", "loggers")
 
 
 MISSING = "<absent>"
@@ -27,13 +27,43 @@ def _subtree(data: Any, path: str) -> Any:
     return data
 
 
+# The recipe blocks that choose a plugin by ``name``; another name there is another plugin, whose
+# settings are its own (they are not differences of their own, only of the swap).
+PLUGIN_BLOCKS = ("task", "translator", "injection")
+
+
+def plugin_name(block: Any) -> str | None:
+    """The plugin a block names (``{"name": "linear", ...}`` or the short form ``"linear"``)."""
+    if isinstance(block, str):
+        return block
+    name = block.get("name") if isinstance(block, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def is_swap(key: str, values: Sequence[Any]) -> bool:
+    """Whether a :func:`differences` entry is a plugin swap: a plugin block naming different plugins."""
+    return key in PLUGIN_BLOCKS and len({plugin_name(v) for v in values if plugin_name(v) is not None}) > 1
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in recipe.items() if k not in IGNORED_KEYS}
+    for block in PLUGIN_BLOCKS:
+        if isinstance(out.get(block), str):
+            out[block] = {"name": out[block]}
+    return out
+
+
 def differences(runs: Sequence[RunRecord]) -> dict[str, list[Any]]:
-    """Resolved-recipe keys whose values differ between the runs. A block that some runs lack
-    altogether (an objective an ablation removed) is one entry: its settings, or absent."""
-    recipes = [{k: v for k, v in r.recipe.items() if k not in IGNORED_KEYS} for r in runs]
-    flat = [flatten(r) for r in recipes]
+    """Resolved-recipe keys whose values differ between the runs. A plugin block naming different
+    plugins (``translator: linear`` against ``resampler``) comes first, as one entry: each run's
+    block. A block that some runs lack altogether (an objective an ablation removed) is one entry:
+    its settings, or absent."""
+    recipes = [_comparable(r.recipe) for r in runs]
+    swaps = {block: [r.get(block, MISSING) for r in recipes] for block in PLUGIN_BLOCKS}
+    swaps = {block: values for block, values in swaps.items() if is_swap(block, values)}
+    flat = [flatten({k: v for k, v in r.items() if k not in swaps}) for r in recipes]
     keys = sorted(set().union(*flat))
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[Any]] = dict(swaps)
     for key in keys:
         values = [f.get(key, MISSING) for f in flat]
         if len({json.dumps(v) for v in values}) == 1:
@@ -46,6 +76,21 @@ def differences(runs: Sequence[RunRecord]) -> dict[str, list[Any]]:
                 break
         else:
             out[key] = values
+    return out
+
+
+def shared_differences(block: str, values: Sequence[Any]) -> dict[str, list[Any]]:
+    """Within a swapped plugin block: the settings every run's plugin has (``k`` of two
+    translators) whose values still differ, as ``block.key``; absent for a run without the block."""
+    flat = [flatten({k: v for k, v in b.items() if k != "name"}, block) if isinstance(b, dict) else None
+            for b in values]
+    present = [f for f in flat if f is not None]
+    keys = [k for k in present[0] if all(k in f for f in present)] if present else []
+    out = {}
+    for key in keys:
+        column = [MISSING if f is None else f[key] for f in flat]
+        if len({json.dumps(f[key]) for f in present}) > 1:
+            out[key] = column
     return out
 
 
@@ -64,19 +109,30 @@ def _cell(text: str | None, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _setting(key: str, value: Any, values: Sequence[Any]) -> str:
+    short = _shorten_key(key)
+    if value == MISSING:
+        return f"no {short}"
+    if isinstance(value, dict) and MISSING in values:
+        return f"with {short}"
+    return f"{short}={value if isinstance(value, str) else json.dumps(value)}"
+
+
 def run_settings(run: RunRecord, diff: dict[str, list[Any]], index: int, limit: int = 4) -> str:
-    """The few settings that differ between the runs, for the table's config column."""
-    items = []
+    """The few settings that differ between the runs, for the table's config column: plugin swaps
+    first (``translator=resampler``), then the other differences."""
+    swaps, items = [], []
     for key, values in diff.items():
         if key in ("name", "seed"):
             continue
-        value, short = values[index], _shorten_key(key)
-        if value == MISSING:
-            items.append(f"no {short}")
-        elif isinstance(value, dict) and MISSING in values:
-            items.append(f"with {short}")
-        else:
-            items.append(f"{short}={value if isinstance(value, str) else json.dumps(value)}")
+        if not is_swap(key, values):
+            items.append(_setting(key, values[index], values))
+            continue
+        value = values[index]
+        swaps.append(f"no {key}" if value == MISSING else f"{key}={plugin_name(value)}")
+        items += [_setting(k, vs[index], vs) for k, vs in shared_differences(key, values).items()
+                  if vs[index] != MISSING]
+    items = swaps + items
     text = ", ".join(items[:limit]) + (", …" if len(items) > limit else "")
     return text or "-"
 
@@ -105,5 +161,18 @@ def differences_section(runs: Sequence[RunRecord]) -> list[str]:
         return ["The runs' resolved recipes are identical (apart from where they were written)."]
     lines = ["| key | " + " | ".join(f"`{r.run_id}`" for r in runs) + " |", "|---|" + "---|" * len(runs)]
     for key, values in diff.items():
-        lines.append(f"| `{key}` | " + " | ".join("absent" if v == MISSING else f"`{json.dumps(v)}`" for v in values) + " |")
+        cell = _plugin_cell if is_swap(key, values) else _value_cell
+        lines.append(f"| `{key}` | " + " | ".join(cell(v) for v in values) + " |")
     return lines
+
+
+def _value_cell(value: Any) -> str:
+    return "absent" if value == MISSING else f"`{json.dumps(value)}`"
+
+
+def _plugin_cell(block: Any) -> str:
+    """The cell of a swapped block: the plugin's name in backticks, then its settings as JSON."""
+    if block == MISSING:
+        return "absent"
+    settings = {k: v for k, v in block.items() if k != "name"} if isinstance(block, dict) else {}
+    return f"`{plugin_name(block)}`" + (f" `{json.dumps(settings)}`" if settings else "")

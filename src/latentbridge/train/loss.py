@@ -21,10 +21,15 @@ def scheduled_weights(configs: dict[str, ObjectiveConfig], step: int) -> dict[st
     }
 
 
-def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
-    """``sum(weight * term)`` over the objectives whose weight is not 0, and each term's unweighted value.
+def weighted_loss(
+    objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, float]
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """The loss to back-propagate, each term's unweighted value, and the weighted total to log.
 
-    This is the one place a weight is applied to a term."""
+    This is the one place a weight is applied to a term. The total is ``sum(weight * term)`` over the
+    terms that are on: the value of the objective, the same on any number of processes. The loss to
+    back-propagate also multiplies a term over the gathered batch (``Objective.global_batch``) by the
+    number of processes: its gradient reaches only this process's rows, and gradients are averaged."""
     loss = ctx.soft.new_zeros((), dtype=torch.float32)
     values: dict[str, float] = {}
     for name, objective in objectives.items():
@@ -32,7 +37,7 @@ def weighted_loss(objectives: torch.nn.ModuleDict, ctx: Any, weights: dict[str, 
             continue
         with blame("objective", name, objective):
             term = objective(ctx)
-        scale = world_size() if objective.global_batch else 1  # see Objective.global_batch
-        loss = loss + weights[name] * scale * term
+        loss = loss + weights[name] * (world_size() if objective.global_batch else 1) * term
         values[name] = term.item()
-    return loss, values
+    total = sum(weights[n] * v for n, v in values.items())
+    return loss, values, total

@@ -1,18 +1,9 @@
-"""Metrics lines: one per logged window of steps, averaged; reading a line's step back."""
+"""Metrics lines: one per logged window of steps, averaged."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
-
-
-def _step_of(line: str, default: int) -> int:
-    """The step of a JSONL line; a line cut short by a kill counts as after the checkpoint."""
-    try:
-        return int(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return default
 
 
 def average_records(records: list[dict[str, Any]]) -> dict[str, Any]:

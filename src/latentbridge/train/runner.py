@@ -3,38 +3,39 @@
 Exit paths: the run finishes (status ``finished``); it is preempted by SIGTERM, SIGINT or SIGUSR1
 (:class:`Preempted`: the current step completes, a checkpoint is written, status ``preempted``);
 or it diverges (:class:`Diverged`: ``train.max_nonfinite`` non-finite losses in a row; nothing more
-is written, the last good checkpoint stays, status ``stopped``).
+is written, the last good checkpoint stays, status ``stopped``). Everything the run does is told
+to its consumers as events (:mod:`latentbridge.api.events`): the ``metrics.jsonl`` writer, the
+console and the recipe's experiment loggers.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latentbridge._version import __version__
+from latentbridge.api import events
 from latentbridge.bridge.build import Experiment
 from latentbridge.config.recipe import Recipe
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.harness import EvalSettings, Evaluator, Interrupted
 from latentbridge.io import card, checkpoint
-from latentbridge.io.atomic import append_jsonl, write_json_atomic
-from latentbridge.io.rundir import claim, git_commit, index_run, new_run_dir
-from latentbridge.io.weights import save_translator
+from latentbridge.io.rundir import new_run_dir
+from latentbridge.io.weights import OBJECTIVES_FILE, WEIGHTS_FILE
 from latentbridge.train.data_order import DataOrder
 from latentbridge.train.distributed import any_true, average_gradients, barrier, mean_values, rank, world_size
+from latentbridge.train.events import EventBus
+from latentbridge.train.folder import RunFolder
 from latentbridge.train.loss import scheduled_weights, weighted_loss
-from latentbridge.train.metrics import _step_of, average_records
+from latentbridge.train.metrics import average_records
 from latentbridge.train.precision import autocast
 from latentbridge.train.schedule import lr_factor
 from latentbridge.train.state import PREEMPT_SIGNALS, Diverged, Preempted, RunState
@@ -42,13 +43,15 @@ from latentbridge.train.steps import StepBuilder
 
 
 class Runner:
-    """Trains the experiment's translator and evaluates it; writes everything into ``run_dir``."""
+    """Trains the experiment's translator and evaluates it; writes everything into ``run_dir``.
 
-    def __init__(self, experiment: Experiment, run_dir: Path, ui: Any = None):
+    ``consumers`` receive every run event besides the recipe's loggers (the CLI passes its console
+    display); their ``on_run_event(event)`` is called in order."""
+
+    def __init__(self, experiment: Experiment, run_dir: Path, consumers: Iterable[Any] = ()):
         self.exp = experiment
         self.recipe: Recipe = experiment.recipe
         self.run_dir = Path(run_dir)
-        self.ui = ui
         r = self.recipe
         self.train_examples = experiment.task.examples("train")
         if r.train.max_train_examples:
@@ -78,14 +81,13 @@ class Runner:
         )
         self.state = RunState()
         self.card = card.bridge_card(experiment)
+        self.folder = RunFolder(self.run_dir, experiment, self.card, self.main)
         self.signal_name: str | None = None
+        loggers = experiment.build_loggers(self.run_dir) if self.main else []
+        self.events = EventBus([*loggers, *consumers], global_hook=experiment.registry.event_hook())
         self.evaluator = Evaluator(
-            experiment.bridge,
-            experiment.task,
-            EvalSettings(n=r.eval.n, batch_size=r.eval.batch_size, max_new_tokens=r.eval.max_new_tokens,
-                         stop=list(r.eval.stop), systems=list(r.eval.systems)),
-            self.run_dir,
-            progress=ui.eval_progress if ui else None,
+            experiment.bridge, experiment.task, EvalSettings.from_config(r.eval), self.run_dir,
+            progress=self._eval_progress,
             should_stop=lambda: any_true(self.signal_name is not None),
             autocast=r.models.autocast,
         )
@@ -95,62 +97,23 @@ class Runner:
         return autocast(target.device, target.dtype, self.recipe.models.autocast)
 
     def log(self, message: str) -> None:
-        if self.ui:
-            self.ui.log(message)
+        self.events.emit(events.Message(message))
 
-    # -- the run folder ------------------------------------------------------------------------------
+    def _eval_progress(self, what: str, done: int, total: int) -> None:
+        self.events.emit(events.EvaluationProgress(self.state.step, what, done, total))
 
-    def write_header(self) -> None:
-        if not self.main:
-            return
-        b = self.exp.bridge
-        claim(self.run_dir, {
-            "recipe": self.recipe.name,
-            "recipe_hash": self.card["recipe_hash"],
-            "latentbridge": __version__,
-            "git_commit": git_commit(),
-            "command": sys.argv,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "plugins": self.exp.plugin_versions(),
-            "models": {"source": b.source.describe(), "target": b.target.describe()},
-            "translator": {**b.translator.describe(), "parameters": b.translator.num_parameters()},
-            "trust_remote_code": self.recipe.models.trust_remote_code,
-            "torch": torch.__version__,
-            "status": "running",
-        })
-        (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
-        self.index("running")
+    def _started(self, resumed_from: int | None) -> None:
+        self.events.emit(events.RunStarted(
+            run_dir=self.run_dir, recipe=self.recipe.to_dict(), info=self.folder.read_info() if self.main else {},
+            total_steps=self.recipe.train.steps, resumed_from=resumed_from,
+        ))
 
-    def set_status(self, status: str, **extra: Any) -> None:
-        if not self.main:
-            return
-        path = self.run_dir / "run.json"
-        data = json.loads(path.read_text())
-        data.update(status=status, **extra)
-        write_json_atomic(path, data)
-        self.index(status, **extra)
-
-    def index(self, status: str, **extra: Any) -> None:
-        """A line in runs/index.jsonl: id, recipe, hash, status and, once there are any, final metrics."""
-        final = self.state.evaluations[-1] if self.state.evaluations else None
-        metrics = None
-        if final is not None:
-            metrics = {"step": final["step"], **{
-                s: v["accuracy"] for s, v in final["systems"].items() if v is not None}}
-        index_run(self.run_dir, {"recipe": self.recipe.name, "recipe_hash": self.card["recipe_hash"],
-                                 "status": status, "final": metrics, "best_step": self.state.best_step,
-                                 **{k: v for k, v in extra.items() if k in ("reason", "signal", "error")}})
-
-    def save_weights(self, folder: Path, **extra: Any) -> None:
-        if not self.main:
-            return
-        save_translator(self.exp.translator, folder, extra=extra)
-        card.write_card(folder, self.card)
-        state = checkpoint.module_tensors(self.exp.objectives)
-        if state:
-            from safetensors.torch import save_file
-
-            save_file(state, str(folder / "objectives.safetensors"))
+    def _set_status(self, status: str, **details: Any) -> None:
+        self.folder.set_status(status, self.state, **details)
+        if status != "running":
+            final = self.state.evaluations[-1] if self.state.evaluations else None
+            self.events.emit(events.RunEnded(status=status, step=self.state.step, best_step=self.state.best_step,
+                                             error=details.get("error"), final=final))
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -159,18 +122,18 @@ class Runner:
         if self.main:
             state = asdict(self.state)
             state["data"] = self.order.state()
-            checkpoint.save_checkpoint(
+            path = checkpoint.save_checkpoint(
                 self.run_dir, self.state.step,
                 translator=self.exp.translator, objectives=self.exp.objectives, optimizer=self.optimizer,
                 scheduler=self.scheduler, generator=self.generator, state=state, card=self.card,
                 keep=self.recipe.checkpoint.keep,
             )
+            self.events.emit(events.CheckpointWritten(self.state.step, path))
         barrier()
 
     def restore(self) -> None:
         """Continue from the newest complete checkpoint: weights, optimizer, RNG, data position, files."""
-        run_info = self.run_dir / "run.json"
-        if not run_info.is_file():
+        if not (self.run_dir / "run.json").is_file():
             raise LatentBridgeError(f"{self.run_dir} holds no run to resume (no run.json)")
         ckpt = checkpoint.load_latest(self.run_dir, warn=self.log)
         saved_card = card.read_card(ckpt.folder)
@@ -181,8 +144,8 @@ class Runner:
             )
         if saved_card:
             card.check_card(saved_card, self.card, f"checkpoint {ckpt.folder}")
-        self.exp.translator.load_state_dict(ckpt.tensors("translator.safetensors"))
-        objective_state = ckpt.tensors("objectives.safetensors")
+        self.exp.translator.load_state_dict(ckpt.tensors(WEIGHTS_FILE))
+        objective_state = ckpt.tensors(OBJECTIVES_FILE)
         if objective_state:
             self.exp.objectives.load_state_dict(objective_state)
         opt = ckpt.optimizer_state()
@@ -199,31 +162,10 @@ class Runner:
         known = {f.name for f in RunState.__dataclass_fields__.values()}
         self.state = RunState(**{k: v for k, v in ckpt.state.items() if k in known})
         barrier()  # every process has read the checkpoint before the main one rewinds the folder
-        if self.main:
-            self.rewind_files(ckpt)
+        self.folder.rewind(ckpt, self.state)
         barrier()
+        self._started(resumed_from=ckpt.step)
         self.log(f"resuming from checkpoint at step {ckpt.step}")
-
-    def rewind_files(self, ckpt: checkpoint.Checkpoint) -> None:
-        """Bring the run folder back to the checkpoint: later metrics lines, evaluations and best go."""
-        step = ckpt.step
-        for name in ("metrics.jsonl", "speed.jsonl"):
-            path = self.run_dir / name
-            if path.is_file():
-                kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line, step + 1) <= step]
-                path.write_text("".join(kept))
-        for path in self.run_dir.glob("eval_samples_step_*.jsonl"):
-            n = int(path.stem.rsplit("_", 1)[1])
-            if n > step or (n == step and self.state.pending_eval):
-                path.unlink()
-        best = self.run_dir / "best"
-        if best.is_dir():
-            shutil.rmtree(best)
-        if (ckpt.folder / "best").is_dir():
-            shutil.copytree(ckpt.folder / "best", best)
-        if self.state.evaluations:
-            self.write_summary()
-        self.set_status("running", resumed_from=step)
 
     # -- one optimizer step --------------------------------------------------------------------------
 
@@ -243,13 +185,13 @@ class Runner:
             examples = [self.train_examples[i] for i in self.order.take(t.batch_size)]
             with self.autocast():
                 ctx = self.steps.context(step, examples, part)
-                loss, values = weighted_loss(self.exp.objectives, ctx, weights)
+                loss, values, weighted = weighted_loss(self.exp.objectives, ctx, weights)
             for name, value in values.items():
                 terms[name] += value / t.grad_accum
             finite = finite and math.isfinite(loss.item())
             if finite:
                 (loss / t.grad_accum).backward()
-            total += sum(weights[n] * v for n, v in values.items()) / t.grad_accum
+            total += weighted / t.grad_accum
         finite = not any_true(not finite)
         terms = mean_values(dict(terms))
         total = mean_values({"loss": total})["loss"]
@@ -292,24 +234,12 @@ class Runner:
         if self.state.best_accuracy is None or bridged > self.state.best_accuracy:
             self.state.best_accuracy, self.state.best_step = bridged, step
             self.state.evals_since_best = 0
-            self.save_weights(self.run_dir / "best", step=step, bridged_accuracy=bridged)
+            self.folder.save_weights(self.run_dir / "best", step=step, bridged_accuracy=bridged)
         else:
             self.state.evals_since_best += 1
-        self.write_summary()
-        if self.ui:
-            self.ui.evaluation(result)
+        self.folder.write_summary(self.state)
+        self.events.emit(events.EvaluationEnded(step=step, split="test", summary=result))
         return result
-
-    def write_summary(self) -> None:
-        if not self.main:
-            return
-        write_json_atomic(self.run_dir / "summary.json", {
-            "recipe": self.recipe.name,
-            "evaluations": self.state.evaluations,
-            "best": {"step": self.state.best_step, "bridged_accuracy": self.state.best_accuracy},
-            "final_step": self.state.evaluations[-1]["step"] if self.state.evaluations else None,
-            "stopped_early": self.state.stopped_early,
-        })
 
     # -- signals -------------------------------------------------------------------------------------
 
@@ -332,7 +262,7 @@ class Runner:
         if any_true(self.signal_name is not None):  # all processes stop at the same step
             name = self.signal_name or "SIGTERM"
             self.save_checkpoint()
-            self.set_status("preempted", signal=name, step=self.state.step)
+            self._set_status("preempted", signal=name, step=self.state.step)
             raise Preempted(name, self.state.step)
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -341,7 +271,8 @@ class Runner:
         if resume:
             self.restore()
         else:
-            self.write_header()
+            self.folder.claim(self.folder.header(), self.state)
+            self._started(resumed_from=None)
             self.save_checkpoint()  # step 0: a job killed before its first checkpoint still resumes
         previous = self._install_handlers()
         try:
@@ -350,22 +281,20 @@ class Runner:
             self._check_signal()
             raise
         except LatentBridgeError as exc:  # e.g. a plugin that raised: say so, keep every checkpoint
-            self.set_status("failed", error=str(exc).splitlines()[0], step=self.state.step)
+            self._set_status("failed", error=str(exc).splitlines()[0], step=self.state.step)
             raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        self.save_weights(self.run_dir, step=self.state.step)
+        self.folder.save_weights(self.run_dir, step=self.state.step)
         self.save_checkpoint()
-        self.set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
+        self._set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
         return self.state
 
     def _loop(self) -> None:
         r = self.recipe
         total = r.train.steps
         window_start, window_examples = time.perf_counter(), 0
-        if self.ui:
-            self.ui.start_training(total, self.state.step)
         if self.state.pending_eval:  # preempted at an evaluation step before it finished: do it now
             if self._evaluate_at(self.state.step):
                 return  # early stopping: run() writes the final checkpoint
@@ -374,22 +303,19 @@ class Runner:
             record = self.train_step(step)
             self.state.step = step
             if self.state.nonfinite_in_a_row >= r.train.max_nonfinite:
-                self.set_status("stopped", reason=f"{self.state.nonfinite_in_a_row} non-finite losses in a row",
-                                step=step, last_checkpoint=self.state.last_checkpoint)
+                self._set_status("stopped", reason=f"{self.state.nonfinite_in_a_row} non-finite losses in a row",
+                                 step=step, last_checkpoint=self.state.last_checkpoint)
                 raise Diverged(step, self.state.nonfinite_in_a_row, self.state.last_checkpoint)
             window_examples += r.train.batch_size * r.train.grad_accum
             self.state.pending.append(record)
+            window = speed = None
             if step % r.train.log_every == 0 or step == total:
-                if self.main:
-                    append_jsonl(self.run_dir / "metrics.jsonl", average_records(self.state.pending))
-                    elapsed = time.perf_counter() - window_start
-                    append_jsonl(self.run_dir / "speed.jsonl", {
-                        "step": step, "seconds": elapsed, "examples_per_s": window_examples / max(elapsed, 1e-9),
-                        "processes": self.world,
-                    })
+                elapsed = time.perf_counter() - window_start
+                window = average_records(self.state.pending)
+                speed = {"step": step, "seconds": elapsed, "examples_per_s": window_examples / max(elapsed, 1e-9),
+                         "processes": self.world}
                 self.state.pending, window_start, window_examples = [], time.perf_counter(), 0
-            if self.ui:
-                self.ui.training_step(step, record)
+            self.events.emit(events.StepEnded(step, total, record, window, speed))
             evaluated, paused = False, time.perf_counter()  # evaluation and checkpoints are not training time
             if step % r.eval.every == 0 or step == total:
                 # a signal before this evaluation checkpoints with the evaluation still owed; resume runs it
@@ -411,7 +337,7 @@ class Runner:
         self.evaluate(step)
         if r.eval.patience is not None and self.state.evals_since_best >= r.eval.patience and step < r.train.steps:
             self.state.stopped_early = True
-            self.write_summary()
+            self.folder.write_summary(self.state)
             return True
         return False
 

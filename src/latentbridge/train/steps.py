@@ -10,7 +10,6 @@ from latentbridge.api.context import StepContext
 from latentbridge.api.injection import InjectionMode
 from latentbridge.api.task import Example
 from latentbridge.bridge.build import Experiment
-from latentbridge.train.providers import PROVIDERS
 
 
 class StepBuilder:
@@ -19,6 +18,7 @@ class StepBuilder:
     def __init__(self, experiment: Experiment, generator: torch.Generator):
         self.exp = experiment
         self.generator = generator
+        self.quantities = {q.name: q.compute for q in experiment.registry.quantities()}
         recipe = experiment.recipe
         self.curriculum = recipe.curriculum
         self.text_mode: InjectionMode | None = None
@@ -54,14 +54,17 @@ class StepBuilder:
             soft=soft,
             inputs=inputs,
             texts=[bridge.target_encoder.target_text(p) for p in prompts],
-            examples=examples,
-            providers=PROVIDERS,
+            examples=list(examples),
             prompts=prompts,
-            bridge=bridge,
-            translator=bridge.translator,
-            teacher=self.exp.recipe.teacher,
-            modes=modes,
-            generator=self.generator,
-            seeds=seeds,
             source_hidden=hidden,
+            seeds=seeds,
+            modes=modes,
+            teacher=self.exp.recipe.teacher,
+            target=bridge.target,
+            source=bridge.source,
+            translator=bridge.translator,
+            relayout=lambda other: bridge.bridged_inputs(other, prompts, with_answer=True, modes=modes),
+            generator=self.generator,
+            bridge=bridge,
+            quantities=self.quantities,
         )

@@ -88,9 +88,12 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> tuple[Path, dict[str, list[Path]]]:
     """Run (or skip, or resume) every run of the sweep, then write the report; returns its path and
-    the run folders by configuration. ``run_one(recipe, overrides, run_dir, resume)`` trains one run."""
+    the run folders by configuration. ``run_one(recipe, overrides, run_dir, resume)`` trains one run
+    (default: :func:`train_one`)."""
     from latentbridge.config.recipe import load_recipe
     from latentbridge.report.document import write_report
+
+    run_one = run_one or (lambda recipe, run_overrides, folder, resume: train_one(recipe, run_overrides, folder, resume, log=log))
 
     runs = plan(recipes, grids, seeds)
     for configuration, seed in runs:  # every recipe and override is checked before the first run starts
@@ -111,3 +114,17 @@ def run_sweep(
                           title=f"Sweep: {', '.join(recipes)}" + (f" over {', '.join(grids)}" if grids else "")
                           + f", {seeds} seed{'s' if seeds > 1 else ''}")
     return report, groups
+
+
+def train_one(
+    recipe: str, overrides: Sequence[str], folder: Path, resume: bool, consumers: Sequence[object] = (),
+    log: Callable[[str], None] = print,
+) -> None:
+    """One run of a sweep: a run stopped by non-finite losses is reported and the sweep goes on."""
+    from latentbridge.train.jobs import train_recipe
+    from latentbridge.train.state import Diverged
+
+    try:
+        train_recipe(recipe, overrides, run_dir=folder, resume=resume, consumers=consumers, log=log)
+    except Diverged as stop:
+        log(f"stopped: {stop} (the sweep goes on)")

@@ -1,0 +1,138 @@
+"""The core's shape, checked from its source: sub-packages, import direction, no cycles, small modules.
+
+Imports are read with ``ast`` from every module of ``src/latentbridge`` (imports inside functions count
+too: a lazy import is still a dependency), so the rules hold whatever is imported at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "latentbridge"
+PLUGINS = REPO / "plugins"
+MAX_LINES = 400
+SUBPACKAGES = ("api", "nn", "config", "registry", "bridge", "train", "eval", "io", "report", "cli", "zoo")
+# what each layer may import from latentbridge (besides itself); anything else is a violation
+ALLOWED = {
+    "api": {"latentbridge.errors", "latentbridge._version"},
+    "nn": {"latentbridge.errors", "latentbridge.api"},
+}
+
+
+def module_name(path: Path, root: Path, package: str) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([package, *parts])
+
+
+def modules() -> dict[str, Path]:
+    found = {module_name(p, SRC, "latentbridge"): p for p in SRC.rglob("*.py")}
+    found.update({module_name(p, PLUGINS, "latentbridge.plugins"): p for p in PLUGINS.glob("*/*.py")})
+    found["latentbridge.plugins"] = PLUGINS / "__init__.py"
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The latentbridge modules ``name`` imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_package = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            # `from pkg import sub` imports the submodule; `from pkg import name` the package (its face)
+            targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module for a in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in known and target != name:
+                out.add(target)
+    return out
+
+
+GRAPH = {name: imports_of(name, path, set(modules())) for name, path in modules().items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if state.get(nxt) is None and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if state.get(node) is None and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_core_has_no_import_cycle():
+    assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH) or [])
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    planted = {k: set(v) for k, v in GRAPH.items()}
+    planted["latentbridge.api.task"].add("latentbridge.registry.host")  # the cycle this layout removed
+    assert find_cycle(planted) is not None
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_interface_layers_import_only_what_they_may(layer):
+    prefix = f"latentbridge.{layer}"
+    bad = []
+    for name, deps in GRAPH.items():
+        if name == prefix or name.startswith(prefix + "."):
+            for dep in deps:
+                inside = dep == prefix or dep.startswith(prefix + ".")
+                allowed = any(dep == a or dep.startswith(a + ".") for a in ALLOWED[layer])
+                if not (inside or allowed):
+                    bad.append(f"{name} imports {dep}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_core_knows_no_concrete_plugin():
+    bad = [f"{name} imports {dep}" for name, deps in GRAPH.items() if not name.startswith("latentbridge.plugins")
+           for dep in deps if dep.startswith("latentbridge.plugins.")]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_module_is_small():
+    long = {str(p.relative_to(REPO)): n for p in [*SRC.rglob("*.py"), *PLUGINS.rglob("*.py")]
+            if "build" not in p.parts and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_every_subpackage_says_what_it_is():
+    found = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").is_file())
+    assert found == sorted(SUBPACKAGES)
+    for name in SUBPACKAGES:
+        doc = ast.get_docstring(ast.parse((SRC / name / "__init__.py").read_text()))
+        assert doc and doc.strip(), f"{name}/__init__.py has no docstring"
+
+
+def test_the_readme_layout_names_every_subpackage():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    for name in SUBPACKAGES:
+        assert f"`src/latentbridge/{name}/`" in layout, name
