@@ -19,7 +19,7 @@ BASE: dict[str, Any] = {
     "injection": "soft_plus_text",
     "objectives": {"nll": {"weight": 1.0}},
     "train": {"steps": 4, "batch_size": 4, "lr": 1.0e-2, "log_every": 2},
-    "eval": {"every": 2, "n": 6, "batch_size": 4, "max_new_tokens": 6},
+    "eval": {"every": 2, "n": 6, "dev_n": 6, "batch_size": 4, "max_new_tokens": 6},
 }
 
 

@@ -117,6 +117,23 @@ def test_bad_data_files(random_pair, tmp_path, gsm8k_slice, content, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_id_that_repeats_within_a_data_file(random_pair, tmp_path, gsm8k_slice):
+    """Ids may repeat between train and test (each split has its own), never within one file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (gsm8k_slice / "train.jsonl").read_text().splitlines()[:20]
+    ids = [str(i) for i in range(20)]
+    ids[11] = "7"  # line 12 repeats the id of line 8
+    records = [json.dumps({**json.loads(x), "id": i}) + "\n" for x, i in zip(lines, ids, strict=True)]
+    (data / "train.jsonl").write_text("".join(records))
+    shutil.copy(gsm8k_slice / "test.jsonl", data / "test.jsonl")
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "task={name: gsm8k}", f"task.data_dir={data}"))
+    result = run_cli("run", path, f"run_dir={tmp_path / 'run'}")
+    assert_user_error(result, f"error: {data}/train.jsonl:12: id '7' repeats line 8")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_translator_widths_that_do_not_match(random_pair, tmp_path):
     path = write_recipe(tmp_path, recipe_dict(random_pair, "translator.d_tgt=100"))
     assert_user_error(run_cli("run", path), "error: translator.d_tgt is 100 but")

@@ -64,3 +64,30 @@ def test_generation_continues_positions_per_row(random_pair):
                 embeds = torch.cat([embeds, bridge.target.embed(torch.tensor([[token]]))], 1)
                 mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], 1)
                 pos = torch.cat([pos, pos[:, -1:] + 1], 1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("with_answer", [True, False], ids=["training", "generation"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_bos_is_read_once_and_first_as_the_teacher_reads_it(mode, with_answer, reverse):
+    """Position 0 (the attention sink of Llama-style models) is BOS, as in the literal text the KL teacher
+    reads, never a soft token: [pad][bos][soft][text], in training and generation alike. (The built-in
+    pair: both tokenizers open every sequence with BOS, as Llama's and Mistral's do.)"""
+    pair = {"llama": "tiny-llama", "mistral": "tiny-mistral"}
+    exp = make_experiment(pair, f"injection={mode}", "task.shots=1", reverse=reverse)
+    bridge = exp.bridge
+    bos = bridge.target.tokenizer.bos_token_id
+    assert bridge.target_encoder.prefix == [bos]
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:4]]
+    with torch.no_grad():
+        soft = bridge.soft_tokens(prompts)
+        inputs = bridge.bridged_inputs(soft, prompts, with_answer=with_answer)
+    bos_embedding = bridge.target.embed(torch.tensor([bos]))[0]
+    for r in range(len(prompts)):
+        first = int((inputs.attention_mask[r] == 0).sum())  # the first real position
+        assert inputs.position_ids[r, first] == 0
+        assert torch.equal(inputs.inputs_embeds[r, first], bos_embedding)
+        is_bos = (inputs.inputs_embeds[r, first:] == bos_embedding).all(-1)
+        assert int(is_bos.sum()) == 1  # once
+        soft_positions = inputs.soft_mask[r].nonzero().flatten()
+        assert soft_positions.min() > first  # every soft token comes after BOS

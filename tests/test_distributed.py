@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from .helpers import recipe_dict
 
 OVERRIDES = [
-    "train.steps=4", "train.batch_size=4", "train.log_every=1", "eval.every=2", "eval.n=6", "eval.batch_size=2",
+    "train.steps=4", "train.batch_size=4", "train.log_every=1", "eval.every=2", "eval.n=6", "eval.dev_n=6", "eval.batch_size=2",
     "eval.max_new_tokens=5", "objectives.nll.reduction=example", "objectives.contrastive_prompt.weight=0.5",
     "translator={name: resampler, k: 3, d_model: 16, heads: 2}", "task.exemplars=per_item", "task.shots=1",
 ]
@@ -56,7 +56,7 @@ def test_two_processes_match_one(random_pair, tmp_path, translator):
     speed = [json.loads(x) for x in (tmp_path / "two" / "speed.jsonl").read_text().splitlines()]
     assert {s["processes"] for s in speed} == {2}
     for step in (2, 4):
-        two_records = (tmp_path / "two" / f"eval_samples_step_{step}.jsonl").read_text().splitlines()
+        two_records = (tmp_path / "two" / f"eval_samples_dev_step_{step}.jsonl").read_text().splitlines()
         assert [json.loads(r)["index"] for r in two_records] == list(range(6))  # each item once, in order
     # the same weights evaluated by 2 processes give the very file 1 process wrote
     sharded = subprocess.run(
@@ -65,8 +65,8 @@ def test_two_processes_match_one(random_pair, tmp_path, translator):
         env=env(tmp_path / "cache3"), capture_output=True, text=True, timeout=600,
     )
     assert sharded.returncode == 0, sharded.stderr
-    assert (tmp_path / "one" / "eval_final" / "eval_samples_step_4.jsonl").read_text() == \
-        (tmp_path / "one" / "eval_samples_step_4.jsonl").read_text()
+    assert (tmp_path / "one" / "eval_final" / "eval_samples_test_step_4.jsonl").read_text() == \
+        (tmp_path / "one" / "eval_samples_test_step_4.jsonl").read_text()
 
 
 def test_global_batch_must_split_evenly(random_pair, tmp_path):
@@ -90,7 +90,7 @@ def test_nproc_without_run_dir_or_overrides_picks_one_folder_for_every_process(r
     assert first.returncode == 0, first.stderr
     (run_dir,) = (tmp_path / "runs").glob("tiny-*")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
-    assert (run_dir / "eval_samples_step_4.jsonl").is_file()
+    assert (run_dir / "eval_samples_test_step_4.jsonl").is_file()
     again = cli("--resume")
     assert again.returncode == 2
     assert "nothing to resume: the runs of 'tiny' in runs/ are finished" in again.stderr

@@ -43,8 +43,8 @@ def test_evaluating_a_dit_twice_gives_identical_files(random_pair, tmp_path, mon
     Evaluator(exp.bridge, exp.task, settings, tmp_path / "a").evaluate(step=1)
     settings_other_batching = dataclasses.replace(settings, batch_size=5)
     Evaluator(exp.bridge, exp.task, settings_other_batching, tmp_path / "b").evaluate(step=1)
-    a = (tmp_path / "a" / "eval_samples_step_1.jsonl").read_bytes()
-    assert a == (tmp_path / "b" / "eval_samples_step_1.jsonl").read_bytes()
+    a = (tmp_path / "a" / "eval_samples_test_step_1.jsonl").read_bytes()
+    assert a == (tmp_path / "b" / "eval_samples_test_step_1.jsonl").read_bytes()
 
 
 def test_dit_flow_needs_a_dit(random_pair):

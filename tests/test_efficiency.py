@@ -42,12 +42,12 @@ def test_batched_generation_equals_one_by_one(random_pair, tmp_path, monkeypatch
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     extra = ["translator={name: dit, k: 3, d_model: 16, heads: 2}"] if translator == "dit" else []
     exp = make_experiment(random_pair, *extra, "task.shots=1", "task.exemplars=per_item")
-    settings = EvalSettings(n=8, batch_size=8, max_new_tokens=8, stop=["\n\n"], systems=["source", "target", "bridged", "relay"])
+    settings = EvalSettings(n=8, batch_size=8, max_new_tokens=8, stop=["\n\n"], systems=["source", "target", "bridged", "shuffled", "null", "relay"])
     Evaluator(exp.bridge, exp.task, settings, tmp_path / "batched", use_cache=False).evaluate(step=1)
     one = dataclasses.replace(settings, batch_size=1)
     Evaluator(exp.bridge, exp.task, one, tmp_path / "single", use_cache=False).evaluate(step=1)
-    batched = [json.loads(x) for x in (tmp_path / "batched" / "eval_samples_step_1.jsonl").read_text().splitlines()]
-    single = [json.loads(x) for x in (tmp_path / "single" / "eval_samples_step_1.jsonl").read_text().splitlines()]
+    batched = [json.loads(x) for x in (tmp_path / "batched" / "eval_samples_test_step_1.jsonl").read_text().splitlines()]
+    single = [json.loads(x) for x in (tmp_path / "single" / "eval_samples_test_step_1.jsonl").read_text().splitlines()]
     assert batched == single
 
 

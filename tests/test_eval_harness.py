@@ -38,7 +38,7 @@ def evaluator(exp, out_dir, systems=SYSTEMS, n=6, **kwargs):
 def test_records_have_every_item_and_every_system(random_pair, tmp_path):
     exp = make_experiment(random_pair)
     result = evaluator(exp, tmp_path).evaluate(step=3)
-    lines = (tmp_path / "eval_samples_step_3.jsonl").read_text().splitlines()
+    lines = (tmp_path / "eval_samples_test_step_3.jsonl").read_text().splitlines()
     assert len(lines) == 6
     for index, line in enumerate(lines):
         record = json.loads(line)
@@ -54,14 +54,15 @@ def test_records_have_every_item_and_every_system(random_pair, tmp_path):
 def test_a_system_not_run_is_null_never_a_shorter_file(random_pair, tmp_path):
     exp = make_experiment(random_pair)
     result = evaluator(exp, tmp_path, systems=["bridged", "target"]).evaluate(step=1)
-    records = [json.loads(x) for x in (tmp_path / "eval_samples_step_1.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "eval_samples_test_step_1.jsonl").read_text().splitlines()]
     assert len(records) == 6
     for record in records:
-        for system in ("source", "relay"):
+        for system in ("source", "relay", "shuffled", "null"):
             assert record[f"{system}_full"] is None
             assert record[f"{system}_extracted"] is None
             assert record[f"{system}_correct"] is None
     assert result["systems"]["source"] is None and result["systems"]["relay"] is None
+    assert result["information_flow"] is None  # no shuffled control: no information-flow figure
 
 
 def test_baselines_generated_once_and_cached_on_disk(random_pair, tmp_path, monkeypatch):
@@ -88,27 +89,47 @@ def test_evaluating_the_same_weights_twice_is_byte_identical(random_pair, tmp_pa
     exp = make_experiment(random_pair)
     evaluator(exp, tmp_path / "a", use_cache=False).evaluate(step=5)
     evaluator(exp, tmp_path / "b", use_cache=False).evaluate(step=5)
-    a = (tmp_path / "a" / "eval_samples_step_5.jsonl").read_bytes()
-    b = (tmp_path / "b" / "eval_samples_step_5.jsonl").read_bytes()
+    a = (tmp_path / "a" / "eval_samples_test_step_5.jsonl").read_bytes()
+    b = (tmp_path / "b" / "eval_samples_test_step_5.jsonl").read_bytes()
     assert a == b
 
 
+def _leaks(example, read, header=""):
+    """What of ``example``'s gold solution ``read`` (decoded text) holds: its final line, the whole
+    solution or any solution line. A row that starts with the example's k-shot ``header`` (worked train
+    problems, whose final answers may equal this one's by chance) is checked after it."""
+    read = read[len(header):] if header and read.startswith(header) else read
+    gold_final = example.answer.splitlines()[-1]  # "#### N"
+    solution_lines = [line for line in example.answer.splitlines()[:-1] if line.strip()]
+    return [text for text in (gold_final, example.answer, *solution_lines) if text in read]
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["direct", "source_cache"])
 @pytest.mark.parametrize("mode", ["soft_only", "soft_plus_text", "adapter"])
-def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_path, mode, monkeypatch):
+def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_path, mode, cached, monkeypatch):
     """Spy on everything the bridged system reads at evaluation: the source's token rows (the only input
     of the soft tokens) and every segment the target's input is assembled from. None may hold the gold
-    solution or its final answer."""
+    solution or its final answer.
+
+    With the source cache on, the soft tokens are made from cached hidden states, so the spy reads the
+    token rows the cache computed them from (while it fills a shard: every example of the shard) and
+    checks that the source read nothing outside the cache."""
     import latentbridge.bridge.core as bridge_module
 
-    exp = make_experiment(random_pair, f"injection={mode}", "task.shots=2")
+    exp = make_experiment(random_pair, f"injection={mode}", "task.shots=2", f"cache.source={str(cached).lower()}")
     bridge = exp.bridge
     seen_source: list[list[int]] = []
     seen_target: list[list[int]] = []
+    outside_cache: list[list[int]] = []  # with the cache on: rows the source read that the cache did not ask for
+    inside: list[str] = []  # what the cache is doing now: "compute" (the source runs) or "rows" (only digested)
     original_rows, original_assemble = bridge.source_rows, bridge_module.assemble
 
     def rows_spy(prompts):
         rows = original_rows(prompts)
-        seen_source.extend(rows)
+        if not cached or "compute" in inside:
+            seen_source.extend(rows)
+        elif "rows" not in inside:
+            outside_cache.extend(rows)
         return rows
 
     def assemble_spy(rows, soft, embed, pad_id):
@@ -117,22 +138,45 @@ def test_nothing_the_bridged_system_reads_contains_the_answer(random_pair, tmp_p
             assert not any(getattr(seg, "supervised", False) for seg in row)  # no answer segment at all
         return original_assemble(rows, soft, embed, pad_id)
 
+    def while_cache(what, original):
+        def spy(*args, **kwargs):
+            inside.append(what)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                inside.pop()
+        return spy
+
     bridge.source_rows = rows_spy
     monkeypatch.setattr(bridge_module, "assemble", assemble_spy)
+    if cached:
+        cache = bridge.source_cache
+        cache.compute, cache.rows = while_cache("compute", cache.compute), while_cache("rows", cache.rows)
     ev = evaluator(exp, tmp_path, systems=["bridged"])
     ev.generate_bridged()
-    assert len(seen_source) == len(seen_target) == len(ev.items)
     src_tok, tgt_tok = bridge.source.tokenizer, bridge.target.tokenizer
-    for example, source_row, target_row in zip(ev.items, seen_source, seen_target, strict=True):
+    assert len(seen_target) == len(ev.items)
+    if cached:
+        assert cache.misses >= 1 and outside_cache == []  # the soft tokens came from hidden states the cache computed
+        split = exp.task.examples(ev.split)
+        source_rows = {}  # each example's row among those the cache computed from, found by its question
+        for row in seen_source:
+            read = src_tok.decode(row, skip_special_tokens=True)
+            (owner,) = [e for e in split if e.question in read]
+            leaked = _leaks(owner, read, exp.task.prompt(owner).header)
+            assert not leaked, f"the cache computed {owner.id} from a row holding its answer: {leaked!r}"
+            source_rows[owner.id] = row
+        assert {e.id for e in ev.items} <= set(source_rows)
+        source_rows = [source_rows[e.id] for e in ev.items]
+    else:
+        assert len(seen_source) == len(ev.items)
+        source_rows = seen_source
+    for example, source_row, target_row in zip(ev.items, source_rows, seen_target, strict=True):
         read_by_source = src_tok.decode(source_row, skip_special_tokens=True)
         read_by_target = tgt_tok.decode(target_row, skip_special_tokens=True)
-        gold_final = example.answer.splitlines()[-1]  # "#### N"
-        solution_lines = [line for line in example.answer.splitlines()[:-1] if line.strip()]
+        header = exp.task.prompt(example).header
         for read in (read_by_source, read_by_target):
-            assert gold_final not in read
-            assert example.answer not in read
-            for line in solution_lines:
-                assert line not in read, f"solution line leaked: {line!r}"
+            assert not _leaks(example, read, header), f"leaked: {_leaks(example, read, header)!r}"
         assert example.question in read_by_source  # the source does read the question
         assert (example.question in read_by_target) == (mode != "soft_only")
 
@@ -198,3 +242,49 @@ def test_item_seeds_are_stable():
     assert item_seed("arith-test-00001") != item_seed("arith-test-00002")
     assert 0 <= item_seed("x") < 2**63
     torch.tensor([item_seed("x")], dtype=torch.long)
+
+
+def test_the_shuffled_control_reads_another_items_source_and_the_null_control_no_question(random_pair, tmp_path):
+    """shuffled: item i's message equals the one item shuffle[i] gets (its source, its seed), never its own;
+    null: the message the source gives for the prompt without a question, the same for every item here."""
+    from latentbridge.eval.controls import derangement
+
+    exp = make_experiment(random_pair, "task.shots=1")
+    ev = evaluator(exp, tmp_path, n=6, seed=3)
+    assert sorted(ev.shuffle) == list(range(6)) and all(j != i for i, j in enumerate(ev.shuffle))
+    assert ev.shuffle == derangement(6, 3) and ev.shuffle != derangement(6, 4)
+    seen = []
+    original = exp.bridge.soft_tokens
+
+    def spy(prompts, seeds=None, hidden=None, examples=None):
+        seen.append(([p.text for p in prompts], seeds.tolist()))
+        return original(prompts, seeds, hidden=hidden, examples=examples)
+
+    exp.bridge.soft_tokens = spy
+    outputs = ev.outputs()
+    (bridged_texts, bridged_seeds), (shuffled_texts, shuffled_seeds), (null_texts, _) = seen[0], seen[2], seen[4]
+    first = slice(0, 4)  # the first generation batch of each system
+    texts = [p.text for p in ev.prompts]
+    assert bridged_texts == texts[first] and bridged_seeds == ev.seeds[first].tolist()
+    assert shuffled_texts == [texts[j] for j in ev.shuffle[first]]
+    assert shuffled_seeds == [ev.seeds[j].item() for j in ev.shuffle[first]]
+    assert all(q.question not in t for q, t in zip(ev.prompts[first], null_texts, strict=True))
+    records = ev.records(1, outputs)
+    assert [r["shuffled_source_id"] for r in records] == [ev.items[j].id for j in ev.shuffle]
+    assert all(r["shuffled_full"] is not None and r["null_full"] is not None for r in records)
+
+
+def test_information_flow_is_bridged_minus_shuffled_and_flags_no_information():
+    from latentbridge.eval.summary import information_flow
+
+    def records(bridged, shuffled):
+        return [{"bridged_correct": b, "shuffled_correct": s} for b, s in zip(bridged, shuffled, strict=True)]
+
+    strong = information_flow(records([True] * 12 + [False] * 8, [False] * 12 + [False] * 8))
+    assert strong["difference"] == pytest.approx(0.6) and strong["p_value"] < 0.01 and not strong["no_information"]
+    same = information_flow(records([True, False] * 10, [True, False] * 10))
+    assert same["difference"] == 0 and same["no_information"]
+    worse = information_flow(records([False] * 20, [True] * 20))
+    assert worse["difference"] == -1 and worse["no_information"]
+    weak = information_flow(records([True, True, False], [False, False, False]))  # +2 items: p = 0.5
+    assert weak["difference"] > 0 and weak["no_information"]

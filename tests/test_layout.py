@@ -42,9 +42,9 @@ def expected_row(mode: str, text: TargetText, k: int) -> list[tuple[str, int]]:
     soft = [("soft", j) for j in range(k)]
     prefix = [("text", i) for i in text.prefix]
     answer = [("answer", i) for i in text.answer]
-    if mode == "soft_only":
-        return soft + prefix + [("text", i) for i in text.cue] + answer
-    return soft + prefix + [("text", i) for i in text.prompt] + answer
+    if mode == "soft_only":  # BOS (the attention sink) first, as the teacher reads it; then the soft tokens
+        return prefix + soft + [("text", i) for i in text.cue] + answer
+    return prefix + soft + [("text", i) for i in text.prompt] + answer
 
 
 @pytest.mark.parametrize("mode", ["soft_only", "soft_plus_text"])

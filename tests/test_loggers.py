@@ -116,8 +116,10 @@ def test_wandb_offline_run_holds_config_and_metrics(random_pair, tmp_path, monke
         if kind == "history":
             items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
             history.setdefault(items["_step"], {}).update(items)
-        elif kind == "run":
-            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind in ("run", "config"):  # the config comes with the run record, or in config records
+            items = record.run.config.update if kind == "run" else record.config.update
+            config.update({i.key: json.loads(i.value_json) for i in items})
+    config = {k: v["value"] if isinstance(v, dict) and set(v) == {"value"} else v for k, v in config.items()}
     assert config["train"]["lr"] == 0.01 and config["translator"]["name"] == "linear"
     for line in metrics(run_dir):
         assert history[line["step"]]["loss/nll"] == pytest.approx(line["loss/nll"])

@@ -110,13 +110,24 @@ def test_contrastive_punishes_the_same_soft_tokens_for_every_question(random_pai
     assert float(exp.objectives["contrastive_prompt"](context(exp, examples))) < math.log(4) - 0.5
 
 
-def test_rope_phase_formula():
-    from latentbridge.plugins.objectives.rope_phase import phase_loss
+def test_rope_phase_message_attention_by_hand():
+    """Readout over the message keys only, and the share of the full (causal, unpadded) attention they get."""
+    from latentbridge.plugins.objectives.rope_phase import message_attention
 
-    z = torch.complex(torch.randn(5, 2, 4), torch.randn(5, 2, 4))
-    assert float(phase_loss(z, z, 0.5)) == pytest.approx(0.0, abs=1e-6)
-    assert float(phase_loss(-z, z, 0.0)) == pytest.approx(2.0, rel=1e-5)  # opposite phase: 1 - cos(pi) = 2
-    assert float(phase_loss(2 * z, z, 1.0)) == pytest.approx(math.log(2) ** 2, rel=1e-3)  # magnitude only
+    from latentbridge.nn.keys import Captured
+
+    q = torch.zeros(1, 1, 4, 2)
+    q[0, 0, 3] = torch.tensor([1.0, 0.0])
+    k = torch.tensor([[[[9.0, 9.0], [2.0, 0.0], [0.0, 0.0], [1.0, 0.0]]]])  # position 0 is padding
+    v = torch.tensor([[[[5.0, 5.0], [1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]]])
+    captured = Captured(q, k, v, scaling=1.0)
+    message = torch.tensor([[False, True, True, False]])
+    valid = torch.tensor([[False, True, True, True]])
+    readout, log_mass = message_attention(captured, slice(3, 4), message, valid)
+    weights = torch.softmax(torch.tensor([2.0, 0.0]), 0)  # scores of the two message keys
+    torch.testing.assert_close(readout[0, 0, 0], weights[0] * v[0, 0, 1] + weights[1] * v[0, 0, 2])
+    full = torch.tensor([2.0, 0.0, 1.0]).exp()  # positions 1..3 (0 is padding)
+    torch.testing.assert_close(log_mass[0, 0, 0], torch.log((full[0] + full[1]) / full.sum()))
 
 
 def test_teacher_switch_selects_answer_or_question_embeddings(random_pair):
@@ -178,15 +189,39 @@ def test_probe_head_parameters_are_trained_and_saved(random_pair, tmp_path):
     assert any(not torch.equal(saved[k], before[k]) for k in saved)
 
 
-def test_format_penalty_scores_only_rows_with_a_format_line(random_pair):
-    """A row whose answer has no '####' line and no end-of-text token adds nothing (not the whole answer)."""
-    import dataclasses
+def test_format_penalty_scores_the_format_line_after_the_targets_own_continuation(random_pair, monkeypatch):
+    """Rows whose greedy continuation already ends in `#### N` add nothing; for the others the scored
+    answer is `\n#### <gold></s>`, read after the target's own continuation (not the gold solution)."""
+    import latentbridge.plugins.objectives.format_penalty as fp
 
-    exp = experiment(random_pair, "format_penalty")
-    ctx = context(exp, exp.task.examples("train")[:4])
-    term = exp.objectives["format_penalty"]
-    assert float(term(ctx).detach()) > 0
-    ctx.texts = [dataclasses.replace(t, format_start=len(t.answer)) for t in ctx.texts]  # nothing to score
-    loss = term(ctx)
-    assert float(loss.detach()) == 0.0
-    loss.backward()  # still part of the graph: a batch like this trains nothing, and breaks nothing
+    from latentbridge.bridge.generation import Generation
+
+    exp = experiment(random_pair, "format_penalty", "objectives.format_penalty.rows=4")
+    examples = exp.task.examples("train")[:4]
+    ctx = context(exp, examples)
+    own = ["She has 5 apples", "#### 3", "so it is #### 12", "The answer is 7"]  # rows 0 and 3 lack a format line
+    monkeypatch.setattr(fp, "greedy_generate", lambda *a, **k: [Generation(t, [], "stop") for t in own])
+    seen = {}
+    relayout = ctx.relayout
+
+    def spy(soft, with_answer=True, answers=None):
+        if answers is not None:
+            seen["answers"] = answers
+        return relayout(soft, with_answer=with_answer, answers=answers)
+
+    ctx.relayout = spy
+    loss = exp.objectives["format_penalty"](ctx)
+    tok = exp.bridge.target.tokenizer
+    gold = [e.answer.rsplit("#### ", 1)[1] for e in examples]
+    for r in (0, 3):
+        context_ids, supervised = seen["answers"][r]
+        assert list(context_ids) == tok(own[r], add_special_tokens=False)["input_ids"]
+        assert list(supervised) == tok(f"\n#### {gold[r]}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert seen["answers"][1] == ((), ()) and seen["answers"][2] == ((), ())
+    assert float(loss) > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
+    monkeypatch.setattr(fp, "greedy_generate", lambda *a, **k: [Generation("#### 1", [], "stop")] * 4)
+    nothing = exp.objectives["format_penalty"](context(exp, examples))
+    assert float(nothing) == 0.0
+    nothing.backward()  # still part of the graph: a batch like this trains nothing, and breaks nothing

@@ -24,6 +24,6 @@ def test_the_readme_library_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs/demo/eval_final/summary.json").is_file()
     assert (tmp_path / "runs/demo/report/report.md").is_file()
     assert namespace["summary"]["systems"]["bridged"]["n"] == 8
-    assert len(namespace["rows"]) == 1
+    assert [r["split"] for r in namespace["rows"]] == ["dev", "test"]  # the periodic (dev) and final (test) evaluations
     accuracy, best = capsys.readouterr().out.split()
     assert 0.0 <= float(accuracy) <= 1.0 and int(best) == 4

@@ -1,10 +1,15 @@
-"""Reports, sweeps and the run index: every number in the report comes from the run folders."""
+"""Reports, sweeps and the run index: every number in the report comes from the run folders.
+
+Selection reads dev: the experiment table quotes the dev peak (step) that chose best/, and test
+accuracy of those weights and of the final weights; comparisons over seeds take the seed as the unit.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from fractions import Fraction
 
 import pytest
 import yaml
@@ -15,106 +20,161 @@ from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import sign_flip_exact
 from latentbridge.io.rundir import claim, new_run_dir, read_index
 from latentbridge.report.document import write_report
-from latentbridge.report.seeds import mean_interval
+from latentbridge.report.runs import load_run
+from latentbridge.report.seeds import paired_differences, paired_over_seeds
+from latentbridge.report.tables import EXPERIMENT_HEADER
 from latentbridge.train.sweep import parse_grid, plan, split_values
 
 from .helpers import recipe_dict
+from .test_report_builder import counts, make_old_run, make_run, table_rows
 
 cli = CliRunner()
-ITEMS = 10
+T2 = 4.302652729911275  # the 97.5% quantile of Student's t with 2 degrees of freedom
 
-
-def system(acc, n=ITEMS, invalid=0, collapsed=False, distinct=5):
-    return {"n": n, "correct": round(acc * n), "accuracy": acc, "ci95": [0.0, 1.0], "invalid": invalid,
-            "gold_match": round(acc * n), "distinct": distinct, "top_answer": "1", "top_share": 0.2,
-            "collapsed": collapsed, "echo_rate": 0.0, "sample": "x"}
-
-
-def make_run(root, name, recipe, seed, bridged, finals, correct, collapsed=False):
-    """A run folder written by hand: evaluations at steps 100 and 200 with the given bridged
-    accuracies, final source/target/relay accuracies, and per-item bridged correctness."""
-    folder = root / f"{name}-seed{seed}"
-    folder.mkdir(parents=True)
-    (folder / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "seed": seed}))
-    evaluations = []
-    for step, acc in zip((100, 200), bridged, strict=True):
-        evaluations.append({"step": step, "n_items": ITEMS, "systems": {
-            "bridged": system(acc, invalid=3 if step == 200 else 1, collapsed=collapsed and step == 200),
-            "source": system(finals[0]), "target": system(finals[1]), "relay": system(finals[2])},
-            "mcnemar_bridged_vs_target": None})
-    (folder / "summary.json").write_text(json.dumps({"evaluations": evaluations}))
-    (folder / "run.json").write_text(json.dumps({"status": "finished"}))
-    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "loss/kl": 0.5 / s}) + "\n"
-                                                   for s in (50, 100, 150, 200)))
-    records = [{"eval_step": 200, "index": i, "id": f"q{i}", "question": f"question {i}",
-                "bridged_full": f"answer of {name} {i}\n#### {i}", "bridged_correct": c} for i, c in enumerate(correct)]
-    (folder / "eval_samples_step_200.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return folder
+FULL = {"name": "phase1_full", "objectives": {"kl": {"weight": 1.0}, "prompt_alignment": {"weight": 0.5}},
+        "train": {"steps": 200}}
+ABLATED = {"name": "ablB_kl_only", "objectives": {"kl": {"weight": 1.0}}, "train": {"steps": 200}}
 
 
 @pytest.fixture
 def fixture_runs(tmp_path):
-    full = {"name": "phase1_full", "objectives": {"kl": {"weight": 1.0}, "prompt_alignment": {"weight": 0.5}},
-            "train": {"steps": 200}}
-    ablated = {"name": "ablB_kl_only", "objectives": {"kl": {"weight": 1.0}}, "train": {"steps": 200}}
-    correct_full = [[True] * 7 + [False] * 3, [True] * 6 + [False] * 4]
-    correct_abl = [[True] * 4 + [False] * 6, [False] + [True] * 5 + [False] * 4]
+    """Three seeds of two configurations. Test accuracy, best weights: phase1_full 0.7, 0.8, 0.8;
+    ablB_kl_only 0.5, 0.5, 0.4. Final weights: 0.6, 0.7, 0.8 and 0.4, 0.5, 0.3."""
     groups = {
-        "phase1_full": [make_run(tmp_path, "phase1_full", full, 0, (0.8, 0.7), (0.5, 0.8, 0.6), correct_full[0]),
-                        make_run(tmp_path, "phase1_full", full, 1, (0.6, 0.6), (0.5, 0.8, 0.6), correct_full[1])],
-        "ablB_kl_only": [make_run(tmp_path, "ablB_kl_only", ablated, 0, (0.5, 0.4), (0.5, 0.8, 0.6), correct_abl[0],
-                                  collapsed=True),
-                         make_run(tmp_path, "ablB_kl_only", ablated, 1, (0.3, 0.5), (0.5, 0.8, 0.6), correct_abl[1])],
+        "phase1_full": [
+            make_run(tmp_path, "phase1_full", FULL, 0, {100: 7, 200: 6}, final=6, best=7),
+            make_run(tmp_path, "phase1_full", FULL, 1, {100: 6, 200: 6}, final=7, best=8),  # a tie: the earliest
+            make_run(tmp_path, "phase1_full", FULL, 2, {100: 5, 200: 8}, final=8)],  # best is final
+        "ablB_kl_only": [
+            make_run(tmp_path, "ablB_kl_only", ABLATED, 0, {100: 5, 200: 4}, final=4, best=5, collapse=("final",)),
+            make_run(tmp_path, "ablB_kl_only", ABLATED, 1, {100: 3, 200: 5}, final=5),
+            make_run(tmp_path, "ablB_kl_only", ABLATED, 2, {100: 4, 200: 4}, final=3, best=counts(4, shuffled=4))],
     }
-    return tmp_path, groups, correct_full, correct_abl
+    return tmp_path, groups
 
 
-def table_rows(text, heading):
-    section = text.split(f"## {heading}")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+def half_width(values):
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return T2 * sd / math.sqrt(len(values))
 
 
-def test_report_numbers_match_the_run_folders(fixture_runs):
-    root, groups, correct_full, correct_abl = fixture_runs
+def test_the_experiment_table_quotes_dev_selection_and_test(fixture_runs):
+    root, groups = fixture_runs
     folders = [f for fs in groups.values() for f in fs]
-    report = write_report(folders, root / "out", groups={k: list(v) for k, v in groups.items()})
-    text = report.read_text()
-
-    rows = {r[0].strip("`"): r for r in table_rows(text, "Experiment table")}
-    assert rows["phase1_full-seed0"][1:] == ["phase1_full", "with obj.prompt_alignment", "0",
-                                            "0.800 (100) → 0.700", "0.500", "0.800", "0.600", "3", "no",
-                                            "answer of phase1_full 0 #### 0"]
-    assert rows["phase1_full-seed1"][4] == "0.600 (100) → 0.600"  # a tie keeps the earliest peak
-    assert rows["ablB_kl_only-seed0"][2] == "no obj.prompt_alignment"
-    assert rows["ablB_kl_only-seed0"][4] == "0.500 (100) → 0.400" and rows["ablB_kl_only-seed0"][9] == "yes"
-    assert rows["ablB_kl_only-seed1"][4] == "0.500 (200) → 0.500"
-
-    group = {r[0]: r for r in table_rows(text, "Over seeds")}
-    mean, half = mean_interval([0.7, 0.6])
-    assert group["phase1_full"][2] == f"{mean:.3f} ± {half:.3f}"
-    assert math.isclose(half, 12.706 * math.sqrt(0.005) / math.sqrt(2), rel_tol=1e-9)
-    assert group["ablB_kl_only"][2] == "0.450 ± 0.635"  # mean 0.45, t(1) * sd / sqrt(2) = 12.706 * 0.0707 / 1.414
-    assert group["ablB_kl_only"][5] == "1/2"
-    # per item, ablB minus phase1_full correct answers summed over seeds 0 and 1
-    differences = [int(a0) - int(f0) + int(a1) - int(f1) for a0, f0, a1, f1 in
-                   zip(correct_abl[0], correct_full[0], correct_abl[1], correct_full[1], strict=True)]
-    assert differences == [-1, 0, 0, 0, -1, -1, -1, 0, 0, 0]
-    # four items differ, all against ablB: 2 of the 16 sign patterns are as extreme
-    assert sign_flip_exact(differences) == 0.125
-    assert group["ablB_kl_only"][6] == "-0.200, p = 0.125"  # (0.4 + 0.5) / 2 - (0.7 + 0.6) / 2
-    assert group["phase1_full"][6] == "-"
-
-    diff = {r[0].strip("`"): r[1:] for r in table_rows(text, "Differences")}
-    assert set(diff) == {"name", "seed", "objectives.prompt_alignment"}
-    assert diff["objectives.prompt_alignment"] == ['`{"weight": 0.5}`'] * 2 + ["absent"] * 2
+    text = write_report(folders, root / "out", groups={k: list(v) for k, v in groups.items()}).read_text()
+    header = text.split("## Experiment table\n\n")[1].splitlines()[0]
+    assert header == "| " + " | ".join(EXPERIMENT_HEADER) + " |"
+    rows = {r[0].strip("`"): dict(zip(EXPERIMENT_HEADER[1:], r[1:], strict=True)) for r in table_rows(text, "Experiment table")}
+    assert list(rows["phase1_full-seed0"].values()) == [
+        "phase1_full", "with obj.prompt_alignment", "0", "0.700 (100)", "0.700", "0.600 (200)", "0.500", "0.800",
+        "0.600", "0.100", "0.000", "+0.600, p = 0.0312", "0", "no information from the source (final)",
+        "phase1_full0b bridged 0 #### 10"]
+    assert rows["phase1_full-seed1"]["dev peak (step)"] == "0.600 (100)"  # a tie keeps the earliest, as the runner
+    assert rows["phase1_full-seed1"]["test: best"] == "0.800" and rows["phase1_full-seed1"]["flags"] == "-"
+    # the best step is the final step: both test columns are the one evaluation
+    seed2 = rows["phase1_full-seed2"]
+    assert (seed2["dev peak (step)"], seed2["test: best"], seed2["test: final (step)"]) == ("0.800 (200)", "0.800", "0.800 (200)")
+    assert seed2["sample bridged output"] == "phase1_full2 bridged 0 #### 10"
+    abl0 = rows["ablB_kl_only-seed0"]
+    assert abl0["settings"] == "no obj.prompt_alignment"
+    assert abl0["flags"] == "no information from the source; collapse (final)"
+    assert abl0["bridged − shuffled, p"] == "+0.400, p = 0.125"  # 4 discordant items, all for bridged: 2/16
+    assert rows["ablB_kl_only-seed2"]["shuffled"] == "0.400"
+    assert rows["ablB_kl_only-seed2"]["bridged − shuffled, p"] == "+0.000, p = 1"
     for folder in folders:
         assert (root / "out" / "curves" / f"{folder.name}.png").stat().st_size > 1000
         assert f"![{folder.name}](curves/{folder.name}.png)" in text
 
 
+def test_over_seeds_the_seed_is_the_unit(fixture_runs):
+    root, groups = fixture_runs
+    folders = [f for fs in groups.values() for f in fs]
+    text = write_report(folders, root / "out", groups={k: list(v) for k, v in groups.items()}).read_text()
+    group = {r[0]: r for r in table_rows(text, "Over seeds")}
+    assert group["phase1_full"][1:5] == ["3", f"0.767 ± {half_width([0.7, 0.8, 0.8]):.3f}",
+                                         f"0.700 ± {half_width([0.6, 0.7, 0.8]):.3f}", f"0.700 ± {half_width([0.7, 0.6, 0.8]):.3f}"]
+    assert group["phase1_full"][4] == "0.700 ± 0.248"  # dev peaks 0.7, 0.6, 0.8
+    assert group["ablB_kl_only"][2] == f"0.467 ± {half_width([0.5, 0.5, 0.4]):.3f}"
+    assert group["ablB_kl_only"][8:] == ["1/3", "3/3"]  # collapsed runs, no-information runs
+    assert group["phase1_full"][8:] == ["0/3", "1/3"]  # seed 0's final weights read nothing from the source
+
+    paired = {(r[0], r[1]): r[2:] for r in table_rows(text, "Paired over seeds")}
+    # best weights, per seed: 0.5 - 0.7, 0.5 - 0.8, 0.4 - 0.8 = -0.2, -0.3, -0.4
+    low, high = -0.3 - T2 * 0.1 / math.sqrt(3), -0.3 + T2 * 0.1 / math.sqrt(3)
+    t = -0.3 / (0.1 / math.sqrt(3))
+    p_t = 1 - abs(t) / math.sqrt(2 + t * t)  # df = 2: P(|T| >= t) = 1 - t / sqrt(2 + t^2)
+    assert paired[("ablB_kl_only", "best")] == ["3", "-0.300", f"[{low:+.3f}, {high:+.3f}]", "0.25", f"{p_t:.3g}"]
+    # final weights: -0.2, -0.2, -0.5
+    sd = math.sqrt(((0.1) ** 2 * 2 + 0.2**2) / 2)
+    t = -0.3 / (sd / math.sqrt(3))
+    assert paired[("ablB_kl_only", "final")][:2] == ["3", "-0.300"]
+    assert paired[("ablB_kl_only", "final")][3:] == ["0.25", f"{1 - abs(t) / math.sqrt(2 + t * t):.3g}"]
+    assert "(3 paired seeds: 2/2^3 = 0.25)" in text
+
+
+def test_the_no_information_count_takes_any_weights(fixture_runs):
+    root, groups = fixture_runs
+    text = write_report(groups["phase1_full"][:1], root / "out", groups={"p": groups["phase1_full"][:1]}).read_text()
+    assert table_rows(text, "Over seeds")[0][-1] == "1/1"  # seed 0's final weights read nothing from the source
+    assert "## Paired over seeds" not in text  # one configuration: nothing to compare
+
+
+def test_the_dev_choice_is_quoted_even_when_the_final_weights_test_better(tmp_path):
+    """Never a test peak: dev chose step 100, whose weights score 0.6 on test; the final weights score
+    0.8 there. test: best is 0.6, and the over-seeds means and the paired test use 0.6 too."""
+    chosen = make_run(tmp_path, "a", {"name": "a"}, 0, {100: 7, 200: 5}, final=8, best=6)
+    other = make_run(tmp_path, "b", {"name": "b"}, 0, {100: 7}, final=7)
+    text = write_report([chosen, other], tmp_path / "out", groups={"a": [chosen], "b": [other]}).read_text()
+    row = dict(zip(EXPERIMENT_HEADER, table_rows(text, "Experiment table")[0], strict=True))
+    assert (row["dev peak (step)"], row["test: best"], row["test: final (step)"]) == ("0.700 (100)", "0.600", "0.800 (200)")
+    assert table_rows(text, "Over seeds")[0][2:4] == ["0.600", "0.800"]
+    assert table_rows(text, "Paired over seeds")[0][:4] == ["b", "best", "1", "+0.100"]  # 0.7 - 0.6, not 0.7 - 0.8
+
+
+def test_pooling_items_over_seeds_is_not_the_test(tmp_path):
+    """Three seeds, each 0.9 against 0.1: summing each item's answers over the seeds and taking the
+    8 differing items as units gives p = 2/2^8; with the seed as the unit it cannot go below 2/2^3."""
+    a = [load_run(make_run(tmp_path, "a", {"name": "a"}, s, {100: 9}, final=9)) for s in range(3)]
+    b = [load_run(make_run(tmp_path, "b", {"name": "b"}, s, {100: 1}, final=1)) for s in (2, 0, 1)]  # another order
+    pooled = [3 * (int(i < 1) - int(i < 9)) for i in range(10)]
+    assert sign_flip_exact(pooled) == 2 / 2**8  # what an items-pooled test would say
+    test = paired_over_seeds(b, a)
+    assert test["sign_flip_p"] == 0.25 == test["smallest_p"]
+    assert test["n"] == 3 and test["mean"] == pytest.approx(-0.8)
+    assert test["t_p"] == 0.0 and test["low"] == test["high"] == pytest.approx(-0.8)  # no spread over seeds
+    text = write_report([r.folder for r in a + b], tmp_path / "out", groups={"a": [r.folder for r in a],
+                                                                            "b": [r.folder for r in b]}).read_text()
+    assert table_rows(text, "Paired over seeds")[0][5] == "0.25"
+
+
+def test_pairs_are_by_seed_and_only_shared_seeds_count(tmp_path):
+    a = [load_run(make_run(tmp_path, "a", {"name": "a"}, s, {100: k}, final=k)) for s, k in ((0, 5), (1, 6), (2, 7))]
+    b = [load_run(make_run(tmp_path, "b", {"name": "b"}, s, {100: k}, final=k)) for s, k in ((3, 9), (1, 8), (0, 8))]
+    assert paired_differences(b, a) == [(1, Fraction(1, 5)), (0, Fraction(3, 10))]
+    test = paired_over_seeds(b, a, "final")
+    assert test["n"] == 2 and test["sign_flip_p"] == 0.5 and test["mean"] == pytest.approx(0.25)
+    # a run not tested yet has no test accuracy to pair
+    c = [load_run(make_run(tmp_path, "c", {"name": "c"}, 0, {100: 2}))]
+    assert paired_over_seeds(c, a) is None
+
+
+def test_a_run_not_tested_yet_and_an_old_run_folder(tmp_path):
+    running = make_run(tmp_path, "r", {"name": "r"}, 0, {100: 4, 200: 6}, status="running")
+    text = write_report([running], tmp_path / "out").read_text()
+    row = dict(zip(EXPERIMENT_HEADER, table_rows(text, "Experiment table")[0], strict=True))
+    assert row["dev peak (step)"] == "0.600 (200)"
+    assert row["test: best"] == row["test: final (step)"] == row["shuffled"] == "-"
+    assert row["flags"] == "no test evaluation (status running)"
+    old = make_old_run(tmp_path)
+    with pytest.raises(LatentBridgeError, match="older latentbridge.*read the test split.*not reported"):
+        load_run(old)
+    result = cli.invoke(app, ["report", str(old), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "chose best/ on it" in result.stderr
+
+
 def test_report_cli_and_bad_folders(fixture_runs, tmp_path):
-    root, groups, *_ = fixture_runs
+    root, groups = fixture_runs
     result = cli.invoke(app, ["report", str(groups["phase1_full"][0]), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.md").is_file()
@@ -123,15 +183,15 @@ def test_report_cli_and_bad_folders(fixture_runs, tmp_path):
 
 
 def test_report_of_a_folder_of_runs_groups_them_over_seeds(fixture_runs, tmp_path):
-    root, groups, *_ = fixture_runs
+    root, groups = fixture_runs
     (root / "not_a_run").mkdir()
     result = cli.invoke(app, ["report", str(root), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "r" / "report.md").read_text()
-    assert text.count("![") == 4 and "4 runs" in text
+    assert text.count("![") == 6 and "6 runs" in text
     over_seeds = {row[0]: row for row in table_rows(text, "Over seeds")}
     assert set(over_seeds) == {"phase1_full", "ablB_kl_only"}
-    assert over_seeds["phase1_full"][1] == "2"
+    assert over_seeds["phase1_full"][1] == "3"
 
 
 def test_grid_parsing_and_plan():

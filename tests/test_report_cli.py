@@ -13,14 +13,11 @@ from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
 from latentbridge.report.runs import report_folder
 
-from .test_report import make_run, table_rows
+from .test_report_builder import make_run, table_rows
 
 cli = CliRunner()
-CORRECT = [True] * 5 + [False] * 5
-
-
 def run_folder(root, name, seed=0):
-    return make_run(root, name, {"name": name, "train": {"steps": 200}}, seed, (0.5, 0.6), (0.5, 0.8, 0.6), CORRECT)
+    return make_run(root, name, {"name": name, "train": {"steps": 200}}, seed, {100: 5, 200: 6}, final=5)
 
 
 def test_report_of_one_run_goes_into_the_run_folder(tmp_path, monkeypatch):

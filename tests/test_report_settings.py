@@ -6,9 +6,7 @@ from latentbridge.report.document import write_report
 from latentbridge.report.runs import load_run
 from latentbridge.report.tables import differences, run_settings
 
-from .test_report import make_run, table_rows
-
-CORRECT = [True] * 5 + [False] * 5
+from .test_report_builder import make_run, table_rows
 
 
 def recipe(translator, lr=1e-3):
@@ -18,11 +16,10 @@ def recipe(translator, lr=1e-3):
 
 
 def two_runs(tmp_path, linear_k=3):
-    linear = make_run(tmp_path, "linear", recipe({"name": "linear", "k": linear_k}), 0, (0.5, 0.5), (0.5, 0.8, 0.6),
-                      CORRECT)
+    linear = make_run(tmp_path, "linear", recipe({"name": "linear", "k": linear_k}), 0, {100: 5, 200: 5}, final=5)
     resampler = make_run(tmp_path, "resampler",
                          recipe({"name": "resampler", "k": 3, "d_model": 64, "depth": 2, "heads": 4}, lr=1e-4),
-                         0, (0.6, 0.6), (0.5, 0.8, 0.6), CORRECT)
+                         0, {100: 6, 200: 6}, final=6)
     return [load_run(linear), load_run(resampler)]
 
 
@@ -59,8 +56,8 @@ def test_the_report_shows_the_swap_as_one_row(tmp_path):
 def test_an_objective_an_ablation_removed_is_still_with_or_without(tmp_path):
     full = recipe({"name": "linear", "k": 3})
     ablated = {**full, "objectives": {"kl": {"weight": 1.0}, "nll": {"weight": 0.5}}}
-    runs = [load_run(make_run(tmp_path, "a", full, 0, (0.5, 0.5), (0.5, 0.8, 0.6), CORRECT)),
-            load_run(make_run(tmp_path, "b", ablated, 0, (0.5, 0.5), (0.5, 0.8, 0.6), CORRECT))]
+    runs = [load_run(make_run(tmp_path, "a", full, 0, {100: 5, 200: 5}, final=5)),
+            load_run(make_run(tmp_path, "b", ablated, 0, {100: 5, 200: 5}, final=5))]
     diff = differences(runs)
     assert run_settings(runs[0], diff, 0) == "no obj.nll"
     assert run_settings(runs[1], diff, 1) == "with obj.nll"
@@ -70,8 +67,8 @@ def test_every_swap_comes_before_other_settings_and_the_short_form_counts(tmp_pa
     base = recipe({"name": "linear", "k": 3})
     other = {**recipe({"name": "resampler", "k": 3, "d_model": 64}), "injection": "soft_only",
              "train": {"steps": 100, "lr": 1e-2, "batch_size": 8}, "eval": {"n": 5}}
-    runs = [load_run(make_run(tmp_path, "a", base, 0, (0.5, 0.5), (0.5, 0.8, 0.6), CORRECT)),
-            load_run(make_run(tmp_path, "b", other, 0, (0.5, 0.5), (0.5, 0.8, 0.6), CORRECT))]
+    runs = [load_run(make_run(tmp_path, "a", base, 0, {100: 5, 200: 5}, final=5)),
+            load_run(make_run(tmp_path, "b", other, 0, {100: 5, 200: 5}, final=5))]
     diff = differences(runs)
     assert list(diff)[:2] == ["translator", "injection"]
     assert run_settings(runs[1], diff, 1) == "translator=resampler, injection=soft_only, with eval, train.batch_size=8, …"

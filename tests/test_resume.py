@@ -67,7 +67,7 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
 def outputs(run_dir: Path) -> dict[str, bytes]:
     """What must be bit-identical: final weights, metrics and every evaluation file."""
     files = ["translator.safetensors", "metrics.jsonl", "best/translator.safetensors"]
-    files += sorted(p.name for p in run_dir.glob("eval_samples_step_*.jsonl"))
+    files += sorted(p.name for p in run_dir.glob("eval_samples_*.jsonl"))
     return {name: (run_dir / name).read_bytes() for name in files}
 
 
@@ -77,7 +77,8 @@ def reference(recipe_path, tmp_path_factory) -> dict[str, bytes]:
     done = finish(recipe_path, root / "run", root / "cache")
     assert done.returncode == 0, done.stderr
     files = outputs(root / "run")
-    assert len([n for n in files if n.startswith("eval_samples")]) == 3  # steps 3, 6, 8
+    assert len([n for n in files if n.startswith("eval_samples_dev")]) == 3  # steps 3, 6, 8
+    assert "eval_samples_test_step_8.jsonl" in files
     return files
 
 
@@ -125,20 +126,20 @@ def preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch) -> 
     with pytest.raises(Preempted) as info:
         runner.run()
     assert info.value.step == 3
-    assert not (run_dir / "eval_samples_step_3.jsonl").exists()
+    assert not (run_dir / "eval_samples_dev_step_3.jsonl").exists()
     Runner(make_experiment(random_pair, *OVERRIDES), run_dir).run(resume=True)
     assert outputs(run_dir) == outputs(reference_dir)
 
 
 def test_preempted_during_evaluation_resumes_that_evaluation(random_pair, tmp_path, monkeypatch):
     def patch(runner):
-        original = runner.evaluator._generate
+        original = runner.evaluators["dev"]._generate
 
         def generate(*args, **kwargs):  # a signal arrives while the step-3 evaluation is generating
             runner.signal_name = "SIGTERM"
             return original(*args, **kwargs)
 
-        runner.evaluator._generate = generate
+        runner.evaluators["dev"]._generate = generate
 
     preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch)
 
@@ -229,3 +230,39 @@ def test_loading_a_translator_onto_another_pair_says_what_differs(random_pair, t
     other = make_experiment(random_pair, *OVERRIDES, "translator.k=5")
     with pytest.raises(LatentBridgeError, match=r"was trained for .* not for .*: k 3 -> 5"):
         other.load_translator(tmp_path)
+
+
+@pytest.mark.parametrize("which", ["final", "best"])
+def test_preempted_during_the_test_evaluations_resumes_them(random_pair, tmp_path, monkeypatch, which):
+    """A signal during the end-of-run test evaluation of the final (or the dev-chosen) weights: the
+    checkpoint holds the final weights (never the best ones loaded for their test evaluation), and the
+    resumed run ends with the same files as an uninterrupted one."""
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    reference_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    Runner(make_experiment(random_pair, *OVERRIDES), reference_dir).run()
+    best_step = json.loads((reference_dir / "summary.json").read_text())["best"]["step"]
+    if which == "best" and best_step == STEPS:
+        pytest.skip("the dev-chosen weights are the final ones in this run")
+    runner = Runner(make_experiment(random_pair, *OVERRIDES), run_dir)
+    test = runner.evaluators["test"]
+    original = test._generate
+
+    def generate(*args, **kwargs):
+        if which == "final" or runner.state.test.get("final") is not None:
+            runner.signal_name = "SIGTERM"
+        return original(*args, **kwargs)
+
+    test._generate = generate
+    with pytest.raises(Preempted):
+        runner.run()
+    newest = list_checkpoints(run_dir)[0]
+    from safetensors.torch import load_file
+
+    assert load_file(str(newest / "translator.safetensors")).keys() == load_file(
+        str(reference_dir / "translator.safetensors")).keys()
+    for key, value in load_file(str(newest / "translator.safetensors")).items():
+        assert torch.equal(value, load_file(str(reference_dir / "translator.safetensors"))[key])
+    Runner(make_experiment(random_pair, *OVERRIDES), run_dir).run(resume=True)
+    assert outputs(run_dir) == outputs(reference_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["test"] == json.loads(
+        (reference_dir / "summary.json").read_text())["test"]

@@ -42,7 +42,8 @@ def test_run_eval_summarize_through_the_cli(recipe_file, tmp_path):
     result = cli.invoke(app, ["run", str(recipe_file), f"run_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     for name in ("recipe.yaml", "run.json", "metrics.jsonl", "speed.jsonl", "summary.json",
-                 "eval_samples_step_2.jsonl", "eval_samples_step_4.jsonl", "translator.safetensors",
+                 "eval_samples_dev_step_2.jsonl", "eval_samples_dev_step_4.jsonl", "eval_samples_test_step_4.jsonl",
+                 "translator.safetensors",
                  "translator.json", "best/translator.safetensors", "best/translator.json"):
         assert (run_dir / name).is_file(), name
     metrics = read_jsonl(run_dir / "metrics.jsonl")
@@ -53,12 +54,18 @@ def test_run_eval_summarize_through_the_cli(recipe_file, tmp_path):
     assert all(s["examples_per_s"] > 0 for s in read_jsonl(run_dir / "speed.jsonl"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [e["step"] for e in summary["evaluations"]] == [2, 4]
+    assert {e["split"] for e in summary["evaluations"]} == {"dev"} and summary["best"]["split"] == "dev"
+    assert summary["test"]["final"]["split"] == "test" and summary["test"]["final"]["step"] == 4
+    assert summary["test"]["best"]["weights"] == "best"
+    if summary["best"]["step"] != 4:  # the dev-chosen weights get their own test evaluation
+        assert (run_dir / f"eval_samples_test_best_step_{summary['best']['step']}.jsonl").is_file()
     run_info = json.loads((run_dir / "run.json").read_text())
     assert run_info["status"] == "finished"
     assert run_info["plugins"]["translator:linear"]["distribution"] == "latentbridge"
     assert run_info["translator"]["parameters"] > 0
     assert load_recipe(run_dir / "recipe.yaml").to_dict()["train"]["steps"] == 4  # resolved, and valid
-    for word in ("source", "target", "bridged", "relay", "accuracy [95% CI]"):
+    for word in ("source", "target", "bridged", "shuffled", "null", "relay", "accuracy [95% CI]",
+                 "test, final weights", "information flow: bridged − shuffled", "best on dev: step"):
         assert word in result.stdout
 
     again = cli.invoke(app, ["run", str(recipe_file), f"run_dir={run_dir}"])
@@ -66,21 +73,22 @@ def test_run_eval_summarize_through_the_cli(recipe_file, tmp_path):
 
     evaluated = cli.invoke(app, ["eval", str(run_dir), "--step", "final"])
     assert evaluated.exit_code == 0, evaluated.output
-    first = (run_dir / "eval_samples_step_4.jsonl").read_text()
-    assert (run_dir / "eval_final" / "eval_samples_step_4.jsonl").read_text() == first  # same weights, same file
+    first = (run_dir / "eval_samples_test_step_4.jsonl").read_text()
+    assert (run_dir / "eval_final" / "eval_samples_test_step_4.jsonl").read_text() == first  # same weights, same file
 
     summarized = cli.invoke(app, ["summarize", str(run_dir), "--json"])
     assert summarized.exit_code == 0, summarized.output
     rows = json.loads(summarized.stdout)
-    assert [r["step"] for r in rows] == [2, 4]
-    assert rows[1]["systems"]["bridged"]["n"] == 6
+    best = [("test", summary["best"]["step"])] if summary["best"]["step"] != 4 else []
+    assert [(r["split"], r["step"]) for r in rows] == [("dev", 2), ("dev", 4), *best, ("test", 4)]
+    assert rows[-1]["systems"]["bridged"]["n"] == 6
 
 
 def test_summarize_orders_steps_numerically(tmp_path):
     record = {"question": "q", "gold_full_text": "#### 1", "gold_extracted": "1", "index": 0}
     for step in (100, 20, 3):
         line = {**record, "eval_step": step, "bridged_full": "#### 1", "bridged_extracted": "1", "bridged_correct": True}
-        (tmp_path / f"eval_samples_step_{step}.jsonl").write_text(json.dumps(line) + "\n")
+        (tmp_path / f"eval_samples_dev_step_{step}.jsonl").write_text(json.dumps(line) + "\n")
     result = cli.invoke(app, ["summarize", str(tmp_path), "--json"])
     assert [r["step"] for r in json.loads(result.stdout)] == [3, 20, 100]
     missing = cli.invoke(app, ["summarize", str(tmp_path / "nope")])
@@ -113,11 +121,44 @@ def test_early_stopping_with_patience(random_pair, tmp_path, monkeypatch):
                           "eval.systems=[bridged]")
     runner = Runner(exp, tmp_path)
     accuracies = iter([0.5, 0.4, 0.3, 0.9, 0.9])
-    monkeypatch.setattr(runner.evaluator, "evaluate", lambda step: {
-        "step": step, "systems": {"bridged": {"accuracy": next(accuracies)}}})
+    monkeypatch.setattr(runner.evaluators["dev"], "evaluate", lambda step: {
+        "step": step, "split": "dev", "systems": {"bridged": {"accuracy": next(accuracies)}}})
     state = runner.run()
     assert state.stopped_early and state.step == 3 and state.best_step == 1
-    assert json.loads((tmp_path / "summary.json").read_text())["stopped_early"] is True
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_early"] is True
+    assert summary["test"]["final"]["step"] == 3 and summary["test"]["best"]["step"] == 1
+
+
+def test_selection_reads_dev_and_never_test(random_pair, tmp_path, monkeypatch):
+    """best/, the peak and early stopping follow dev; test is evaluated once per weights, at the end."""
+    exp = make_experiment(random_pair, "train.steps=4", "eval.every=1", "eval.n=2", "eval.dev_n=2",
+                          "eval.systems=[bridged]")
+    runner = Runner(exp, tmp_path)
+    dev_accuracy = {1: 0.2, 2: 0.9, 3: 0.1, 4: 0.3}  # dev says step 2
+    calls: list[tuple[str, int, str | None]] = []
+    real_test = runner.evaluators["test"].evaluate
+
+    def dev(step):
+        calls.append(("dev", step, None))
+        return {"step": step, "split": "dev", "systems": {"bridged": {"accuracy": dev_accuracy[step]}}}
+
+    def test(step, label=None):
+        calls.append(("test", step, label))
+        return real_test(step, label)
+
+    monkeypatch.setattr(runner.evaluators["dev"], "evaluate", dev)
+    monkeypatch.setattr(runner.evaluators["test"], "evaluate", test)
+    state = runner.run()
+    assert state.best_step == 2 and state.best_accuracy == 0.9
+    assert calls == [("dev", 1, None), ("dev", 2, None), ("dev", 3, None), ("dev", 4, None),
+                     ("test", 4, None), ("test", 2, "best")]
+    assert json.loads((tmp_path / "best" / "translator.json").read_text())["step"] == 2
+    records = [json.loads(x) for x in (tmp_path / "eval_samples_test_best_step_2.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"test"}
+    test_ids = {e.id for e in exp.task.examples("test")}
+    assert {r["id"] for r in records} <= test_ids
+    assert not test_ids & {e.id for e in exp.task.examples("dev")}
 
 
 def test_training_is_deterministic_and_models_stay_frozen(random_pair, tmp_path):
@@ -193,7 +234,7 @@ def test_zero_steps_evaluates_the_untrained_translator(random_pair, tmp_path):
                           "eval.n=2", "eval.systems=[bridged]")
     state = Runner(exp, tmp_path).run()
     assert state.step == 0 and [e["step"] for e in state.evaluations] == [0]
-    assert (tmp_path / "eval_samples_step_0.jsonl").is_file()
+    assert (tmp_path / "eval_samples_dev_step_0.jsonl").is_file() and (tmp_path / "eval_samples_test_step_0.jsonl").is_file()
 
 
 def test_nothing_to_train_is_a_clear_error(random_pair, tmp_path):

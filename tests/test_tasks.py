@@ -19,7 +19,8 @@ def make_task(name, **config):
 def test_real_gsm8k_loads(gsm8k_full):
     task = make_task("gsm8k", data_dir=str(gsm8k_full))
     test = task.examples("test")
-    assert len(test) == 1319 and len(task.examples("train")) == 7473
+    assert len(test) == 1319 and len(task.examples("train")) + len(task.examples("dev")) == 7473
+    assert len(task.examples("dev")) == 200  # carved from the train file
     assert test[0].question.startswith("Janet")
     assert all(extract_answer(e.answer) is not None for e in test)
 
@@ -93,3 +94,24 @@ def test_labels_and_ids_from_records(tmp_path):
     path.write_text(json.dumps({"question": "q?", "answer": "#### 1", "kind": "x"}) + "\n\n")
     (example,) = read_examples(path, "train", label_field="kind")
     assert example.id == "train-1" and example.label == "x"
+
+
+def test_an_id_that_repeats_within_a_file_is_an_error(tmp_path):
+    path = tmp_path / "train.jsonl"
+    records = [{"id": i, "question": f"q{i}?", "answer": f"#### {i}"} for i in range(5)]
+    records.insert(4, {"id": "2", "question": "another q?", "answer": "#### 9"})  # "2" is the id 2 of line 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(LatentBridgeError) as info:
+        read_examples(path, "train")
+    assert str(info.value) == f"{path}:5: id '2' repeats line 3"
+
+
+def test_ids_may_repeat_between_files_and_null_ids_are_line_numbers(tmp_path):
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": i, "question": f"{name} q{i}?", "answer": "#### 1"}) + "\n" for i in range(3)))
+    for name in ("train", "test"):
+        assert [e.id for e in read_examples(tmp_path / f"{name}.jsonl", name)] == ["0", "1", "2"]
+    (tmp_path / "nulls.jsonl").write_text("".join(json.dumps({"id": None, "question": "q?", "answer": "#### 1"}) + "\n"
+                                                  for _ in range(2)))
+    assert [e.id for e in read_examples(tmp_path / "nulls.jsonl", "test")] == ["test-1", "test-2"]

@@ -8,13 +8,13 @@ from latentbridge.api.segments import Segment, Soft, Text
 
 
 class SoftOnly(InjectionMode):
-    """[soft][cue]: the question reaches the target only through the soft tokens."""
+    """[bos][soft][cue]: the question reaches the target only through the soft tokens."""
 
     name = "soft_only"
     reads_question = False
 
     def segments(self, text: TargetText) -> list[Segment]:
-        return [Soft(), Text(text.prefix), Text(text.cue), *answer_segment(text)]
+        return [Text(text.prefix), Soft(), Text(text.cue), *answer_segment(text)]
 
 
 @hookimpl

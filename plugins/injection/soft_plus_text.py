@@ -8,12 +8,12 @@ from latentbridge.api.segments import Segment, Soft, Text
 
 
 class SoftPlusText(InjectionMode):
-    """[soft][prompt]: soft tokens in front of the literal prompt (few-shot header and question)."""
+    """[bos][soft][prompt]: soft tokens in front of the literal prompt (few-shot header and question)."""
 
     name = "soft_plus_text"
 
     def segments(self, text: TargetText) -> list[Segment]:
-        return [Soft(), Text(text.prefix), Text(text.prompt), *answer_segment(text)]
+        return [Text(text.prefix), Soft(), Text(text.prompt), *answer_segment(text)]
 
 
 @hookimpl

@@ -1,7 +1,9 @@
 """Task ``arith``: synthetic grade-school word problems in GSM8K's format, generated from a seed.
 
 The default seed and sizes give exactly the split the built-in tiny pair was trained on, so its test
-items are unseen by both models.
+items are unseen by both models. The dev split is drawn after the pair's whole training split, so it
+holds no problem the pair trained on either. An override that would put one of the pair's training
+problems into the test split (more test problems, another seed) is refused.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from latentbridge import Task, TaskConfig, hookimpl, option
+from latentbridge import LatentBridgeError, Task, TaskConfig, hookimpl, option
 from latentbridge.api.task import Example, Split
 from latentbridge.zoo import arith, specs
+
+ZOO_SEED = 0  # the seed the built-in pair's training problems were drawn with
 
 
 @dataclass
@@ -22,11 +26,27 @@ class ArithConfig(TaskConfig):
 
 
 @cache
-def _splits(seed: int, n_train: int, n_test: int) -> dict[str, list[Example]]:
-    train, test = arith.generate_splits(seed, n_train, n_test)
+def zoo_training_questions() -> frozenset[str]:
+    """Every question the built-in tiny pair was trained on."""
+    train, _ = arith.generate_splits(ZOO_SEED, specs.N_TRAIN, specs.N_TEST)
+    return frozenset(e["question"] for e in train)
+
+
+@cache
+def _splits(seed: int, n_train: int, n_test: int, n_dev: int) -> dict[str, list[Example]]:
+    train, test, dev = arith.generate_splits(seed, n_train, n_test, n_dev=n_dev, dev_after=specs.N_TRAIN,
+                                             avoid=zoo_training_questions())
+    if seed != ZOO_SEED or n_test > specs.N_TEST:
+        seen = [e["id"] for e in test if e["question"] in zoo_training_questions()]
+        if seen:
+            raise LatentBridgeError(
+                f"task arith (data_seed={seed}, n_test={n_test}): {len(seen)} of the test problems "
+                f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}) are problems the built-in tiny pair "
+                f"was trained on; with the built-in pair use data_seed=0 and n_test <= {specs.N_TEST}"
+            )
     return {
         split: [Example(id=r["id"], question=r["question"], answer=r["answer"], label=r["template"]) for r in rows]
-        for split, rows in (("train", train), ("test", test))
+        for split, rows in (("train", train), ("test", test), ("dev", dev))
     }
 
 
@@ -35,10 +55,11 @@ class Arith(Task):
 
     name = "arith"
     Config = ArithConfig
+    native_splits = ("train", "dev", "test")
 
     def load(self, split: Split) -> list[Example]:
         c = self.config
-        return _splits(c.data_seed, c.n_train, c.n_test)[split]
+        return _splits(c.data_seed, c.n_train, c.n_test, self.dev_size)[split]
 
 
 @hookimpl

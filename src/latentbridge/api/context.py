@@ -41,6 +41,10 @@ class FrozenModelView(Protocol):
     @property
     def dtype(self) -> torch.dtype: ...
 
+    def eos_ids(self) -> set[int]:
+        """The token ids that end a generation."""
+        ...
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """``b L`` token ids -> ``b L d``: what the model's input-embedding module returns (with any scaling
         the model applies, such as Gemma's ``sqrt(hidden)``)."""
@@ -105,7 +109,9 @@ class StepContext:
     target: FrozenModelView | None = None  # the frozen target
     source: FrozenModelView | None = None  # the frozen source
     translator: Any = None  # the translator being trained
-    relayout: Callable[[torch.Tensor], TargetInputs] | None = None  # other ``b k d_tgt`` soft tokens -> the same rows
+    # relayout(other_soft, with_answer=True, answers=None): the same rows with other ``b k d_tgt`` soft tokens;
+    # without the answer (generation), or with other answers: per row (context ids read, ids supervised)
+    relayout: Callable[..., TargetInputs] | None = None
     generator: torch.Generator | None = None  # the run's seeded generator for training-time draws
     bridge: Any = None  # the whole bridge (source, target, encoders); for advanced use
     quantities: dict[str, QuantityFn] = field(default_factory=dict)  # name -> compute, from the registry

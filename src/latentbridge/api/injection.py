@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ class TargetText:
     answer (the end of the prompt, tokenized on its own), all that ``soft_only`` shows besides the
     soft tokens. ``answer``: the supervised continuation (training), empty for generation.
     ``format_start``: index in ``answer`` where its final ``#### <number>`` line (and end-of-text) begins.
+    ``answer_context``: tokens read before the answer but not supervised (empty but for objectives that
+    train on the target's own free-running continuation).
     """
 
     prefix: Sequence[int]
@@ -28,9 +31,14 @@ class TargetText:
     cue: Sequence[int]
     answer: Sequence[int] = ()
     format_start: int = 0
+    answer_context: Sequence[int] = ()
 
     def without_answer(self) -> TargetText:
         return TargetText(self.prefix, self.prompt, self.question_span, self.cue, (), 0)
+
+    def with_answer(self, answer: Sequence[int], context: Sequence[int] = ()) -> TargetText:
+        """This text with another supervised ``answer``, read after the unsupervised ``context``."""
+        return dataclasses.replace(self, answer=tuple(answer), answer_context=tuple(context), format_start=0)
 
     def question_ids(self) -> Sequence[int]:
         start, end = self.question_span
@@ -50,7 +58,7 @@ class InjectionMode:
 
     Subclasses set ``name`` and ``Config`` and implement :meth:`segments`, which says for one example
     which pieces the target reads, in order; :func:`latentbridge.bridge.layout.assemble` does the rest
-    (left padding as ``[pad][soft][text]``, positions from the mask, labels ``-100`` except answers).
+    (left padding as ``[pad][bos][soft][text]``, positions from the mask, labels ``-100`` except answers).
     ``reads_question`` says whether the literal question text is part of the input (False for
     ``soft_only``: the only mode that really tests communication).
     """
@@ -68,5 +76,6 @@ class InjectionMode:
 
 
 def answer_segment(text: TargetText) -> list[Segment]:
-    """The supervised answer, or nothing at generation time."""
-    return [Text(text.answer, supervised=True)] if text.answer else []
+    """The supervised answer (after any unsupervised ``answer_context``), or nothing at generation time."""
+    context = [Text(text.answer_context)] if text.answer_context else []
+    return [*context, Text(text.answer, supervised=True)] if text.answer else context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -59,6 +59,13 @@ class Objective(nn.Module):
         super().__init__()
         self.config = config
         self.build_context = ctx
+
+    @classmethod
+    def check_models(cls, source: Any, target: Any, config: ObjectiveConfig) -> list[str]:
+        """Problems this objective has with the models, read from their config.json before any weight
+        loads (``source``/``target``: ``ModelFacts`` with model_type, hidden_size, num_layers, num_heads,
+        num_kv_heads, head_dim, vocab_size, rotary, sliding_window). Each string becomes a recipe problem."""
+        return []
 
     def forward(self, step: StepContext) -> torch.Tensor:
         previous, step.allowed = step.allowed, frozenset(self.needs)  # only what it declared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from abc import abstractmethod
@@ -12,8 +13,10 @@ from typing import ClassVar, Literal
 
 from latentbridge.api.answers import extract_answer
 from latentbridge.api.options import option
+from latentbridge.errors import LatentBridgeError
 
-Split = Literal["train", "test"]
+Split = Literal["train", "dev", "test"]
+DEV_SIZE = 200  # the dev split's default size (a recipe sets it: eval.dev_n)
 
 
 @dataclass(frozen=True)
@@ -30,17 +33,29 @@ class Example:
 @dataclass(frozen=True)
 class Prompt:
     """The text of one prompt, in pieces: ``header + question + cue`` is what a model reads, ``answer``
-    the continuation it is trained to produce. ``header`` holds the k-shot exemplars."""
+    the continuation it is trained to produce. ``header`` holds the k-shot exemplars; ``question`` is
+    this question as the template writes it (``Question: ...\n``), and ``question_span`` the character
+    range of the question's own text inside it (without the template's words, the same for every item)."""
 
     header: str
     question: str
     cue: str
     answer: str
     separator: str = " "  # what ``answer`` starts with: the text between cue and solution
+    question_span: tuple[int, int] | None = None  # [start, end) in `question`; None: all of it
 
     @property
     def text(self) -> str:
         return self.header + self.question + self.cue
+
+    def own_question_span(self) -> tuple[int, int]:
+        """``[start, end)`` of the question's own text in :attr:`text`."""
+        start, end = self.question_span if self.question_span is not None else (0, len(self.question))
+        return len(self.header) + start, len(self.header) + end
+
+    def without_question(self) -> Prompt:
+        """The prompt with this question removed: the header and the cue only."""
+        return dataclasses.replace(self, question="", question_span=(0, 0))
 
 
 @dataclass
@@ -64,23 +79,47 @@ class TaskConfig:
 
 
 class Task:
-    """Yields examples, builds prompts and scores answers. Subclasses implement :meth:`load`."""
+    """Yields examples, builds prompts and scores answers. Subclasses implement :meth:`load`.
+
+    Every task has three splits: ``train``, ``dev`` and ``test``. ``load`` is asked for the splits in
+    ``native_splits`` (by default ``"train"`` and ``"test"``); the ``dev`` split is then carved from the
+    loaded train split: ``dev_size`` examples chosen by a fixed seeded shuffle, removed from train, so the
+    two are disjoint. A task whose data has its own dev split lists ``"dev"`` in ``native_splits``.
+    Selection (periodic evaluations, ``best/``, early stopping) reads ``dev``; ``test`` is read at the end.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    native_splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(self, config: TaskConfig):
         self.config = config
+        self.dev_size = DEV_SIZE
         self._cache: dict[str, list[Example]] = {}
 
     @abstractmethod
     def load(self, split: Split) -> list[Example]:
-        """Every example of ``split``, in a fixed order."""
+        """Every example of ``split`` (one of ``native_splits``), in a fixed order, ids unique."""
 
     def examples(self, split: Split) -> list[Example]:
         if split not in self._cache:
-            self._cache[split] = self.load(split)
+            if split in ("train", "dev") and "dev" not in self.native_splits:
+                self._cache["dev"], self._cache["train"] = self._carve_dev(self.load("train"))
+            else:
+                self._cache[split] = self.load(split)
         return self._cache[split]
+
+    def _carve_dev(self, full: list[Example]) -> tuple[list[Example], list[Example]]:
+        """``dev_size`` examples of ``full`` (a seeded choice, in their original order) and the rest."""
+        if self.dev_size > len(full) // 2:
+            raise LatentBridgeError(
+                f"eval.dev_n={self.dev_size} is too large for task '{self.name}': its train split has "
+                f"{len(full)} examples and the dev split is carved from it (at most {len(full) // 2}); "
+                "set a smaller eval.dev_n"
+            )
+        chosen = set(_shuffled_indices(len(full), _DEV_SEED)[: self.dev_size])
+        dev = [e for i, e in enumerate(full) if i in chosen]
+        return dev, [e for i, e in enumerate(full) if i not in chosen]
 
     def labels(self) -> list[str]:
         """The categorical labels this task provides (sorted), or an empty list."""
@@ -112,12 +151,15 @@ class Task:
             + c.exemplar_separator
             for e in self.exemplars(example)
         )
+        question = c.question_template.format(question=example.question)
+        before = c.question_template.format(question="\x00").index("\x00")  # where the template puts the text
         return Prompt(
             header=header,
-            question=c.question_template.format(question=example.question),
+            question=question,
             cue=c.cue,
             answer=c.answer_separator + example.answer,
             separator=c.answer_separator,
+            question_span=(before, before + len(example.question)),
         )
 
     # -- scoring: the harness scores every system with these; override them for another answer format --
@@ -141,6 +183,7 @@ class Task:
         return found is not None and found == self.gold_answer(example)
 
 
+_DEV_SEED = 20251116  # which train examples become dev: fixed, independent of the run's seed
 _GSM8K_MODES = {"strict-match": "strict", "flexible-extract": "flexible"}
 
 

@@ -15,6 +15,7 @@ from latentbridge.api.context import BuildContext
 from latentbridge.api.task import Task
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.core import Bridge
+from latentbridge.bridge.facts import check_against_models
 from latentbridge.bridge.models import FrozenModel, load_frozen
 from latentbridge.config.recipe import Recipe
 from latentbridge.errors import LatentBridgeError
@@ -64,9 +65,11 @@ class Experiment:
         registry = registry or get_registry()
         seed_everything(recipe.seed)
         task = build_plugin(registry, "task", recipe.task.name, recipe.task.config)
+        task.dev_size = recipe.eval.dev_n
         with blame("task", recipe.task.name, task):  # a task that fails to load its data names itself
-            for split in ("train", "test"):
+            for split in ("train", "dev", "test"):
                 task.examples(split)
+        check_against_models(recipe, registry)  # before any weight loads
         m = recipe.models
         log(f"loading source {m.source} and target {m.target} ({m.dtype})")
         source = load_frozen(m.source, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
@@ -153,15 +156,17 @@ def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> obj
 
 
 def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
-    """The source hidden-state cache for this recipe's source, layer, dtype and prompts."""
+    """The source hidden-state cache for this recipe's source, layer, dtype and prompts.
+
+    Entries are found by split and a digest of the token ids the source reads (``bridge.source_rows``),
+    never by example id; the hidden states are computed from those same prompts (``bridge.hidden_rows``)."""
     from latentbridge._version import __version__
-    from latentbridge.bridge.source_cache import SourceCache
+    from latentbridge.bridge.source_cache import SPLITS, SourceCache
     from latentbridge.config.schema import config_to_dict
     from latentbridge.io.caches import cache_root
     from latentbridge.io.digest import prompts_digest
 
-    examples = [e for split in ("train", "test") for e in task.examples(split)]
-    positions = {e.id: (split, i) for split in ("train", "test") for i, e in enumerate(task.examples(split))}
+    splits = {split: task.examples(split) for split in SPLITS}
     key = {
         "latentbridge": __version__,
         "source": {"name": bridge.source.name, **bridge.source.fingerprint},
@@ -170,12 +175,12 @@ def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
         "task": task.name,
         "task_config": config_to_dict(task.config),
         "prefix": bridge.source_encoder.prefix,
-        "prompts": prompts_digest([e.id for e in examples], [task.prompt(e) for e in examples]),
+        "prompts": {split: prompts_digest([e.id for e in examples], [task.prompt(e) for e in examples])
+                    for split, examples in splits.items()},
     }
     root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
     return SourceCache(
-        root, key,
-        compute=lambda examples: bridge.hidden_rows([task.prompt(e) for e in examples]),
-        positions=lambda e: positions[e.id],
-        examples_of=task.examples,
+        root, key, splits=splits, prompt=task.prompt,
+        rows=lambda prompts: bridge.source_rows(prompts),
+        compute=lambda prompts: bridge.hidden_rows(prompts),
     )

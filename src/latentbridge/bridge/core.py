@@ -103,13 +103,17 @@ class Bridge:
     def bridged_inputs(
         self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool,
         modes: Sequence[InjectionMode] | None = None,
+        answers: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
     ) -> TargetInputs:
         """The target's inputs for the bridged system; ``with_answer`` adds the supervised answer.
 
         ``modes`` gives each row its own injection mode (the curriculum mixes ``soft_plus_text`` rows
-        into a ``soft_only`` run); by default every row uses the recipe's.
+        into a ``soft_only`` run); by default every row uses the recipe's. ``answers`` replaces each row's
+        answer by ``(context, supervised)`` token ids: the context read, the rest supervised.
         """
         texts = [self.target_encoder.target_text(p, with_answer) for p in prompts]
+        if answers is not None:
+            texts = [t.with_answer(supervised, context) for t, (context, supervised) in zip(texts, answers, strict=True)]
         soft = soft.to(self.target.dtype)
         modes = modes or [self.injection] * len(texts)
         rows = []

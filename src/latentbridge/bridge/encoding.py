@@ -57,11 +57,11 @@ class PromptEncoder:
         full_prompt = prompt.text
         encoded = self.tokenizer(full_prompt, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
-        q_start = len(prompt.header)
-        q_end = q_start + len(prompt.question)
+        q_start, q_end = prompt.own_question_span()  # the question's own text, not the template's words
         overlapping = [i for i, (a, b) in enumerate(offsets) if a < q_end and b > q_start]
         span = (overlapping[0], overlapping[-1] + 1) if overlapping else (0, len(ids))
-        cue_tokens = [i for i, (_, b) in enumerate(offsets) if b > q_end]
+        cue_start = len(prompt.header) + len(prompt.question)  # the cue follows the templated question
+        cue_tokens = [i for i, (_, b) in enumerate(offsets) if b > cue_start]
         cue = ids[cue_tokens[0] :] if cue_tokens else self.ids(prompt.cue)
         full = self.tokenizer(full_prompt + prompt.answer, add_special_tokens=False, return_offsets_mapping=True)
         if list(full["input_ids"][: len(ids)]) == ids:

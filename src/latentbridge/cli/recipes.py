@@ -18,13 +18,13 @@ def validate(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe (all defaults filled in)."),
 ) -> None:
-    """Check a recipe (and overrides) against the schema and the plugins, without loading any model."""
-    from latentbridge.bridge.models import resolve_model_path
+    """Check a recipe (and overrides) against the schema, the plugins and the model folders' config.json,
+    without loading any weight."""
+    from latentbridge.bridge.facts import check_against_models
     from latentbridge.config.recipe import load_recipe
 
     resolved = load_recipe(recipe, overrides or [])
-    for model in (resolved.models.source, resolved.models.target):
-        resolve_model_path(model)  # the folder must exist (nothing is loaded)
+    check_against_models(resolved)
     if show:
         typer.echo(resolved.to_yaml(), nl=False)
     else:

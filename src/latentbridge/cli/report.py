@@ -20,9 +20,11 @@ def report(
              "holding runs); for several, report/ in their common parent folder (--out is needed when they "
              "share none)."),
 ) -> None:
-    """A markdown report: the experiment table, learning curves (PNG) and the recipe differences;
-    runs named NAME-seedN are also compared over seeds. It is written beside the runs (see --out),
-    and its own folder is never taken for a run."""
+    """A markdown report: the experiment table (the dev peak that chose best/, test accuracy of those
+    weights and of the final weights, the controls and the information-flow figure), learning curves
+    (PNG) and the recipe differences; runs named NAME-seedN are also compared over seeds, the seed
+    being the unit. It is written beside the runs (see --out), and its own folder is never taken for
+    a run. Run folders of older versions, whose evaluations chose best/ on test, are refused."""
     from latentbridge.report.document import report_runs
 
     path = report_runs(run_dirs, out)

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from latentbridge.api import events
 from latentbridge.cli.app import OVERRIDES_HELP, app, console
-from latentbridge.cli.ui import RunDisplay, print_results
+from latentbridge.cli.ui import RunDisplay, fmt_acc, print_results
 
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (with --resume)
@@ -30,7 +30,7 @@ def run(
     75 preempted by SIGTERM/SIGINT/SIGUSR1 (a checkpoint was written: rerun with --resume).
     """
     from latentbridge.config.recipe import load_recipe
-    from latentbridge.train.distributed import init_from_env, is_main, launched_by_torchrun
+    from latentbridge.train.distributed import init_from_env, is_main, launched_by_torchrun, shutdown
     from latentbridge.train.jobs import choose_run_dir, train_recipe
     from latentbridge.train.state import Diverged, Preempted
 
@@ -55,12 +55,14 @@ def run(
             display.log(f"stopped at step {stop.step}: {stop.count} non-finite losses in a row "
                         f"(each was skipped); last good checkpoint: {last}")
             raise typer.Exit(EXIT_DIVERGED) from None
-    state = result.state
-    final = result.final
-    print_results(out, final, f"{resolved.name}: final evaluation (step {final['step']})")
-    if state.best_step is not None:
-        out.print(f"best bridged accuracy {state.best_accuracy:.3f} at step {state.best_step} (saved in best/)")
+    state, final, best = result.state, result.final, result.best
+    print_results(out, final, f"{resolved.name}: test, final weights (step {final['step']})")
+    if best is not None:
+        chosen = best["systems"]["bridged"]
+        out.print(f"best on dev: step {state.best_step} (bridged {state.best_accuracy:.3f} on dev, saved in best/); "
+                  f"its test accuracy: bridged {fmt_acc(chosen)}")
     out.print(f"results in {escape(str(run_dir))}")
+    shutdown()
 
 
 def relaunch_under_torchrun(nproc: int, args: list[str]) -> None:
@@ -76,12 +78,13 @@ def relaunch_under_torchrun(nproc: int, args: list[str]) -> None:
 @app.command("eval")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `latentbridge run`."),
-    step: str = typer.Option("best", "--step", help="Which translator: 'best' or 'final'."),
+    step: str = typer.Option("best", "--step", help="Which translator: 'best' (chosen on dev) or 'final'."),
+    split: str = typer.Option("test", "--split", help="Which items: 'test' or 'dev'."),
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for the evaluation, e.g. eval.n=50."),
 ) -> None:
     """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
     from latentbridge.eval.jobs import evaluate_run
-    from latentbridge.train.distributed import init_from_env, is_main
+    from latentbridge.train.distributed import init_from_env, is_main, shutdown
 
     init_from_env()
     out = console if is_main() else Console(quiet=True)
@@ -89,9 +92,10 @@ def evaluate(
         def progress(what: str, done: int, total: int) -> None:
             display.on_run_event(events.EvaluationProgress(0, what, done, total))
 
-        result = evaluate_run(run_dir, step, overrides or [], progress=progress, log=display.log)
-    print_results(out, result, f"{run_dir}: {step} translator (step {result['step']})")
+        result = evaluate_run(run_dir, step, overrides or [], split=split, progress=progress, log=display.log)
+    print_results(out, result, f"{run_dir}: {step} translator (step {result['step']}) on {split}")
     out.print(f"records in {escape(str(run_dir / f'eval_{step}'))}")
+    shutdown()
 
 
 @app.command("summarize")

@@ -58,13 +58,23 @@ def results_table(summary: dict[str, Any], title: str) -> Table:
             f"bridged vs target, paired exact McNemar: {paired['bridged_only']} vs {paired['target_only']} "
             f"discordant items, p = {paired['p_value']:.3g}"
         )
+    flow = summary.get("information_flow")
+    if flow:
+        table.caption += "\n" + information_flow_line(flow)
     return table
+
+
+def information_flow_line(flow: dict[str, Any]) -> str:
+    """``information flow: bridged − shuffled = +0.045 (12 vs 3 items, p = 0.035)``, flagged when not positive."""
+    line = (f"information flow: bridged − shuffled = {flow['difference']:+.3f} "
+            f"({flow['bridged_only']} vs {flow['shuffled_only']} discordant items, p = {flow['p_value']:.3g})")
+    return line + (" — NO INFORMATION FROM THE SOURCE" if flow["no_information"] else "")
 
 
 def sample_lines(summary: dict[str, Any], width: int = 100) -> list[str]:
     """One sample output per system that ran (the first item's)."""
     return [
-        f"  {system:>7}: {shorten(s['sample'], width)}"
+        f"  {system:>8}: {shorten(s['sample'], width)}"
         for system in SYSTEMS
         if (s := summary["systems"].get(system)) is not None
     ]

@@ -48,15 +48,18 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = option(100, gt=0, help="evaluate every N steps (and always at the end)")
-    n: int = option(200, gt=0, help="test items per evaluation")
+    every: int = option(100, gt=0, help="evaluate on the dev split every N steps (and at the last step)")
+    n: int = option(200, gt=0, help="test items evaluated at the end (final weights and the dev-chosen best)")
+    dev_n: int = option(200, gt=0, help="dev items, carved from train (never trained on): periodic evaluations, "
+                        "best/ and early stopping select on them, never on test")
     batch_size: int = option(32, gt=0, help="items per generation batch")
     max_new_tokens: int = option(96, gt=0, help="generation limit per answer")
     systems: list[SystemName] = option(
-        default_factory=lambda: list(SYSTEMS), help="systems to evaluate; baselines are computed once and cached"
+        default_factory=lambda: list(SYSTEMS),
+        help="systems to evaluate (shuffled and null: the controls); baselines are computed once and cached"
     )
     stop: list[str] = option(default_factory=lambda: ["\n\n"], help="stop strings for generation")
-    patience: int | None = option(None, gt=0, help="stop after N evaluations without a better bridged accuracy")
+    patience: int | None = option(None, gt=0, help="stop after N dev evaluations without a better bridged accuracy")
 
     def check(self) -> list[tuple[str, str]]:
         if "bridged" not in self.systems:

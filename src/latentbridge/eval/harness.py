@@ -1,16 +1,17 @@
-"""The evaluation harness: every system on the same items, every item reported, baselines cached.
+"""The evaluation harness: every system on the same items of one split, every item reported.
 
 Systems: ``source`` (the source model alone on the prompt), ``target`` (the target alone), ``bridged``
-(the recipe's injection mode) and ``relay`` (the source's worked solution handed to the target as
-text after the question). Decoding is greedy, so evaluating the same weights twice gives identical
-files. Baselines do not change during training: they are generated once per (models, task, prompt,
-decoding settings) and cached on disk, never regenerated at each evaluation.
+(the recipe's injection mode), the controls ``shuffled`` and ``null`` (see
+:mod:`latentbridge.eval.controls`), and ``relay`` (the source's worked solution handed to the target as
+text after the question). Decoding is greedy and the DiT's noise is seeded per item, so evaluating the
+same weights twice gives identical files. Baselines are generated once and cached
+(:mod:`latentbridge.eval.baselines`). Periodic evaluations during training read the ``dev`` split;
+the final figures read ``test``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +19,24 @@ from typing import Any
 
 import torch
 
-from latentbridge._version import __version__
 from latentbridge.api.task import Example, Prompt, Task
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.generation import greedy_generate
 from latentbridge.bridge.models import FrozenModel
-from latentbridge.config.schema import config_to_dict
+from latentbridge.eval.baselines import BaselineCache, baseline_key, generate_baselines
+from latentbridge.eval.controls import derangement, null_prompt
 from latentbridge.eval.summary import summarize_records
 from latentbridge.eval.systems import BASELINES, SYSTEMS, relay_prompt_text
-from latentbridge.io.atomic import write_atomic, write_jsonl_atomic
-from latentbridge.io.caches import cache_root
-from latentbridge.io.digest import json_digest, prompts_digest
+from latentbridge.io.atomic import write_jsonl_atomic
+from latentbridge.io.digest import prompts_digest
 from latentbridge.train.distributed import gather_objects, is_main, rank, world_size
 from latentbridge.train.precision import autocast
 
 
 class Interrupted(Exception):
     """Raised between generation batches when the run was asked to stop (preemption)."""
+
+
 Progress = Callable[[str, int, int], None]  # (what, items done in this call, items of `what` in all)
 
 
@@ -47,10 +49,16 @@ class EvalSettings:
     systems: list[str]
 
     @classmethod
-    def from_config(cls, config: Any) -> EvalSettings:
-        """The settings of a recipe's ``eval`` section."""
-        return cls(n=config.n, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+    def from_config(cls, config: Any, split: str = "test") -> EvalSettings:
+        """The settings of a recipe's ``eval`` section for ``split`` (``n`` items of test, ``dev_n`` of dev)."""
+        n = config.dev_n if split == "dev" else config.n
+        return cls(n=n, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                    stop=list(config.stop), systems=list(config.systems))
+
+
+def eval_file_name(split: str, step: int, label: str | None = None) -> str:
+    """``eval_samples_<split>[_<label>]_step_<N>.jsonl``: the split (and which weights) in the name."""
+    return f"eval_samples_{split}{'_' + label if label else ''}_step_{step}.jsonl"
 
 
 class Evaluator:
@@ -61,6 +69,8 @@ class Evaluator:
         settings: EvalSettings,
         out_dir: Path,
         *,
+        split: str = "test",
+        seed: int = 0,
         progress: Progress | None = None,
         use_cache: bool = True,
         should_stop: Callable[[], bool] | None = None,
@@ -70,13 +80,15 @@ class Evaluator:
         self.task = task
         self.settings = settings
         self.out_dir = Path(out_dir)
+        self.split = split
         self.progress = progress
         self.use_cache = use_cache
         self.should_stop = should_stop or (lambda: False)
         self.autocast = autocast
-        test = task.examples("test")
-        self.items: list[Example] = test[: settings.n]
+        self.items: list[Example] = task.examples(split)[: settings.n]
         self.prompts: list[Prompt] = [task.prompt(e) for e in self.items]
+        self.seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
+        self.shuffle = derangement(len(self.items), seed)  # shuffled: item i reads item shuffle[i]'s source
         self._baselines: dict[str, list[str]] | None = None
 
     # -- generation ----------------------------------------------------------------------------------
@@ -113,109 +125,116 @@ class Evaluator:
     def _text_system(self, model: FrozenModel, rows: list[list[int]], what: str) -> list[str]:
         return self._generate(model, lambda c: self.bridge.text_inputs(model, rows[c]), what)
 
-    def generate_bridged(self) -> list[str]:
-        """The bridged system's outputs; the DiT's noise is seeded per item, so they are deterministic."""
-        seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
+    def _bridged_system(self, what: str, source: Callable[[slice], tuple[list[Prompt], Any, torch.Tensor]]) -> list[str]:
+        """The target reading each item's own text and a message from ``source(chunk)``: the prompts
+        the source reads, the examples (for the source cache, or None) and the per-row seeds."""
+        def build(chunk: slice):
+            prompts, examples, seeds = source(chunk)
+            soft = self.bridge.soft_tokens(prompts, seeds, examples=examples)
+            return self.bridge.bridged_inputs(soft, self.prompts[chunk], with_answer=False)
+
         self.bridge.translator.eval()
         with torch.no_grad():
-            return self._generate(
-                self.bridge.target,
-                lambda c: self.bridge.bridged_inputs(
-                    self.bridge.soft_tokens(self.prompts[c], seeds[c], examples=self.items[c]),
-                    self.prompts[c], with_answer=False,
-                ),
-                "bridged",
-            )
+            return self._generate(self.bridge.target, build, what)
+
+    def generate_bridged(self) -> list[str]:
+        """The bridged system: each item's message from its own source states."""
+        return self._bridged_system("bridged", lambda c: (self.prompts[c], self.items[c], self.seeds[c]))
+
+    def generate_shuffled(self) -> list[str] | None:
+        """The ``shuffled`` control: item i's message is the one item ``shuffle[i]`` gets (its source
+        states and its seed); None with fewer than two items."""
+        if self.shuffle is None:
+            return None
+
+        def source(chunk: slice):
+            others = self.shuffle[chunk]
+            return [self.prompts[j] for j in others], [self.items[j] for j in others], self.seeds[others]
+
+        return self._bridged_system("shuffled", source)
+
+    def generate_null(self) -> list[str]:
+        """The ``null`` control: the message from the source reading the prompt without the question."""
+        return self._bridged_system("null", lambda c: ([null_prompt(p) for p in self.prompts[c]], None, self.seeds[c]))
 
     # -- baselines -----------------------------------------------------------------------------------
 
     def baseline_key(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "latentbridge": __version__,
-            "source": self.bridge.source.fingerprint,
-            "target": self.bridge.target.fingerprint,
-            "dtypes": [str(self.bridge.source.dtype), str(self.bridge.target.dtype)],
-            "task": self.task.name,
-            "task_config": config_to_dict(self.task.config),
-            "items": prompts_digest([e.id for e in self.items], self.prompts),
-            "decoding": {"max_new_tokens": s.max_new_tokens, "stop": s.stop, "greedy": True},
-        }
+        return baseline_key(self.bridge, self.task, prompts_digest([e.id for e in self.items], self.prompts),
+                            self.settings)
+
+    def _generate_baseline(self, system: str, outputs: dict[str, list[str]]) -> list[str]:
+        b = self.bridge
+        if system == "source":
+            return self._text_system(b.source, [b.source_encoder.prompt_ids(p) for p in self.prompts], "source")
+        if system == "target":
+            return self._text_system(b.target, [b.target_encoder.prompt_ids(p) for p in self.prompts], "target")
+        rows = [b.target_encoder.text_ids(relay_prompt_text(p, out))
+                for p, out in zip(self.prompts, outputs["source"], strict=True)]
+        return self._text_system(b.target, rows, "relay")
 
     def baselines(self) -> dict[str, list[str]]:
         """Outputs of the baseline systems asked for, generated once and cached on disk."""
-        if self._baselines is not None:
-            return self._baselines
-        wanted = [s for s in BASELINES if s in self.settings.systems]
-        key = self.baseline_key()
-        digest = json_digest(key)
-        cache_file = cache_root() / "baselines" / f"{digest}.json"
-        cached: dict[str, list[str]] = {}
-        if self.use_cache and cache_file.is_file():
-            try:
-                stored = json.loads(cache_file.read_text())
-                if stored.get("key") == key:
-                    cached = stored["outputs"]
-            except (json.JSONDecodeError, KeyError):
-                cached = {}
-        outputs = dict(cached)
-        missing = [s for s in wanted if s not in outputs]
-        if "relay" in missing and "source" not in outputs:
-            missing.insert(0, "source")
-        b = self.bridge
-        for system in dict.fromkeys(missing):
-            if system == "source":
-                rows = [b.source_encoder.prompt_ids(p) for p in self.prompts]
-                outputs["source"] = self._text_system(b.source, rows, "source")
-            elif system == "target":
-                rows = [b.target_encoder.prompt_ids(p) for p in self.prompts]
-                outputs["target"] = self._text_system(b.target, rows, "target")
-            elif system == "relay":
-                rows = [
-                    b.target_encoder.text_ids(relay_prompt_text(p, out))
-                    for p, out in zip(self.prompts, outputs["source"], strict=True)
-                ]
-                outputs["relay"] = self._text_system(b.target, rows, "relay")
-        if missing and self.use_cache and is_main():
-            write_atomic(cache_file, json.dumps({"key": key, "outputs": outputs}))
-        self._baselines = {s: outputs[s] for s in wanted}
+        if self._baselines is None:
+            wanted = [s for s in BASELINES if s in self.settings.systems]
+            cache = BaselineCache(self.baseline_key(), enabled=self.use_cache)
+            outputs, generated = generate_baselines(wanted, cache.load(), self._generate_baseline)
+            if generated and is_main():
+                cache.save(outputs)
+            self._baselines = {s: outputs[s] for s in wanted}
         return self._baselines
 
     # -- one evaluation ------------------------------------------------------------------------------
 
-    def records(self, step: int, bridged: Sequence[str]) -> list[dict[str, Any]]:
-        """One record per item, every system present (null where not run)."""
-        outputs = {**self.baselines(), "bridged": list(bridged)}
+    def outputs(self) -> dict[str, list[str] | None]:
+        """Every system asked for: the cached baselines, then the bridged system and its controls."""
+        out: dict[str, list[str] | None] = dict(self.baselines())
+        wanted = self.settings.systems
+        out["bridged"] = self.generate_bridged()
+        if "shuffled" in wanted:
+            out["shuffled"] = self.generate_shuffled()
+        if "null" in wanted:
+            out["null"] = self.generate_null()
+        return out
+
+    def records(self, step: int, outputs: dict[str, Sequence[str] | None] | Sequence[str]) -> list[dict[str, Any]]:
+        """One record per item, every system present (null where not run). ``outputs``: each system's
+        outputs (baselines are filled in), or the bridged outputs alone."""
+        given = {"bridged": list(outputs)} if not isinstance(outputs, dict) else dict(outputs)
+        outputs = {**self.baselines(), **given}
         records = []
         task = self.task
         primary, *others = task.filters
         for index, example in enumerate(self.items):
-            gold = task.gold_answer(example)
             record: dict[str, Any] = {
                 "eval_step": step,
+                "split": self.split,
                 "index": index,
                 "id": example.id,
                 "question": example.question,
                 "gold_full_text": example.answer,
-                "gold_extracted": gold,
+                "gold_extracted": task.gold_answer(example),
                 "primary_filter": primary,
             }
             for system in SYSTEMS:
-                text = outputs[system][index] if system in outputs else None
+                texts = outputs.get(system)
+                text = texts[index] if texts is not None else None
                 record[f"{system}_full"] = text
                 record[f"{system}_extracted"] = None if text is None else task.extract_answer(text, primary)
                 record[f"{system}_correct"] = None if text is None else task.is_correct(text, example, primary)
                 for name in others:
                     record[f"{system}_correct_{name}"] = None if text is None else task.is_correct(text, example, name)
+            if self.shuffle is not None and outputs.get("shuffled") is not None:
+                record["shuffled_source_id"] = self.items[self.shuffle[index]].id
             records.append(record)
         return records
 
-    def evaluate(self, step: int) -> dict[str, Any]:
-        """Run every system, write ``eval_samples_step_<step>.jsonl``, return the step's summary."""
-        records = self.records(step, self.generate_bridged())
+    def evaluate(self, step: int, label: str | None = None) -> dict[str, Any]:
+        """Run every system, write ``eval_samples_<split>[_<label>]_step_<step>.jsonl``, return the summary."""
+        records = self.records(step, self.outputs())
         if is_main():
-            write_jsonl_atomic(self.out_dir / f"eval_samples_step_{step}.jsonl", records)
-        return {"step": step, **summarize_records(records)}
+            write_jsonl_atomic(self.out_dir / eval_file_name(self.split, step, label), records)
+        return {"step": step, "split": self.split, **({"weights": label} if label else {}), **summarize_records(records)}
 
 
 def item_seed(item_id: str) -> int:

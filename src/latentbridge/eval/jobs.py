@@ -22,12 +22,13 @@ def evaluate_run(
     step: str = "best",
     overrides: Sequence[str] = (),
     *,
+    split: str = "test",
     progress: Callable[[str, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the ``best`` or ``final`` translator of ``run_dir`` with the run's own recipe (plus
-    ``overrides``, e.g. ``eval.n=50``); writes ``<run_dir>/eval_<step>/`` (the per-item records and
-    ``summary.json``) and returns the summary."""
+    """Evaluate the ``best`` (chosen on dev) or ``final`` translator of ``run_dir`` on ``split`` (``test``
+    or ``dev``) with the run's own recipe (plus ``overrides``, e.g. ``eval.n=50``); writes
+    ``<run_dir>/eval_<step>/`` (the per-item records and ``summary.json``) and returns the summary."""
     from latentbridge.bridge.build import Experiment
     from latentbridge.config.recipe import load_recipe
     from latentbridge.eval.harness import EvalSettings, Evaluator
@@ -37,6 +38,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if step not in STEPS:
         raise LatentBridgeError(f"--step must be 'best' or 'final', got '{step}'")
+    if split not in ("test", "dev"):
+        raise LatentBridgeError(f"--split must be 'test' or 'dev', got '{split}'")
     if not (run_dir / "recipe.yaml").is_file():
         raise LatentBridgeError(f"{run_dir} is not a run folder (no recipe.yaml)")
     weights = run_dir / "best" if step == "best" else run_dir
@@ -44,8 +47,8 @@ def evaluate_run(
     recipe = load_recipe(run_dir / "recipe.yaml", overrides)
     out_dir = run_dir / f"eval_{step}"
     experiment = Experiment.build(recipe, log=log or (lambda _: None), translator_dir=str(weights))
-    evaluator = Evaluator(experiment.bridge, experiment.task, EvalSettings.from_config(recipe.eval), out_dir,
-                          progress=progress, autocast=recipe.models.autocast)
+    evaluator = Evaluator(experiment.bridge, experiment.task, EvalSettings.from_config(recipe.eval, split), out_dir,
+                          split=split, seed=recipe.seed, progress=progress, autocast=recipe.models.autocast)
     result = evaluator.evaluate(int(meta.get("step", 0)))
     if is_main():
         write_json_atomic(out_dir / "summary.json", result)

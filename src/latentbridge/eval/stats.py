@@ -1,10 +1,19 @@
-"""Small, exact statistics for evaluation reports (no SciPy needed)."""
+"""Small, exact statistics for evaluation reports (no SciPy needed).
+
+Within one run the unit is the item (exact McNemar of two systems on the same items). Across runs
+the unit is the seed: a configuration's runs are compared with another's run of the same seed, by
+the exact sign-flip test and the paired Student t test over the per-seed differences
+(:func:`sign_flip_test`, :func:`paired_t`); :func:`hierarchical_bootstrap` resamples seeds, then items.
+"""
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
+from fractions import Fraction
+from functools import reduce
 
 Z95 = 1.959963984540054
 
@@ -36,12 +45,12 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
 
 
 def sign_flip_exact(differences: Sequence[int]) -> float:
-    """Exact two-sided paired randomization test over items: under the null each item's difference
-    (here: correct answers of configuration a minus b, summed over seeds) is as likely negated.
-
-    p = P(|sum s_i d_i| >= |sum d_i|) over independent fair signs s_i, computed exactly by counting.
-    With one seed (differences in {-1, 0, 1}) this is the exact McNemar test. Items, not (seed, item)
-    pairs, are the unit, so results of several seeds on one item are never counted as independent.
+    """Exact two-sided paired randomization test on integer differences: under the null each
+    difference is as likely negated. p = P(|sum s_i d_i| >= |sum d_i|) over independent fair signs
+    s_i, computed exactly by counting the sums' sign patterns (zeros change nothing and are dropped).
+    On per-item differences of one run pair (in {-1, 0, 1}) this is the exact McNemar test. Across
+    seeds use :func:`sign_flip_test` on the per-seed differences: summing items over seeds and
+    taking the items as the unit treats the trained models as fixed and ignores seed-to-seed variance.
     """
     d = [abs(int(x)) for x in differences if x]
     observed = abs(sum(int(x) for x in differences))
@@ -56,6 +65,159 @@ def sign_flip_exact(differences: Sequence[int]) -> float:
         counts = nxt
     extreme = sum(c for total, c in counts.items() if abs(total) >= observed)
     return extreme / 2 ** len(d)
+
+
+# -- over seeds: the seed is the unit --------------------------------------------------------------
+
+MAX_SIGN_FLIP_UNITS = 24  # 2^24 sign patterns at most
+
+
+def sign_flip_test(differences: Sequence[float | Fraction]) -> float:
+    """Exact two-sided sign-flip test over units (seeds): p is the share of the 2^n sign patterns
+    whose |mean| is at least the observed |mean|. The differences are taken exactly as given
+    (floats as their binary values; pass :class:`~fractions.Fraction` of counts, e.g.
+    ``Fraction(correct, n)``, so that equal accuracies tie exactly). Never below
+    :func:`smallest_sign_flip_p` ``(n)`` = 2/2^n; 1.0 with no differences."""
+    if len(differences) > MAX_SIGN_FLIP_UNITS:
+        raise ValueError(f"the exact sign-flip test enumerates 2^n patterns: at most {MAX_SIGN_FLIP_UNITS} units")
+    exact = [Fraction(x) for x in differences]  # a nan or infinite difference raises ValueError here
+    scale = reduce(math.lcm, (f.denominator for f in exact), 1)
+    return sign_flip_exact([int(f * scale) for f in exact])
+
+
+def smallest_sign_flip_p(n: int) -> float:
+    """The smallest p the exact two-sided sign-flip test can give with ``n`` units: 2/2^n (1 for n <= 1)."""
+    return min(1.0, 2 / 2**n) if n > 0 else 1.0
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz), for x < (a+1)/(a+b+2)."""
+    tiny, eps = 1e-300, 1e-16
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            return h
+    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def betainc(a: float, b: float, x: float, y: float | None = None) -> float:
+    """The regularized incomplete beta function I_x(a, b); ``y`` is 1 - x when known more precisely."""
+    y = 1.0 - x if y is None else y
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, y) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
+    if math.isnan(t) or df <= 0:
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    t2 = t * t
+    return min(1.0, betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2)))
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t (``q`` in (0.5, 1)): the t with P(|T| >= t) = 2(1 - q), by bisection."""
+    if not 0.5 < q < 1 or df <= 0:
+        raise ValueError(f"t_quantile needs 0.5 < q < 1 and df > 0, got q={q}, df={df}")
+    target = 2.0 * (1.0 - q)
+    low, high = 0.0, 1.0
+    while t_two_sided_p(high, df) > target:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if mid in (low, high):
+            break
+        low, high = (mid, high) if t_two_sided_p(mid, df) > target else (low, mid)
+    return (low + high) / 2.0
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and its Student-t interval over units (seeds): ``(mean, low, high)``; nan bounds with one value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(0.5 + level / 2.0, n - 1) * _standard_error(values, mean)
+    return mean, mean - half, mean + half
+
+
+def _standard_error(values: Sequence[float], mean: float) -> float:
+    """sd / sqrt(n) over units; exactly 0 when every value is the same (not a rounding residue)."""
+    if max(values) == min(values):
+        return 0.0
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) / math.sqrt(len(values))
+
+
+def paired_t(differences: Sequence[float], level: float = 0.95) -> dict[str, float | int]:
+    """Paired Student t test over units (seeds) of the per-unit differences: the mean difference, its
+    t interval, t, degrees of freedom and the two-sided p. Undefined (nan) with fewer than two units;
+    with no spread p is 0 (1 when every difference is 0) and the interval is the mean."""
+    values = [float(d) for d in differences]
+    n = len(values)
+    if n == 0:
+        raise ValueError("paired_t needs at least one difference")
+    mean, low, high = t_interval(values, level)
+    out: dict[str, float | int] = {"n": n, "mean": mean, "low": low, "high": high, "df": n - 1,
+                                   "t": math.nan, "p_value": math.nan}
+    if n < 2:
+        return out
+    se = _standard_error(values, mean)
+    if se == 0.0:
+        out.update(t=math.copysign(math.inf, mean) if mean else 0.0, p_value=0.0 if mean else 1.0)
+    else:
+        out.update(t=mean / se, p_value=t_two_sided_p(mean / se, n - 1))
+    return out
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of sorted values, linearly interpolated between order statistics."""
+    position = q * (len(sorted_values) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(sorted_values) - 1)
+    return sorted_values[below] + (sorted_values[above] - sorted_values[below]) * (position - below)
+
+
+def hierarchical_bootstrap(
+    groups: Sequence[Sequence[float]], resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile interval of the mean over seeds of each seed's item mean, resampling seeds with
+    replacement and then, within each drawn seed, its items with replacement (fixed ``seed``:
+    the same input gives the same interval). ``groups``: per seed, the per-item values (0/1
+    correctness, or paired per-item differences). With few seeds it understates the spread between
+    seeds (three seeds give ten distinct draws); the t interval over seeds does not."""
+    if not groups or any(not g for g in groups):
+        raise ValueError("hierarchical_bootstrap needs at least one seed, each with at least one item")
+    rng = random.Random(seed)
+    n_seeds = len(groups)
+    stats = []
+    for _ in range(resamples):
+        total = 0.0
+        for _ in range(n_seeds):
+            items = groups[rng.randrange(n_seeds)]
+            total += math.fsum(rng.choices(items, k=len(items))) / len(items)
+        stats.append(total / n_seeds)
+    stats.sort()
+    tail = (1.0 - level) / 2.0
+    return percentile(stats, tail), percentile(stats, 1.0 - tail)
 
 
 COLLAPSE_SHARE = 0.5

@@ -15,7 +15,8 @@ from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
 from latentbridge.eval.systems import SYSTEMS
 
-EVAL_FILE_RE = re.compile(r"eval_samples_step_(\d+)\.jsonl$")
+# eval_samples_<split>[_<weights>]_step_<N>.jsonl (older runs: eval_samples_step_<N>.jsonl)
+EVAL_FILE_RE = re.compile(r"eval_samples_(?:[a-z]+_)*step_(\d+)\.jsonl$")
 
 
 def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any] | None:
@@ -53,15 +54,37 @@ def filter_accuracies(records: Sequence[dict[str, Any]], system: str) -> dict[st
     return out
 
 
+NO_INFORMATION_P = 0.05  # bridged must beat shuffled at this level for the source to count as read
+
+
+def paired_against(records: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
+    """Exact McNemar of system ``a`` against ``b`` on the items both ran: discordant counts, the
+    difference in accuracy and p; None when they share no item."""
+    both = [r for r in records if r.get(f"{a}_correct") is not None and r.get(f"{b}_correct") is not None]
+    if not both:
+        return None
+    test = mcnemar_exact([r[f"{a}_correct"] for r in both], [r[f"{b}_correct"] for r in both])
+    return {"n": len(both), f"{a}_only": test["a_only"], f"{b}_only": test["b_only"],
+            "difference": (test["a_only"] - test["b_only"]) / len(both), "p_value": test["p_value"]}
+
+
+def information_flow(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """``bridged − shuffled`` with its exact McNemar test: does the target read anything from the
+    source about *this* item? ``no_information`` unless bridged beats shuffled at p < 0.05."""
+    paired = paired_against(records, "bridged", "shuffled")
+    if paired is None:
+        return None
+    paired["no_information"] = not (paired["difference"] > 0 and paired["p_value"] < NO_INFORMATION_P)
+    return paired
+
+
 def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per-system summaries plus the paired exact McNemar test of bridged vs target."""
+    """Per-system summaries, the paired exact McNemar test of bridged vs target, and the
+    information-flow figure (bridged vs the shuffled control)."""
     systems = {s: system_summary(records, s) for s in SYSTEMS}
-    paired = None
-    both = [r for r in records if r.get("bridged_correct") is not None and r.get("target_correct") is not None]
-    if both:
-        test = mcnemar_exact([r["bridged_correct"] for r in both], [r["target_correct"] for r in both])
-        paired = {"n": len(both), "bridged_only": test["a_only"], "target_only": test["b_only"], "p_value": test["p_value"]}
-    return {"n_items": len(records), "systems": systems, "mcnemar_bridged_vs_target": paired}
+    vs_target = paired_against(records, "bridged", "target")
+    return {"n_items": len(records), "split": records[0].get("split", "test") if records else None, "systems": systems,
+            "mcnemar_bridged_vs_target": vs_target, "information_flow": information_flow(records)}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -77,14 +100,15 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def eval_files(paths: Iterable[str | Path]) -> list[tuple[int, Path]]:
-    """Evaluation files among ``paths`` (files, or run folders searched for them), in numeric step order."""
+    """Evaluation files among ``paths`` (files, or run folders searched for them): per folder, the dev
+    evaluations in step order, then the test ones (the best weights' before the final's when earlier)."""
     found: list[tuple[int, Path]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            candidates = list(path.glob("eval_samples_step_*.jsonl"))
+            candidates = list(path.glob("eval_samples_*step_*.jsonl"))
             if not candidates:
-                raise LatentBridgeError(f"{path}: no eval_samples_step_<N>.jsonl files in this folder")
+                raise LatentBridgeError(f"{path}: no eval_samples_<split>_step_<N>.jsonl files in this folder")
         elif path.is_file():
             candidates = [path]
         else:
@@ -96,4 +120,7 @@ def eval_files(paths: Iterable[str | Path]) -> list[tuple[int, Path]]:
                 records = read_records(file)
                 step = int(records[0].get("eval_step", -1)) if records else -1
             found.append((step, file))
-    return sorted(found, key=lambda item: (str(item[1].parent), item[0]))
+    def split_rank(file: Path) -> int:
+        return 0 if "_dev_" in file.name else 1
+
+    return sorted(found, key=lambda item: (str(item[1].parent), split_rank(item[1]), item[0]))

@@ -6,7 +6,9 @@ from typing import Literal
 
 from latentbridge.api.task import Prompt
 
-SYSTEMS = ("source", "target", "bridged", "relay")  # every record has a field set for each, in this order
+# every record has a field set for each, in this order; shuffled and null are the controls (eval/controls.py)
+SYSTEMS = ("source", "target", "bridged", "shuffled", "null", "relay")
+CONTROLS = ("shuffled", "null")
 BASELINES = ("source", "target", "relay")  # do not change during training: generated once and cached
 SystemName = Literal[SYSTEMS]  # type: ignore[valid-type]  (a recipe's eval.systems entries)
 

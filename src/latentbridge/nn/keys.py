@@ -1,7 +1,19 @@
-"""Looking inside a frozen decoder: the rotary-embedded attention keys of its first layers."""
+"""Looking inside a frozen decoder: the queries, keys and values its own attention code computes.
+
+:func:`capture_attention` runs the model's forward pass while a thin attention function, registered
+with transformers' ``AttentionInterface``, records what each attention layer hands to its attention
+kernel: queries and keys after the rotary embedding (and after any per-head norm, as Qwen3, OLMo-2 and
+Gemma-3 apply; from fused projections, as Phi-3 has), and values. The kernel that computes the output
+is the model's own (``sdpa`` or ``eager``), so the forward pass is unchanged and gradients flow through
+the captured tensors. Nothing is re-implemented, so the keys equal the ones the model caches.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,51 +21,108 @@ import torch
 from latentbridge.api.segments import TargetInputs
 from latentbridge.errors import LatentBridgeError
 
+_PREFIX = "latentbridge_capture_"
+_ACTIVE: list[dict[int, Captured]] = []  # the capture in progress (innermost last)
+
+
+@dataclass
+class Captured:
+    """One attention layer: ``query b H L e``, ``key`` and ``value`` ``b KV L e`` (post-rotary), ``scaling``."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    scaling: float
+
+    @property
+    def groups(self) -> int:
+        """Query heads per key/value head (grouped-query attention)."""
+        return self.query.shape[1] // self.key.shape[1]
+
 
 class _Enough(Exception):
-    """Raised by a hook once the layers we need have run (the rest of the forward pass is skipped)."""
+    """Raised once the layers asked for have run: the rest of the forward pass is skipped."""
 
 
-def decoder_layers(model: Any) -> Any:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise LatentBridgeError(
-            f"{type(model).__name__}: expected model.model.layers[i].self_attn (Llama/Mistral-style decoder)"
-        )
-    return layers
+def _kernel(original: str, module: Any):
+    if original == "sdpa":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise LatentBridgeError(f"{type(module).__name__}: no eager attention to capture around")
+    return eager
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _capturing(original: str):
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        layer = getattr(module, "layer_idx", None)
+        out = _kernel(original, module)(module, query, key, value, attention_mask, **kwargs)
+        if _ACTIVE and layer is not None:
+            captured = _ACTIVE[-1]
+            captured[layer] = Captured(query, key, value, float(kwargs.get("scaling") or module.scaling))
+            if len(captured) >= captured_limit[-1]:
+                raise _Enough
+        return out
+
+    return attention
 
 
-def rotary_keys(model: Any, inputs: TargetInputs, layers: int) -> list[torch.Tensor]:
-    """Post-RoPE keys of the first ``layers`` decoder layers, each ``b heads L head_dim``.
+captured_limit: list[int] = []
 
-    The keys are recomputed from each layer's own input (``k_proj`` of the normed hidden states,
-    rotated with the cos/sin the model passes to the layer), so gradients flow to ``inputs_embeds``.
-    The forward pass stops after the last layer needed.
-    """
-    blocks = decoder_layers(model)
-    if not 0 < layers <= len(blocks):
-        raise LatentBridgeError(f"rotary_keys: layers must be in 1..{len(blocks)}, got {layers}")
-    keys: list[torch.Tensor] = []
 
-    def hook(module: Any, args: tuple, kwargs: dict) -> None:
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        cos, sin = kwargs["position_embeddings"]
-        k = module.k_proj(hidden).view(*hidden.shape[:-1], -1, module.head_dim).transpose(1, 2)
-        keys.append(k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1))
-        if len(keys) == layers:
-            raise _Enough
+def _register(original: str) -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    handles = [blocks[i].self_attn.register_forward_pre_hook(hook, with_kwargs=True) for i in range(layers)]
+    name = _PREFIX + original
+    if name not in AttentionInterface._global_mapping:
+        AttentionInterface.register(name, _capturing(original))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
+    return name
+
+
+def _attention_configs(model: Any) -> list[Any]:
+    """The config objects the attention layers read ``_attn_implementation`` from."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
+    return list(configs.values())
+
+
+@contextlib.contextmanager
+def _implementation(model: Any) -> Iterator[None]:
+    configs = _attention_configs(model)
+    saved = [c._attn_implementation for c in configs]
+    for config, original in zip(configs, saved, strict=True):
+        if original not in ("sdpa", "eager"):
+            raise LatentBridgeError(f"capturing attention needs the 'sdpa' or 'eager' implementation, not {original!r}")
+        config._attn_implementation = _register(original)
     try:
-        model(**inputs.model_kwargs())
+        yield
+    finally:
+        for config, original in zip(configs, saved, strict=True):
+            config._attn_implementation = original
+
+
+def capture_attention(model: Any, inputs: TargetInputs, layers: int) -> list[Captured]:
+    """Queries, keys and values of the first ``layers`` attention layers for ``inputs``, as the model's
+    own attention computes them. The forward pass stops after the last layer needed."""
+    total = int(model.config.get_text_config().num_hidden_layers)
+    if not 0 < layers <= total:
+        raise LatentBridgeError(f"capture_attention: layers must be in 1..{total}, got {layers}")
+    captured: dict[int, Captured] = {}
+    _ACTIVE.append(captured)
+    captured_limit.append(layers)
+    try:
+        with _implementation(model):
+            model(**inputs.model_kwargs(), use_cache=False)
     except _Enough:
         pass
     finally:
-        for handle in handles:
-            handle.remove()
-    return keys
+        _ACTIVE.pop()
+        captured_limit.pop()
+    missing = [i for i in range(layers) if i not in captured]
+    if missing:
+        raise LatentBridgeError(f"{type(model).__name__}: attention layers {missing} did not run through the "
+                                "attention interface (an architecture latentbridge cannot look inside)")
+    return [captured[i] for i in range(layers)]

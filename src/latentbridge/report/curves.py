@@ -1,4 +1,6 @@
-"""Learning curves (PNG): accuracy per system and every loss term against step.
+"""Learning curves (PNG): dev accuracy per system and every loss term against step; the test
+evaluations at the end are marked (the final weights at the final step, filled; the dev-chosen best
+weights at the best step, stars), with the best step as a dotted vertical line.
 
 Curves often lie on each other (source under relay when both answer alike, ``loss`` under
 ``loss/nll`` when it is the only term), so every line has its own line style and hollow marker, and
@@ -13,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latentbridge.eval.systems import SYSTEMS
+from latentbridge.eval.systems import BASELINES, SYSTEMS
 from latentbridge.report.runs import RunRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# (line style, marker) per line, in drawing order; enough for the four systems and most loss terms
+# (line style, marker) per line, in drawing order; enough for the six systems and most loss terms
 STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 2)), "P"),
           ((0, (8, 3)), "X"), ((0, (3, 1, 1, 1, 1, 1)), "<"), ((0, (2, 2)), ">"), ((0, (6, 2, 2, 2)), "*"))
 MARKERS_PER_LINE = 12  # at most this many markers on a long loss curve
@@ -40,8 +42,19 @@ def _x_range(ax: Axes, steps: Sequence[int]) -> None:
         ax.set_xlim(-0.05 * span, 1.05 * span)
 
 
+def _test_points(ax: Axes, run: RunRecord, system: str, color: Any) -> None:
+    """The test accuracies of ``system``: final weights (filled circle at the final step) and, for the
+    systems the weights change (not the baselines), the best weights (star at the best step)."""
+    for weights, marker in (("final", "o"), ("best", "*")):
+        summary = run.test.get(weights)
+        value = run.accuracy(summary, system)
+        if value is not None and not (weights == "best" and system in BASELINES):
+            ax.plot([summary["step"]], [value], linestyle="none", marker=marker, color=color, markersize=11,
+                    markeredgecolor="black", markeredgewidth=0.6, zorder=20, label=f"_test {weights} {system}")
+
+
 def curves_figure(run: RunRecord) -> Figure:
-    """The figure: accuracy per system (left axes) and every loss term (right axes) against step."""
+    """The figure: dev accuracy per system with the test points (left axes), every loss term (right)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4))
@@ -51,12 +64,19 @@ def curves_figure(run: RunRecord) -> Figure:
     for system in SYSTEMS:
         values = [run.accuracy(e, system) for e in run.evaluations]
         if any(v is not None for v in values):
-            ax_acc.plot(steps, values, label=system, **_style(drawn, len(steps)))
+            (line,) = ax_acc.plot(steps, values, label=f"{system} (dev)", **_style(drawn, len(steps)))
+            _test_points(ax_acc, run, system, line.get_color())
             drawn += 1
-    ax_acc.set(xlabel="step", ylabel="accuracy", title=f"{run.run_id}: accuracy", ylim=(0, 1))
+    for weights, marker in (("final", "o"), ("best", "*")):  # legend entries for the test points
+        if weights in run.test:
+            ax_acc.plot([], [], linestyle="none", marker=marker, color="lightgrey", markeredgecolor="black",
+                        markersize=9, label=f"test, {weights} weights")
+    if run.best_step is not None:
+        ax_acc.axvline(run.best_step, color="grey", linestyle=":", linewidth=1.0, label=f"best/ (step {run.best_step})")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title=f"{run.run_id}: accuracy (dev; test marked)", ylim=(0, 1))
     _x_range(ax_acc, steps)
     if drawn:
-        ax_acc.legend()
+        ax_acc.legend(fontsize="small")
     terms = sorted({k for m in run.metrics for k in m if k.startswith("loss/")})
     loss_steps: list[int] = []
     drawn = 0
@@ -82,5 +102,5 @@ def plot_curves(run: RunRecord, path: Path) -> bool:
         return False
     fig = curves_figure(run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, metadata={"Software": None})  # no version string: the same figure, the same bytes
     return True

@@ -7,30 +7,43 @@ from pathlib import Path
 
 from latentbridge.report.curves import plot_curves
 from latentbridge.report.runs import load_run
-from latentbridge.report.seeds import group_table
-from latentbridge.report.tables import differences_section, experiment_table
+from latentbridge.report.seeds import group_table, paired_table
+from latentbridge.report.tables import EXPERIMENT_NOTE, differences_section, experiment_table
+
+OVER_SEEDS_NOTE = (
+    "Seeds are the unit. Mean ± 95% Student-t interval over seeds of the test accuracy of the dev-chosen "
+    "best weights and of the final weights (bridged), of the dev peak, of the shuffled control and of "
+    "bridged − shuffled (best weights).")
+PAIRED_NOTE = (
+    "Each configuration against {first}, paired by seed: per seed, its bridged test accuracy minus that of "
+    "{first}'s run with the same seed; the mean of those differences, their 95% paired t interval, the "
+    "exact two-sided sign-flip p (the share of the 2^n sign patterns of the n differences whose mean is "
+    "at least as far from 0) and the paired t p (n − 1 degrees of freedom). Items are not pooled over seeds.")
 
 
 def write_report(
-    run_dirs: Sequence[str | Path], out: Path, groups: dict[str, list[str | Path]] | None = None, title: str = "Experiment report"
+    run_dirs: Sequence[str | Path], out: Path, groups: dict[str, list[str | Path]] | None = None,
+    title: str = "Experiment report", origin: str | None = None,
 ) -> Path:
-    """Write ``out/report.md`` (and ``out/curves/<run>.png``) for the given run folders."""
+    """Write ``out/report.md`` (and ``out/curves/<run>.png``) for the given run folders; ``origin``
+    names where the run folders are kept (said under the title)."""
     runs = [load_run(d) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", "", f"{len(runs)} runs; every number below is read from the run folders.", "",
-             "## Experiment table", "", *experiment_table(runs), "",
-             "The peak is the best of the evaluations on these same test items (the way `best/` is chosen), "
-             "so it is optimistic; the final evaluation is the unbiased figure.", ""]
+    where = f" in {origin}" if origin else ""
+    count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+    lines = [f"# {title}", "", f"{count}; every number below is read from the run folders{where}.", "",
+             "## Experiment table", "", *experiment_table(runs), "", EXPERIMENT_NOTE, ""]
     if groups:
         by_folder = {str(Path(r.folder)): r for r in runs}
         grouped = {name: [by_folder[str(Path(d))] for d in dirs] for name, dirs in groups.items()}
-        lines += ["## Over seeds", "", "Mean ± 95% interval (Student t over seeds) of bridged accuracy. The difference "
-                  "is in final bridged accuracy against the first configuration, over the seeds both ran; p is an "
-                  "exact paired sign-flip test over items (each item's correct answers summed over those seeds; "
-                  "with one seed it is the exact McNemar test).", "",
-                  *group_table(grouped), ""]
+        lines += ["## Over seeds", "", OVER_SEEDS_NOTE, "", *group_table(grouped), ""]
+        paired = paired_table(grouped)
+        if paired:
+            lines += ["## Paired over seeds", "", PAIRED_NOTE.format(first=next(iter(grouped))), "", *paired, ""]
     lines += ["## Differences", "", "Resolved-recipe keys that differ between the runs:", "", *differences_section(runs), ""]
-    lines += ["## Learning curves", ""]
+    lines += ["## Learning curves", "", "Accuracy per system on dev at every evaluation; the test evaluations of the "
+              "final weights (filled markers, at the final step) and of the dev-chosen best weights (stars, at "
+              "the best step) are marked.", ""]
     for run in runs:
         png = out / "curves" / f"{run.run_id}.png"
         if plot_curves(run, png):

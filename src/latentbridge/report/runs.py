@@ -1,4 +1,5 @@
-"""Reading run folders for reports: one run's recipe, evaluations, metrics; folders grouped by seed."""
+"""Reading run folders for reports: one run's recipe, dev evaluations, test evaluations of the final
+and of the dev-chosen best weights, metrics; folders grouped by seed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from latentbridge.config.yamlio import parse_yaml
 from latentbridge.errors import LatentBridgeError
-from latentbridge.eval.summary import read_records
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -23,17 +23,28 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
+OLD_LAYOUT = (
+    "{folder}: a run folder of an older latentbridge: its periodic evaluations read the test split and "
+    "chose best/ on it (summary.json has no 'test' entry; eval_samples_step_<N>.jsonl). Reports quote test "
+    "accuracy only of weights chosen on dev and of the final weights, so this run is not reported: train it "
+    "again with this version (`latentbridge summarize {folder}` still summarizes its evaluation files)")
+
+
 @dataclass
 class RunRecord:
-    """What a report needs from one run folder."""
+    """What a report needs from one run folder: the dev evaluations (selection), the dev-chosen best
+    step, and the test evaluations of the final and of the best weights (absent until the run ends)."""
 
     folder: Path
     recipe: dict[str, Any]
-    evaluations: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]  # the periodic evaluations, on dev, in step order
     metrics: list[dict[str, Any]]
     status: str
-    sample: str | None = None
-    final_records: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int | None = None
+    test: dict[str, dict[str, Any]] = field(default_factory=dict)  # "final", "best": test summaries
+    final_step: int | None = None
+    stopped_early: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # run.json
 
     @property
     def run_id(self) -> str:
@@ -43,21 +54,68 @@ class RunRecord:
     def name(self) -> str:
         return str(self.recipe.get("name"))
 
-    def accuracy(self, evaluation: dict[str, Any], system: str) -> float | None:
-        s = evaluation["systems"].get(system)
+    @property
+    def seed(self) -> Any:
+        return self.recipe.get("seed")
+
+    @staticmethod
+    def accuracy(evaluation: dict[str, Any] | None, system: str) -> float | None:
+        """A system's accuracy in one evaluation summary; None when it or the system is absent."""
+        s = evaluation["systems"].get(system) if evaluation else None
         return None if s is None else s["accuracy"]
 
     @property
-    def final(self) -> dict[str, Any]:
-        return self.evaluations[-1]
+    def dev_peak(self) -> dict[str, Any]:
+        """The dev evaluation ``best/`` was chosen at (the best bridged accuracy on dev, earliest on ties)."""
+        for evaluation in self.evaluations:
+            if evaluation["step"] == self.best_step:
+                return evaluation
+        return max(self.evaluations, key=lambda e: (self.accuracy(e, "bridged") or -1.0, -e["step"]))
 
     @property
-    def peak(self) -> dict[str, Any]:
-        """The evaluation with the best bridged accuracy (the earliest on ties)."""
-        return max(self.evaluations, key=lambda e: (self.accuracy(e, "bridged") or -1.0, -e["step"]))
+    def test_best(self) -> dict[str, Any] | None:
+        """Test summary of the dev-chosen best weights (None until the run has evaluated it)."""
+        return self.test.get("best")
+
+    @property
+    def test_final(self) -> dict[str, Any] | None:
+        """Test summary of the final weights (None until the run has evaluated it)."""
+        return self.test.get("final")
+
+    @property
+    def sample(self) -> str | None:
+        """The first bridged output on test of the best weights (else of the final weights)."""
+        summary = self.test_best or self.test_final
+        bridged = summary["systems"].get("bridged") if summary else None
+        return None if bridged is None else bridged.get("sample")
+
+    def flags(self) -> list[str]:
+        """What is wrong with the run's test results: collapse (one answer for most items), no
+        information from the source (bridged not better than shuffled at p < 0.05), each tagged
+        ``(best)`` or ``(final)`` when only those weights show it; no test evaluation yet."""
+        if not self.test:
+            return [f"no test evaluation (status {self.status})"]
+        found: dict[str, list[str]] = {}
+        for weights in ("best", "final"):
+            summary = self.test.get(weights)
+            if summary is None:
+                continue
+            bridged = summary["systems"].get("bridged") or {}
+            flow = summary.get("information_flow")
+            if bridged.get("collapsed"):
+                found.setdefault("collapse", []).append(weights)
+            if flow is not None and flow.get("no_information"):
+                found.setdefault("no information from the source", []).append(weights)
+        tested = [w for w in ("best", "final") if w in self.test]
+        return [flag if weights == tested else f"{flag} ({weights[0]})" for flag, weights in found.items()]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def load_run(folder: str | Path) -> RunRecord:
+    """A run folder's record; refuses folders of older versions, whose evaluations selected on test."""
     folder = Path(folder)
     if not is_run_folder(folder):
         raise LatentBridgeError(f"{folder} is not a run folder with evaluations (no recipe.yaml or summary.json)")
@@ -65,17 +123,14 @@ def load_run(folder: str | Path) -> RunRecord:
     summary = json.loads((folder / "summary.json").read_text())
     if not summary.get("evaluations"):
         raise LatentBridgeError(f"{folder}: summary.json holds no evaluation yet")
-    metrics_path = folder / "metrics.jsonl"
-    metrics = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()] if metrics_path.is_file() else []
-    status = "unknown"
-    if (folder / "run.json").is_file():
-        status = json.loads((folder / "run.json").read_text()).get("status", "unknown")
-    run = RunRecord(folder, recipe, summary["evaluations"], metrics, status)
-    final_file = folder / f"eval_samples_step_{run.final['step']}.jsonl"
-    if final_file.is_file():
-        run.final_records = read_records(final_file)
-        run.sample = next((r["bridged_full"] for r in run.final_records if r.get("bridged_full") is not None), None)
-    return run
+    if "test" not in summary or any(e.get("split") != "dev" for e in summary["evaluations"]):
+        raise LatentBridgeError(OLD_LAYOUT.format(folder=folder))
+    info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
+    best = summary.get("best") or {}
+    return RunRecord(folder, recipe, sorted(summary["evaluations"], key=lambda e: e["step"]),
+                     read_jsonl(folder / "metrics.jsonl"), info.get("status", "unknown"), best_step=best.get("step"),
+                     test=dict(summary.get("test") or {}), final_step=summary.get("final_step"),
+                     stopped_early=bool(summary.get("stopped_early")), info=info)
 
 
 def is_run_folder(folder: Path) -> bool:

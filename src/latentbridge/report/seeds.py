@@ -1,88 +1,143 @@
-"""Comparisons over seeds: mean and interval per configuration, paired tests against the first."""
+"""Comparisons over seeds, the seed being the unit: mean and t interval per configuration, and each
+configuration against the first, paired by seed (exact sign-flip and paired t over the per-seed
+differences in test accuracy). Items are never pooled over seeds: that would treat the trained models
+as fixed and ignore how much a result moves from one seed to the next."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
 
-from latentbridge.eval.stats import sign_flip_exact
+from latentbridge.eval.stats import paired_t, sign_flip_test, smallest_sign_flip_p, t_interval
 from latentbridge.report.runs import RunRecord
+from latentbridge.report.tables import format_p
 
-# -- groups of seeds ----------------------------------------------------------------------------------
-
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t_critical(df: int) -> float:
-    """Two-sided 95% Student-t critical value (table, rounded down to the nearest listed df)."""
-    if df <= 0:
-        return math.nan
-    usable = [d for d in _T95 if d <= df]
-    return _T95[max(usable)] if df <= 30 else 1.960
+WEIGHTS = ("best", "final")  # the test evaluations: of the dev-chosen best weights, of the final weights
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval over seeds (nan with one seed)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, t_critical(n - 1) * sd / math.sqrt(n)
+    """Mean and the half-width of its 95% Student-t interval over seeds (nan with one seed)."""
+    mean, low, high = t_interval(values)
+    return mean, (high - low) / 2
+
+
+def format_mean_interval(values: Sequence[float], of: int | None = None) -> str:
+    """``mean ± half-width`` of the 95% t interval over seeds; the mean alone with one seed; ``-`` with
+    none; ``(k of n)`` when only ``k`` of the configuration's ``of`` runs have the value."""
+    if not values:
+        return "-"
+    mean, half = mean_interval(values)
+    text = f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    return text + (f" ({len(values)} of {of})" if of is not None and of != len(values) else "")
+
+
+def exact_accuracy(summary: dict[str, Any] | None, system: str = "bridged") -> Fraction | None:
+    """A system's accuracy as the exact fraction correct / n (so equal accuracies tie exactly)."""
+    s = summary["systems"].get(system) if summary else None
+    return None if s is None or not s["n"] else Fraction(s["correct"], s["n"])
+
+
+def test_accuracies(runs: Sequence[RunRecord], weights: str, system: str = "bridged") -> list[float]:
+    """Test accuracy of ``system`` with the ``weights`` ("best" or "final") of every run that has it."""
+    values = [RunRecord.accuracy(r.test.get(weights), system) for r in runs]
+    return [v for v in values if v is not None]
+
+
+def paired_differences(runs: Sequence[RunRecord], baseline: Sequence[RunRecord], weights: str = "best"
+                       ) -> list[tuple[Any, Fraction]]:
+    """Per seed both configurations ran (and tested with ``weights``): bridged test accuracy of
+    ``runs`` minus that of ``baseline``, exactly, as ``(seed, difference)`` in ``runs``' order."""
+    theirs = {r.seed: exact_accuracy(r.test.get(weights)) for r in baseline}
+    out = []
+    for run in runs:
+        mine, other = exact_accuracy(run.test.get(weights)), theirs.get(run.seed)
+        if mine is not None and other is not None:
+            out.append((run.seed, mine - other))
+    return out
+
+
+def paired_over_seeds(runs: Sequence[RunRecord], baseline: Sequence[RunRecord], weights: str = "best"
+                      ) -> dict[str, Any] | None:
+    """The seed-level comparison: paired seeds, mean difference, its 95% paired t interval, the exact
+    sign-flip p and the paired t p; None when the configurations share no tested seed."""
+    differences = [d for _, d in paired_differences(runs, baseline, weights)]
+    if not differences:
+        return None
+    t = paired_t(differences)
+    return {"n": len(differences), "mean": t["mean"], "low": t["low"], "high": t["high"],
+            "sign_flip_p": sign_flip_test(differences), "t_p": t["p_value"],
+            "smallest_p": smallest_sign_flip_p(len(differences))}
+
+
+def _count(runs: Sequence[RunRecord], flag: str) -> str:
+    return f"{sum(any(f.startswith(flag) for f in r.flags()) for r in runs)}/{len(runs)}"
+
+
+GROUP_HEADER = ("configuration", "seeds", "test: best", "test: final", "dev peak", "shuffled (test: best)",
+                "bridged − shuffled (test: best)", "distinct answers", "collapsed runs", "no-information runs")
 
 
 def group_table(groups: dict[str, list[RunRecord]]) -> list[str]:
-    """Mean ± 95% interval over seeds per configuration, and a paired test of each configuration
-    against the first: per item, correct answers summed over the seeds both have, then an exact
-    sign-flip test over items (items are the unit; see :func:`sign_flip_exact`)."""
-    names = list(groups)
-    first = groups[names[0]]
-    header = ("configuration", "seeds", "bridged final", "bridged peak", "distinct answers", "collapsed runs",
-              f"vs {names[0]}: difference, p")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in names:
-        runs = groups[name]
-        finals = [r.accuracy(r.final, "bridged") for r in runs]
-        peaks = [r.accuracy(r.peak, "bridged") for r in runs]
-        distinct = [r.final["systems"]["bridged"]["distinct"] for r in runs]
-        collapsed = sum(r.final["systems"]["bridged"]["collapsed"] for r in runs)
-        test = "-" if name == names[0] else paired_test_cell(runs, first)
+    """Per configuration, mean ± 95% t interval over seeds: test accuracy of the dev-chosen best
+    and of the final weights, the dev peak, the shuffled control and bridged − shuffled (best
+    weights); mean distinct answers; runs flagged collapsed or with no information from the source."""
+    lines = ["| " + " | ".join(GROUP_HEADER) + " |", "|" + "---|" * len(GROUP_HEADER)]
+    for name, runs in groups.items():
+        n = len(runs)
+        flows = [r.test_best["information_flow"]["difference"] for r in runs
+                 if r.test_best and r.test_best.get("information_flow")]
+        distinct = [r.test_best["systems"]["bridged"]["distinct"] for r in runs if r.test_best]
         lines.append("| " + " | ".join((
-            name, str(len(runs)), format_mean_interval(finals), format_mean_interval(peaks),
-            f"{sum(distinct) / len(distinct):.1f}", f"{collapsed}/{len(runs)}", test)) + " |")
+            name, str(n), format_mean_interval(test_accuracies(runs, "best"), n),
+            format_mean_interval(test_accuracies(runs, "final"), n),
+            format_mean_interval([RunRecord.accuracy(r.dev_peak, "bridged") for r in runs], n),
+            format_mean_interval(test_accuracies(runs, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
+            f"{sum(distinct) / len(distinct):.1f}" if distinct else "-",
+            _count(runs, "collapse"), _count(runs, "no information"))) + " |")
     return lines
 
 
-def format_mean_interval(values: Sequence[float]) -> str:
-    """``mean ± half-width`` of the 95% interval over seeds; the mean alone with one seed."""
-    mean, half = mean_interval(values)
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+def format_signed_mean_interval(values: Sequence[float], of: int | None = None) -> str:
+    """:func:`format_mean_interval` of a difference: ``+0.450 ± 0.635``."""
+    text = format_mean_interval(values, of)
+    return text if text == "-" or text.startswith("-") else "+" + text
 
 
-def paired_test_cell(runs: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> str:
-    """``+0.018, p = 0.259``: final bridged accuracy of ``runs`` minus ``baseline`` over their shared
-    seeds, and the exact sign-flip p over items; ``-`` when they share no scored item."""
-    differences, seeds = paired_differences(runs, baseline)
-    if not differences:
-        return "-"
-    return f"{sum(differences) / (len(differences) * seeds):+.3f}, p = {sign_flip_exact(differences):.3g}"
+PAIRED_HEADER = ("configuration", "weights", "paired seeds", "mean difference", "95% t interval",
+                 "sign-flip p", "paired t p")
 
 
-def paired_differences(runs: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> tuple[list[int], int]:
-    """Per item of the final evaluations: bridged correct answers of ``runs`` minus those of
-    ``baseline``, summed over the seeds both have; and the number of those seeds. An item counts
-    only when every shared seed scored it in both."""
-    by_seed = {r.recipe.get("seed"): r for r in baseline}
-    pairs = [(run, by_seed[run.recipe.get("seed")]) for run in runs if run.recipe.get("seed") in by_seed]
-    totals: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    for run, other in pairs:
-        theirs = {r["id"]: r["bridged_correct"] for r in other.final_records}
-        for record in run.final_records:
-            mine, their = record["bridged_correct"], theirs.get(record["id"])
-            if mine is None or their is None:
+def paired_table(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """Every configuration but the first against the first, seed by seed, for the best and for the
+    final weights; then the smallest p the exact sign-flip test allows with those seeds. Empty
+    with one configuration."""
+    names = list(groups)
+    if len(names) < 2:
+        return []
+    first = groups[names[0]]
+    lines = ["| " + " | ".join(PAIRED_HEADER) + " |", "|" + "---|" * len(PAIRED_HEADER)]
+    counts = set()
+    for name in names[1:]:
+        for weights in WEIGHTS:
+            test = paired_over_seeds(groups[name], first, weights)
+            if test is None:
+                lines.append(f"| {name} | {weights} | 0 | - | - | - | - |")
                 continue
-            totals[record["id"]] = totals.get(record["id"], 0) + int(mine) - int(their)
-            seen[record["id"]] = seen.get(record["id"], 0) + 1
-    return [totals[i] for i in totals if seen[i] == len(pairs)], len(pairs)
+            counts.add(test["n"])
+            interval = "-" if math.isnan(test["low"]) else f"[{test['low']:+.3f}, {test['high']:+.3f}]"
+            lines.append("| " + " | ".join((
+                name, weights, str(test["n"]), f"{test['mean']:+.3f}", interval, format_p(test["sign_flip_p"]),
+                format_p(test["t_p"]))) + " |")
+    return [*lines, "", smallest_p_line(sorted(counts))]
+
+
+def smallest_p_line(counts: Sequence[int]) -> str:
+    """The sentence on the floor of the sign-flip p: ``With 3 paired seeds ... 2/2^3 = 0.25.``"""
+    if not counts:
+        return "No configuration shares a tested seed with the first: nothing is compared."
+    floors = ", ".join(f"{n} paired seed{'s' if n != 1 else ''}: 2/2^{n} = {format_p(smallest_sign_flip_p(n))}"
+                       for n in counts)
+    return (f"The exact sign-flip test over seeds cannot give a p below 2/2^n with n paired seeds ({floors}); "
+            "the paired t p can, but only by assuming the per-seed differences are normal.")

@@ -1,13 +1,14 @@
-"""Experiment reports generated from run folders: the table, learning curves and the differences.
+"""Experiment reports generated from run folders: the experiment table and the recipe differences.
 
-Every number comes from the run folders (``recipe.yaml``, ``summary.json``, ``metrics.jsonl``,
-``eval_samples_step_<N>.jsonl``); nothing is typed by hand. Curves need matplotlib
-(``pip install latentbridge[report]``); without it the report says so and keeps the rest.
+Every number comes from the run folders (``recipe.yaml``, ``summary.json``, ``run.json``); nothing is
+typed by hand. Selection reads dev only: the table quotes the dev peak that chose ``best/`` and the
+test accuracy of those weights and of the final weights, never a test peak.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,22 +138,51 @@ def run_settings(run: RunRecord, diff: dict[str, list[Any]], index: int, limit: 
     return text or "-"
 
 
+def format_p(p: float | None) -> str:
+    return "-" if p is None or math.isnan(p) else f"{p:.3g}"
+
+
+def flow_cell(summary: dict[str, Any] | None) -> str:
+    """``+0.050, p = 0.0123``: bridged − shuffled accuracy on the same items, exact McNemar p."""
+    flow = summary.get("information_flow") if summary else None
+    return "-" if flow is None else f"{flow['difference']:+.3f}, p = {format_p(flow['p_value'])}"
+
+
+EXPERIMENT_HEADER = ("run id", "recipe", "settings", "seed", "dev peak (step)", "test: best", "test: final (step)",
+                     "source", "target", "relay", "shuffled", "null", "bridged − shuffled, p", "invalid", "flags",
+                     "sample bridged output")
+
+
 def experiment_table(runs: Sequence[RunRecord]) -> list[str]:
+    """One row per run: the dev peak that chose ``best/`` (its step), test accuracy of those weights and
+    of the final weights; then, on test with the best weights, the baselines, the controls, the
+    information-flow figure, invalid answers, the flags and a sample output."""
     diff = differences(runs)
-    header = ("run id", "recipe", "settings", "seed", "bridged peak (step) → final", "source", "target", "relay",
-              "invalid", "collapse", "sample bridged output")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(EXPERIMENT_HEADER) + " |", "|" + "---|" * len(EXPERIMENT_HEADER)]
     for i, run in enumerate(runs):
-        peak, final = run.peak, run.final
-        bridged = final["systems"]["bridged"]
+        peak, best, final = run.dev_peak, run.test_best, run.test_final
+        shown = best or final
+        bridged = shown["systems"]["bridged"] if shown else None
+        final_cell = "-" if final is None else f"{_fmt(run.accuracy(final, 'bridged'))} ({final['step']})"
         row = (
-            f"`{run.run_id}`", run.name, run_settings(run, diff, i), str(run.recipe.get("seed")),
-            f"{_fmt(run.accuracy(peak, 'bridged'))} ({peak['step']}) → {_fmt(run.accuracy(final, 'bridged'))}",
-            _fmt(run.accuracy(final, "source")), _fmt(run.accuracy(final, "target")), _fmt(run.accuracy(final, "relay")),
-            str(bridged["invalid"]), "yes" if bridged["collapsed"] else "no", _cell(run.sample),
+            f"`{run.run_id}`", run.name, run_settings(run, diff, i), str(run.seed),
+            f"{_fmt(run.accuracy(peak, 'bridged'))} ({peak['step']})", _fmt(run.accuracy(best, "bridged")), final_cell,
+            *(_fmt(run.accuracy(shown, s)) for s in ("source", "target", "relay", "shuffled", "null")),
+            flow_cell(shown), "-" if bridged is None else str(bridged["invalid"]), "; ".join(run.flags()) or "-",
+            _cell(run.sample),
         )
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+EXPERIMENT_NOTE = (
+    "`best/` is chosen on dev (the dev peak, bridged accuracy); test is read only at the end, for those "
+    "weights (test: best) and for the final weights (test: final). The baselines, the controls (shuffled: "
+    "the message from another item's source states; null: from the source reading the prompt without "
+    "the question), bridged − shuffled (exact McNemar p), invalid answers and the sample are on test with "
+    "the best weights. Flags: collapse (one answer covers at least half of the valid answers); no "
+    "information from the source (bridged not better than shuffled at p < 0.05); tagged (best) or (final) "
+    "when only those weights show it.")
 
 
 def differences_section(runs: Sequence[RunRecord]) -> list[str]:

@@ -48,6 +48,14 @@ def init_from_env() -> None:
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=minutes))
 
 
+def shutdown() -> None:
+    """Leave the process group once every process is done (a process that exits while another still
+    talks to it can be aborted by the backend's threads)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_device() -> str | None:
     """The device of this rank under torchrun with CUDA (``cuda:<local rank>``), else None."""
     if launched_by_torchrun() and torch.cuda.is_available():

@@ -77,10 +77,10 @@ class RunFolder:
 
     def index(self, status: str, state: RunState, **details: Any) -> None:
         """A line in runs/index.jsonl: id, recipe, overrides, status and, once there are any, final metrics."""
-        final = state.evaluations[-1] if state.evaluations else None
+        final = state.test.get("final") or (state.evaluations[-1] if state.evaluations else None)
         metrics = None
         if final is not None:
-            metrics = {"step": final["step"], **{
+            metrics = {"step": final["step"], "split": final.get("split", "test"), **{
                 s: v["accuracy"] for s, v in final["systems"].items() if v is not None}}
         index_run(self.path, {"recipe": self.recipe.name, "recipe_hash": self.card["recipe_hash"],
                               "overrides": list(self.recipe.overrides), "status": status, "final": metrics,
@@ -103,7 +103,8 @@ class RunFolder:
         write_json_atomic(self.path / "summary.json", {
             "recipe": self.recipe.name,
             "evaluations": state.evaluations,
-            "best": {"step": state.best_step, "bridged_accuracy": state.best_accuracy},
+            "best": {"step": state.best_step, "bridged_accuracy": state.best_accuracy, "split": "dev"},
+            "test": state.test,
             "final_step": state.evaluations[-1]["step"] if state.evaluations else None,
             "stopped_early": state.stopped_early,
         })
@@ -114,9 +115,13 @@ class RunFolder:
         if not self.main:
             return
         step = ckpt.step
-        for path in self.path.glob("eval_samples_step_*.jsonl"):
+        for path in self.path.glob("eval_samples_dev_step_*.jsonl"):
             n = int(path.stem.rsplit("_", 1)[1])
             if n > step or (n == step and state.pending_eval):
+                path.unlink()
+        done = {state.test[k]["step"] for k in state.test if "step" in state.test[k]}
+        for path in self.path.glob("eval_samples_test*_step_*.jsonl"):
+            if int(path.stem.rsplit("_", 1)[1]) not in done:
                 path.unlink()
         best = self.path / "best"
         if best.is_dir():

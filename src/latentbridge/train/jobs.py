@@ -30,11 +30,17 @@ class TrainResult:
 
     @property
     def final(self) -> dict[str, Any]:
-        """The last evaluation's summary (per system: accuracy, interval, ...)."""
-        return self.state.evaluations[-1]
+        """The test evaluation of the final weights (per system: accuracy, interval, ...)."""
+        return self.state.test["final"]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The test evaluation of the weights chosen on dev (``best/``)."""
+        return self.state.test.get("best")
 
     @property
     def best_step(self) -> int | None:
+        """The step of the best dev evaluation."""
         return self.state.best_step
 
 

@@ -85,12 +85,11 @@ class Runner:
         self.signal_name: str | None = None
         loggers = experiment.build_loggers(self.run_dir) if self.main else []
         self.events = EventBus([*loggers, *consumers], global_hook=experiment.registry.event_hook())
-        self.evaluator = Evaluator(
-            experiment.bridge, experiment.task, EvalSettings.from_config(r.eval), self.run_dir,
-            progress=self._eval_progress,
-            should_stop=lambda: any_true(self.signal_name is not None),
+        self.evaluators = {split: Evaluator(
+            experiment.bridge, experiment.task, EvalSettings.from_config(r.eval, split), self.run_dir, split=split,
+            seed=r.seed, progress=self._eval_progress, should_stop=lambda: any_true(self.signal_name is not None),
             autocast=r.models.autocast,
-        )
+        ) for split in ("dev", "test")}
 
     def autocast(self):
         target = self.exp.bridge.target
@@ -111,7 +110,7 @@ class Runner:
     def _set_status(self, status: str, **details: Any) -> None:
         self.folder.set_status(status, self.state, **details)
         if status != "running":
-            final = self.state.evaluations[-1] if self.state.evaluations else None
+            final = self.state.test.get("final") or (self.state.evaluations[-1] if self.state.evaluations else None)
             self.events.emit(events.RunEnded(status=status, step=self.state.step, best_step=self.state.best_step,
                                              error=details.get("error"), final=final))
 
@@ -223,8 +222,9 @@ class Runner:
     # -- evaluation and the best copy ----------------------------------------------------------------
 
     def evaluate(self, step: int) -> dict[str, Any]:
+        """A periodic evaluation, on dev: the best copy and early stopping select on it."""
         try:
-            result = self.evaluator.evaluate(step)
+            result = self.evaluators["dev"].evaluate(step)
         except Interrupted:
             self.state.pending_eval = True
             raise
@@ -238,8 +238,31 @@ class Runner:
         else:
             self.state.evals_since_best += 1
         self.folder.write_summary(self.state)
-        self.events.emit(events.EvaluationEnded(step=step, split="test", summary=result))
+        self.events.emit(events.EvaluationEnded(step=step, split="dev", summary=result))
         return result
+
+    def test_evaluations(self) -> None:
+        """At the end: the test split for the final weights and for the dev-chosen best (once each; a run
+        preempted here does the missing ones on resume). The final weights are live again afterwards."""
+        state, test = self.state, self.evaluators["test"]
+        if "final" not in state.test:
+            state.test["final"] = test.evaluate(state.step)
+            self.folder.write_summary(state)
+            self.events.emit(events.EvaluationEnded(step=state.step, split="test", summary=state.test["final"]))
+        if "best" in state.test or state.best_step is None:
+            return
+        if state.best_step == state.step:
+            state.test["best"] = {**state.test["final"], "weights": "best"}
+        else:
+            final_weights = [{k: v.clone() for k, v in m.state_dict().items()} for m in (self.exp.translator, self.exp.objectives)]
+            try:
+                self.exp.load_translator(self.run_dir / "best")
+                state.test["best"] = test.evaluate(state.best_step, label="best")
+            finally:
+                self.exp.translator.load_state_dict(final_weights[0])
+                self.exp.objectives.load_state_dict(final_weights[1])
+        self.folder.write_summary(state)
+        self.events.emit(events.EvaluationEnded(step=state.best_step, split="test", summary=state.test["best"]))
 
     # -- signals -------------------------------------------------------------------------------------
 
@@ -277,6 +300,8 @@ class Runner:
         previous = self._install_handlers()
         try:
             self._loop()
+            self.folder.save_weights(self.run_dir, step=self.state.step)
+            self.test_evaluations()
         except Interrupted:
             self._check_signal()
             raise
@@ -286,7 +311,6 @@ class Runner:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        self.folder.save_weights(self.run_dir, step=self.state.step)
         self.save_checkpoint()
         self._set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
         return self.state

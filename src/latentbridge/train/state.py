@@ -25,7 +25,7 @@ class RunState:
     """Everything that changes during training (what a checkpoint must hold)."""
 
     step: int = 0
-    best_accuracy: float | None = None
+    best_accuracy: float | None = None  # bridged accuracy on dev (selection never reads test)
     best_step: int | None = None
     evals_since_best: int = 0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
@@ -35,3 +35,4 @@ class RunState:
     pending: list[dict[str, Any]] = field(default_factory=list)  # metrics since the last written line
     pending_eval: bool = False  # preempted during the evaluation of `step`
     last_checkpoint: int | None = None
+    test: dict[str, Any] = field(default_factory=dict)  # the end-of-run test evaluations: "final", "best"

@@ -63,7 +63,8 @@ class StepBuilder:
             target=bridge.target,
             source=bridge.source,
             translator=bridge.translator,
-            relayout=lambda other: bridge.bridged_inputs(other, prompts, with_answer=True, modes=modes),
+            relayout=lambda other, with_answer=True, answers=None: bridge.bridged_inputs(
+                other, prompts, with_answer=with_answer, modes=modes, answers=answers),
             generator=self.generator,
             bridge=bridge,
             quantities=self.quantities,

@@ -181,25 +181,47 @@ def make_example(rng: random.Random) -> Example:
     return {"template": name, "question": question, "answer": answer}
 
 
-def generate_splits(seed: int, n_train: int, n_test: int) -> tuple[list[Example], list[Example]]:
-    """Return ``(train, test)`` lists of unique problems, disjoint by question text.
+def generate_splits(
+    seed: int, n_train: int, n_test: int, n_dev: int = 0, dev_after: int = 0, avoid: frozenset[str] = frozenset()
+) -> tuple[list[Example], ...]:
+    """Return ``(train, test)`` lists of unique problems, disjoint by question text, or
+    ``(train, test, dev)`` when ``n_dev`` is set.
 
-    The test split is drawn first so its content does not depend on ``n_train``.
+    The test split is drawn first so its content does not depend on ``n_train``; then train; dev is drawn
+    after ``max(n_train, dev_after)`` train problems, skipping the questions in ``avoid`` (a model's
+    training problems), so it never holds a problem the first ``dev_after`` train problems hold.
     """
     rng = random.Random(seed)
     seen: set[str] = set()
-    splits: list[list[Example]] = []
-    for split, n in (("test", n_test), ("train", n_train)):
+
+    def draw(split: str, n: int, keep: bool = True, skip: frozenset[str] = frozenset()) -> list[Example]:
         out: list[Example] = []
         while len(out) < n:
             ex = make_example(rng)
-            if ex["question"] in seen:
+            if ex["question"] in seen or ex["question"] in skip:
                 continue
             seen.add(ex["question"])
             out.append({"id": f"arith-{split}-{len(out):05d}", **ex})
-        splits.append(out)
-    test, train = splits
-    return train, test
+        return out if keep else []
+
+    test = draw("test", n_test)
+    train = draw("train", n_train)
+    if not n_dev:
+        return train, test
+    draw("unused", max(0, dev_after - n_train), keep=False)
+    return train, test, draw("dev", n_dev, skip=avoid)
+
+
+def masked(question: str) -> str:
+    """The question with every name and pronoun replaced by a placeholder: problems that differ only in
+    who they are about become equal."""
+    words = {w.lower() for w in {name for name, _ in NAMES} | {p for _, p in NAMES} | {"his", "her", "him"}}
+
+    def who(word: str) -> bool:
+        bare = word.strip(".,?!").lower()
+        return bare in words or (bare.endswith("'s") and bare[:-2] in words)
+
+    return " ".join("<who>" if who(w) else w for w in question.split())
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> None:
