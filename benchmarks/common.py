@@ -82,7 +82,8 @@ def summary(times: list[float]) -> dict[str, float]:
 def write(name: str, result: dict[str, Any], table: list[tuple[str, ...]], notes: str = "") -> None:
     """Write ``results/<name>.json`` and a markdown table ``results/<name>.md``."""
     RESULTS.mkdir(exist_ok=True)
-    command = "python " + " ".join([os.path.relpath(sys.argv[0], Path.cwd()), *sys.argv[1:]])
+    # the command as run from the repository root, wherever it was started
+    command = "python " + " ".join([os.path.relpath(Path(sys.argv[0]).resolve(), RESULTS.parents[1]), *sys.argv[1:]])
     payload = {"benchmark": name, "command": command, "machine": machine(),
                "date": time.strftime("%Y-%m-%d"), **result}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")

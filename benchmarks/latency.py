@@ -1,8 +1,14 @@
-"""Benchmark 4: per-query latency on the tiny pair: bridged (soft_only) vs text relay vs target alone.
+"""Benchmark 4: per-query latency on the tiny pair, every message kind against the text relay.
 
-One query at a time (batch 1), greedy, the recipe's decoding settings; median over the queries.
+For each recipe (one per message kind: soft tokens, kv prefix, kv fusion, latent relay) the bridged
+system's latency per query, one query at a time (batch 1) and in batches (``--batch``, per query = batch
+time / batch size), beside the target alone and the text relay (source generation + target generation),
+all greedy with the recipe's decoding settings; medians over the queries. The latent relay's time
+includes the source writing its solution (its cache of solutions is emptied before each query).
+Latency follows the length of what is generated, so the mean generated tokens are written beside.
 
-    python benchmarks/latency.py [--recipe answer_softonly] [--queries 30] [key=value ...]
+    python benchmarks/latency.py [--recipes answer_softonly kv_prefix c2c_fusion latent_relay]
+        [--queries 30] [--batch 16] [--weights NAME=RUN_DIR/best ...] [key=value ...]
 """
 
 from __future__ import annotations
@@ -17,45 +23,75 @@ from latentbridge.bridge.build import Experiment
 from latentbridge.config.recipe import load_recipe
 from latentbridge.eval.harness import EvalSettings, Evaluator
 
+RECIPES = ["answer_softonly", "kv_prefix", "c2c_fusion", "latent_relay"]
+
+
+def evaluator(exp, recipe, tmp, start: int, size: int) -> Evaluator:
+    settings = EvalSettings(n=start + size, batch_size=size, max_new_tokens=recipe.eval.max_new_tokens,
+                            stop=list(recipe.eval.stop), systems=[])
+    ev = Evaluator(exp.bridge, exp.task, settings, tmp, use_cache=False)
+    ev.items, ev.prompts, ev.seeds = ev.items[start:], ev.prompts[start:], ev.seeds[start:]
+    return ev
+
+
+def per_query(exp, recipe, tmp, queries: int, size: int, run) -> tuple[float, float]:
+    """Median seconds per query and mean generated characters, over ``queries`` in batches of ``size``."""
+    times, lengths = [], []
+    for start in range(0, queries, size):
+        ev = evaluator(exp, recipe, tmp, start, size)
+        if exp.bridge.solutions is not None:
+            exp.bridge.solutions.known.clear()  # the latent relay pays for the source's solution
+        out: list[list[str]] = []
+        times.append(timed(lambda ev=ev, out=out: out.append(run(ev))) / size)
+        lengths += [len(exp.bridge.target.tokenizer(t)["input_ids"]) for t in out[0]]
+    return statistics.median(times), statistics.mean(lengths)
+
+
+def text_system(ev: Evaluator, system: str) -> list[str]:
+    ev.settings.systems = ["relay"] if system == "relay" else [system]
+    ev._baselines = None
+    return ev.baselines()[system]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--recipe", default="answer_softonly")
-    parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--weights", default=None, help="a trained translator folder (e.g. RUN_DIR/best); default: untrained")
+    parser.add_argument("--recipes", nargs="+", default=RECIPES)
+    parser.add_argument("--queries", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--weights", nargs="*", default=[], help="NAME=FOLDER: a trained translator per recipe")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe, args.overrides)
-    exp = Experiment.build(recipe, translator_dir=args.weights)
-    times = {"target alone": [], "bridged (soft_only)": [], "text relay": []}
+    weights = dict(w.split("=", 1) for w in args.weights)
+    rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.queries):
-            settings = EvalSettings(n=i + 1, batch_size=1, max_new_tokens=recipe.eval.max_new_tokens,
-                                    stop=list(recipe.eval.stop), systems=[])
-            ev = Evaluator(exp.bridge, exp.task, settings, tmp, use_cache=False)
-            ev.items, ev.prompts = ev.items[i : i + 1], ev.prompts[i : i + 1]
-            b = exp.bridge
-            times["target alone"].append(timed(lambda ev=ev, b=b: ev._text_system(
-                b.target, [b.target_encoder.prompt_ids(p) for p in ev.prompts], "target")))
-            times["bridged (soft_only)"].append(timed(ev.generate_bridged))
-
-            def relay(ev=ev, b=b):
-                ev.settings.systems = ["relay"]
-                ev._baselines = None
-                ev.baselines()
-
-            times["text relay"].append(timed(relay))
-    base = statistics.median(times["target alone"])
-    table = [("system", "median ms per query", "vs target alone")]
-    result = {}
-    for name, values in times.items():
-        median = statistics.median(values)
-        result[name] = {"median_ms": median * 1000, "ratio": median / base}
-        table.append((name, f"{median * 1000:.1f}", f"{median / base:.2f}"))
-    weights = args.weights or "untrained"
-    write("latency", {"recipe": recipe.name, "weights": weights, "queries": args.queries, "systems": result}, table,
-          notes=f"Translator: {weights}. Bridged: source forward + translator + target generation. Relay: source "
-                "generation + target generation. Latency follows the length of the generated answer.")
+        for i, name in enumerate(args.recipes):
+            # train.max_train_examples=1: the latent relay solves only the dev and test prompts at build
+            recipe = load_recipe(name, ["train.max_train_examples=1", *args.overrides])
+            exp = Experiment.build(recipe, translator_dir=weights.get(name))
+            exp.translator.eval()
+            if i == 0:
+                for system, label in (("target", "target alone"), ("relay", "text relay")):
+                    rows[label] = {}
+                    for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
+                        t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev, s=system: text_system(ev, s))
+                        rows[label][key], rows[label]["tokens"] = t, n
+            label = f"bridged: {name} ({exp.translator.emits})"
+            rows[label] = {}
+            for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
+                t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev: ev.generate_bridged())
+                rows[label][key], rows[label]["tokens"] = t, n
+    relay = rows["text relay"]
+    keys = ["batch 1", f"batch {args.batch}"]
+    table = [("system", *(f"ms per query, {k}" for k in keys), *(f"vs text relay, {k}" for k in keys),
+              "generated tokens")]
+    for label, r in rows.items():
+        table.append((label, *(f"{r[k] * 1000:.1f}" for k in keys), *(f"{r[k] / relay[k]:.2f}" for k in keys),
+                      f"{r['tokens']:.1f}"))
+    write("latency", {"recipes": args.recipes, "queries": args.queries, "batch": args.batch,
+                      "weights": weights or "untrained", "systems": rows}, table,
+          notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (and, for the latent relay, the "
+                "source's generation) + translator + target generation; text relay: source generation + target "
+                "generation. Latency follows the length of the generated answer (last column).")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ no checkpoints or weights): results/runs/<sweep>/<run id>/ (see latentbridge.rep
 feeds every table that reads it (the softonly sweep gives softonly.md and the DiT row of translators.md),
 so runs are kept by sweep, not by table. `tables` rebuilds the run folders in a temporary folder,
 checks every summary against the per-item files, and writes results/seed_table/report.md (+ curves/),
-results/softonly.md and results/translators.md. `check` does the same into a temporary folder and exits
+results/softonly.md, results/translators.md, results/format_penalty.md and results/messages.md
+(the last two from extra_tables.py). `check` does the same into a temporary folder and exits
 1 when a markdown table differs from the committed one (the curves are drawn, not compared).
 """
 
@@ -24,6 +25,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # extra_tables, beside this file, also when loaded by path
+from extra_tables import MESSAGE_SWEEPS, format_text, messages_text  # noqa: E402
 
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import wilson_interval
@@ -38,8 +42,10 @@ from latentbridge.report.seeds import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SWEEPS = ("seed_table", "translators_softplus", "translators_softplus_dit", "softonly", "translators_softonly")
-TABLES = ("seed_table/report.md", "softonly.md", "translators.md")  # every published table this script writes
+SWEEPS = ("seed_table", "translators_softplus", "translators_softplus_dit", "softonly", "translators_softonly",
+          "format_penalty", *MESSAGE_SWEEPS)
+# every published table this script writes
+TABLES = ("seed_table/report.md", "softonly.md", "translators.md", "format_penalty.md", "messages.md")
 SOFTONLY_BASELINE = "prompt_softonly_phase2_swap"
 Groups = dict[str, list[RunRecord]]
 
@@ -193,10 +199,11 @@ def write_tables(results: Path, out: Path | None = None, log: Callable[[str], No
         if sweeps.get("softonly"):
             (out / "softonly.md").write_text("\n".join(softonly_text(grouped(sweeps["softonly"], SOFTONLY_BASELINE))) + "\n")
             written.append(out / "softonly.md")
-        text = translators_text(sweeps)
-        if text:
-            (out / "translators.md").write_text("\n".join(text) + "\n")
-            written.append(out / "translators.md")
+        for name, text in (("translators.md", translators_text(sweeps)), ("format_penalty.md", format_text(sweeps)),
+                           ("messages.md", messages_text(sweeps))):
+            if text:
+                (out / name).write_text("\n".join(text) + "\n")
+                written.append(out / name)
     for path in written:
         log(f"wrote {path}")
     return written

@@ -51,3 +51,12 @@ def random_pair(tmp_path_factory) -> dict[str, Path]:
     from .tiny_models import build_pair
 
     return build_pair(tmp_path_factory.mktemp("random_pair"))
+
+
+@pytest.fixture(scope="session")
+def families(tmp_path_factory):
+    """Folders of tiny random models of every architecture family (see families.py), built once per
+    session (about a second and a half); ``.seconds`` holds each build's time."""
+    from .families import build_families
+
+    return build_families(tmp_path_factory.mktemp("families"))

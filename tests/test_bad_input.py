@@ -136,7 +136,8 @@ def test_an_id_that_repeats_within_a_data_file(random_pair, tmp_path, gsm8k_slic
 
 def test_translator_widths_that_do_not_match(random_pair, tmp_path):
     path = write_recipe(tmp_path, recipe_dict(random_pair, "translator.d_tgt=100"))
-    assert_user_error(run_cli("run", path), "error: translator.d_tgt is 100 but")
+    assert_user_error(run_cli("run", path), "translator.d_tgt: is 100 but")
+    assert_user_error(run_cli("validate", path), "translator.d_tgt: is 100 but")  # found from config.json alone
 
 
 def test_a_translator_from_another_model_pair(random_pair, tmp_path):

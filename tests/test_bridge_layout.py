@@ -91,3 +91,22 @@ def test_bos_is_read_once_and_first_as_the_teacher_reads_it(mode, with_answer, r
         assert int(is_bos.sum()) == 1  # once
         soft_positions = inputs.soft_mask[r].nonzero().flatten()
         assert soft_positions.min() > first  # every soft token comes after BOS
+
+
+def test_no_deprecated_transformers_argument_is_used(random_pair, capfd):
+    """Generation with a cache and the shared-prefix source path use the cache keyword the installed
+    transformers takes (``cache``, or ``past_key_values`` where that is the spelling): no warning."""
+    import warnings
+
+    exp = make_experiment(random_pair, "task.shots=3")
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:3]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        with torch.no_grad():
+            bridge.source_hidden(prompts)  # a 3-shot header: the prefix path
+            inputs = bridge.bridged_inputs(bridge.soft_tokens(prompts), prompts, with_answer=False)
+            greedy_generate(bridge.target.model, bridge.target.tokenizer, inputs, max_new_tokens=3, eos_ids=set())
+    out, err = capfd.readouterr()
+    assert "deprecated" not in out + err

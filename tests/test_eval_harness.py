@@ -254,13 +254,13 @@ def test_the_shuffled_control_reads_another_items_source_and_the_null_control_no
     assert sorted(ev.shuffle) == list(range(6)) and all(j != i for i, j in enumerate(ev.shuffle))
     assert ev.shuffle == derangement(6, 3) and ev.shuffle != derangement(6, 4)
     seen = []
-    original = exp.bridge.soft_tokens
+    original = exp.bridge.message
 
-    def spy(prompts, seeds=None, hidden=None, examples=None):
+    def spy(prompts, seeds=None, states=None, examples=None):
         seen.append(([p.text for p in prompts], seeds.tolist()))
-        return original(prompts, seeds, hidden=hidden, examples=examples)
+        return original(prompts, seeds, states=states, examples=examples)
 
-    exp.bridge.soft_tokens = spy
+    exp.bridge.message = spy
     outputs = ev.outputs()
     (bridged_texts, bridged_seeds), (shuffled_texts, shuffled_seeds), (null_texts, _) = seen[0], seen[2], seen[4]
     first = slice(0, 4)  # the first generation batch of each system

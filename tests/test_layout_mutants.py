@@ -149,3 +149,5 @@ def test_pad_hidden():
     assert h.dtype == torch.float32 and mask.dtype == torch.long
     h, mask = pad_hidden([r.double() for r in rows], META)
     assert h.device == mask.device == META and h.dtype == torch.float64
+    h, mask = pad_hidden(rows[:1], torch.device("cpu"))  # a batch of one
+    assert h.tolist() == [[[0, 1], [2, 3], [4, 5]]] and mask.tolist() == [[1, 1, 1]]

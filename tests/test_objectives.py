@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from latentbridge.api.messages import SoftTokens
 from latentbridge.config.schema import config_to_dict, parse_config
 from latentbridge.registry.host import Registry
 from latentbridge.train.loss import weighted_loss
@@ -42,10 +43,11 @@ def test_every_builtin_is_covered():
 @pytest.mark.parametrize("name", BUILTIN)
 def test_gradient_reaches_the_translator(random_pair, name):
     exp = experiment(random_pair, name)
-    ctx = context(exp, exp.task.examples("train")[:4])
+    ctx = context(exp, exp.task.examples("train")[:16])  # answers of many lengths: padding inside the window
     exp.objectives[name](ctx).backward()
     grads = [p.grad for p in exp.translator.parameters()]
     assert all(g is not None for g in grads)
+    assert all(bool(torch.isfinite(g).all()) for g in grads)  # NaN > 0 is False: check finiteness itself
     assert sum(float(g.abs().sum()) for g in grads) > 0
     assert all(p.grad is None for p in exp.bridge.target.model.parameters())
 
@@ -56,7 +58,7 @@ def test_depends_on_the_question(random_pair, name):
     exp = experiment(random_pair, name)
     fixed = torch.randn(4, exp.translator.k, exp.bridge.target.hidden_size)
     fixed = exp.translator.rescale(fixed)
-    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: fixed
+    exp.bridge.message = lambda prompts, seeds=None, states=None, examples=None: SoftTokens(fixed)
     train = exp.task.examples("train")
     losses = [float(exp.objectives[name](context(exp, batch)).detach()) for batch in (train[:4], train[4:8])]
     assert not math.isclose(losses[0], losses[1], rel_tol=1e-6), losses
@@ -102,11 +104,11 @@ def test_contrastive_punishes_the_same_soft_tokens_for_every_question(random_pai
     exp = experiment(random_pair, "contrastive_prompt")
     examples = exp.task.examples("train")[:4]
     same = exp.translator.rescale(torch.randn(1, exp.translator.k, exp.bridge.target.hidden_size)).repeat(4, 1, 1)
-    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: same
+    exp.bridge.message = lambda prompts, seeds=None, states=None, examples=None: SoftTokens(same)
     ctx = context(exp, examples)
     assert float(exp.objectives["contrastive_prompt"](ctx)) >= math.log(4) - 1e-5  # never better than chance
     matched = exp.translator.rescale(ctx.get("question_pooled")[:, None, :].repeat(1, exp.translator.k, 1))
-    exp.bridge.soft_tokens = lambda prompts, seeds=None, hidden=None: matched
+    exp.bridge.message = lambda prompts, seeds=None, states=None, examples=None: SoftTokens(matched)
     assert float(exp.objectives["contrastive_prompt"](context(exp, examples))) < math.log(4) - 0.5
 
 
@@ -218,10 +220,10 @@ def test_format_penalty_scores_the_format_line_after_the_targets_own_continuatio
         assert list(context_ids) == tok(own[r], add_special_tokens=False)["input_ids"]
         assert list(supervised) == tok(f"\n#### {gold[r]}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert seen["answers"][1] == ((), ()) and seen["answers"][2] == ((), ())
-    assert float(loss) > 0
+    assert float(loss.detach()) > 0
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
     monkeypatch.setattr(fp, "greedy_generate", lambda *a, **k: [Generation("#### 1", [], "stop")] * 4)
     nothing = exp.objectives["format_penalty"](context(exp, examples))
-    assert float(nothing) == 0.0
+    assert float(nothing.detach()) == 0.0
     nothing.backward()  # still part of the graph: a batch like this trains nothing, and breaks nothing

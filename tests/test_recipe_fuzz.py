@@ -130,6 +130,11 @@ FOUND_CRASHES: dict[str, Crash] = {
         reason="Path.expanduser() of '~unknownuser/...' raises RuntimeError('Could not determine home "
         "directory.') in bridge/models.py resolve_model_path",
     ),
+    "empty-plugin-name": Crash(
+        (AttributeError,), (("facts.py", "model_problems"),), ("validate", "phase1_full", "task="),
+        reason="an empty plugin name (`task: ''`) passed validation with no plugin, then validate's model "
+        "checks read recipe.task.config of None (config/recipe.py _plugin_block took '' for a name)",
+    ),
     "model-path-too-long": Crash(
         (OSError,), (("models.py", "resolve_model_path"),), ("validate", "phase1_full", "models.source=" + "a" * 300),
         reason="a model name longer than the file system allows: path.is_dir() raises OSError(ENAMETOOLONG) "

@@ -96,6 +96,24 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(recipe_path, refe
     assert outputs(run_dir) == reference
 
 
+@pytest.mark.parametrize("message", [("translator=c2c", "injection=fused_prompt"), ("translator=kv_prefix",)],
+                         ids=["kv_fusion", "kv_prefix"])
+def test_key_value_messages_resume_bit_identical_after_sigkill(random_pair, tmp_path, message):
+    """The c2c gates' annealing and noise, and the kv prefix heads, resume exactly like soft tokens."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES, *message)))
+    done = finish(path, tmp_path / "reference", tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "run"
+    proc = start(path, run_dir, tmp_path / "cache")
+    wait_for_step(run_dir, 5, proc)
+    proc.kill()
+    proc.wait()
+    resumed = finish(path, run_dir, tmp_path / "cache", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert outputs(run_dir) == outputs(tmp_path / "reference")
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1", "SIGINT"])
 def test_preemption_checkpoints_and_exits_then_resumes(recipe_path, reference, tmp_path, signame):
     run_dir = tmp_path / "run"

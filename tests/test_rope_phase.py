@@ -141,3 +141,17 @@ def test_a_target_without_rotary_embeddings_is_refused_by_validate(random_pair, 
     assert result.exit_code == 2
     assert f"objectives.rope_phase: needs a target with rotary position embeddings; {folder} (gpt2) has none" \
         in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("mode", ["soft_plus_text", "soft_only"])
+def test_the_gradient_is_finite_with_padding_inside_the_answer_window(trained_pair, mode):
+    """Rows with short answers have padding among the query positions: they have nothing to attend to.
+    They are left out, and must not turn the gradient into NaN (a masked -inf did, at step 1 of every run)."""
+    exp = make_experiment(trained_pair, "objectives.rope_phase.weight=1", f"injection={mode}", "task.shots=1")
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:16])
+    lengths = (ctx.inputs.labels != -100).sum(1)
+    assert lengths.min() < lengths.max()  # the premise: answers of different lengths
+    loss = exp.objectives["rope_phase"](ctx)
+    loss.backward()
+    grads = [p.grad for p in exp.translator.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and grads and all(bool(torch.isfinite(g).all()) for g in grads)

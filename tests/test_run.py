@@ -191,7 +191,7 @@ def test_gradient_accumulation_matches_one_big_batch(random_pair, tmp_path):
 def test_translator_width_mismatch_is_a_clear_error(random_pair):
     from latentbridge.errors import LatentBridgeError
 
-    with pytest.raises(LatentBridgeError, match="translator.d_src is 7 but .* has hidden size 32"):
+    with pytest.raises(LatentBridgeError, match="translator.d_src: is 7 but .* has hidden size 32"):
         make_experiment(random_pair, "translator.d_src=7")
     with pytest.raises(LatentBridgeError, match="source_layer: 9 is out of range"):
         make_experiment(random_pair, "models.source_layer=9")

@@ -38,6 +38,7 @@ class KL(Objective):
     name = "kl"
     Config = KLConfig
     needs = frozenset({"logits", "teacher_logits", "teacher_inputs"})
+    messages = None  # reads the target's logits only: trains any message kind
 
     def compute(self, step: StepContext) -> torch.Tensor:
         student, teacher = step.logits, step.get("teacher_logits")  # both: the last W positions

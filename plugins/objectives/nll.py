@@ -41,6 +41,7 @@ class NLL(Objective):
     name = "nll"
     Config = NLLConfig
     needs = frozenset({"logits"})
+    messages = None  # reads the target's logits only: trains any message kind
 
     def compute(self, step: StepContext) -> torch.Tensor:
         return answer_nll(step.logits, step.logit_labels, self.config.reduction)

@@ -39,6 +39,9 @@ class RopePhaseConfig(ObjectiveConfig):
     mass_weight: float = option(0.5, ge=0, help="weight of the attention-mass term against the readout term")
 
 
+MASKED = -1e9
+
+
 def answer_queries(labels: torch.Tensor, width: int) -> torch.Tensor:
     """``b width`` mask over the last ``width`` positions: those whose next token is a supervised answer token."""
     supervised = labels[:, 1:] != IGNORE_INDEX
@@ -58,12 +61,14 @@ def message_attention(c: Captured, queries: slice, message: torch.Tensor, valid:
     positions = torch.arange(length, device=q.device)
     causal = positions[None, :] <= positions[queries][:, None]  # Q L
     allowed = causal[None, None] & valid[:, None, None, :]
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    # a large finite value, not -inf: a query with nothing to attend to (padding, no message yet) must give a
+    # finite value and a zero gradient (the caller leaves it out); -inf would give NaN in the backward pass
+    scores = scores.masked_fill(~allowed, MASKED)
     on_message = allowed & message[:, None, None, :]
     log_all = torch.logsumexp(scores, dim=-1)
-    msg_scores = scores.masked_fill(~on_message, float("-inf"))
+    msg_scores = scores.masked_fill(~on_message, MASKED)
     log_message = torch.logsumexp(msg_scores, dim=-1)
-    readout = torch.einsum("bhqk,bhke->bhqe", torch.softmax(msg_scores, dim=-1).nan_to_num(0.0), v)
+    readout = torch.einsum("bhqk,bhke->bhqe", torch.softmax(msg_scores, dim=-1), v)
     return readout, log_message - log_all
 
 

@@ -30,7 +30,8 @@ def _window(ctx: StepContext) -> int:
 
 def _logits(ctx: StepContext) -> torch.Tensor:
     # logits_to_keep: the vocabulary projection runs on the answer window only, not on the prompt
-    return ctx.target.model(**ctx.inputs.model_kwargs(), logits_to_keep=ctx.get("window")).logits
+    logits = ctx.target.model(**ctx.inputs.model_kwargs(), logits_to_keep=ctx.get("window")).logits
+    return logits.to(ctx.inputs.labels.device)  # a model spread over devices returns them on its last
 
 
 def _teacher_inputs(ctx: StepContext):
@@ -41,7 +42,7 @@ def _teacher_inputs(ctx: StepContext):
 def _teacher_logits(ctx: StepContext) -> torch.Tensor:
     with torch.no_grad():
         inputs = ctx.get("teacher_inputs").model_kwargs()
-        return ctx.target.model(**inputs, logits_to_keep=ctx.get("window")).logits
+        return ctx.target.model(**inputs, logits_to_keep=ctx.get("window")).logits.to(ctx.inputs.labels.device)
 
 
 def _question_embeds(ctx: StepContext) -> list[torch.Tensor]:

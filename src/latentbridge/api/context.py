@@ -97,8 +97,9 @@ class StepContext:
     """
 
     step: int  # the training step, 1-based
-    soft: torch.Tensor  # ``b k d_tgt``: the translator's soft tokens, with gradient to the translator
+    soft: torch.Tensor | None  # ``b k d_tgt``: the soft tokens, with gradient to the translator (None: another message)
     inputs: TargetInputs  # what the target reads: the bridged input followed by the supervised answer
+    message: Any = None  # the translator's message (latentbridge.api.messages): SoftTokens, KVPrefix, KVFusion, ...
     texts: Sequence[TargetText] = ()  # each row's target-side text (prefix, prompt, question span, cue, answer)
     examples: Sequence[Example] = ()  # the rows' examples (question, gold answer, label)
     prompts: Sequence[Prompt] = ()  # the rows' prompts (few-shot header, question, cue, answer)
@@ -152,6 +153,6 @@ class StepContext:
         return self.inputs.labels[:, -self.logits.shape[1] :]
 
     FIELDS: ClassVar[tuple[str, ...]] = (
-        "step", "soft", "inputs", "texts", "examples", "prompts", "source_hidden", "seeds", "modes", "teacher",
+        "step", "soft", "inputs", "message", "texts", "examples", "prompts", "source_hidden", "seeds", "modes", "teacher",
         "target", "source", "translator", "relayout", "generator", "bridge",
     )

@@ -60,12 +60,15 @@ class InjectionMode:
     which pieces the target reads, in order; :func:`latentbridge.bridge.layout.assemble` does the rest
     (left padding as ``[pad][bos][soft][text]``, positions from the mask, labels ``-100`` except answers).
     ``reads_question`` says whether the literal question text is part of the input (False for
-    ``soft_only``: the only mode that really tests communication).
+    ``soft_only``: the only mode that really tests communication). ``accepts`` names the message kinds
+    it places (:mod:`latentbridge.api.messages`): a ``Soft()`` segment holds soft tokens or, for a
+    ``kv_prefix``, the virtual tokens' place; a mode without one can take a ``kv_fusion``.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[InjectionConfig]] = InjectionConfig
     reads_question: ClassVar[bool] = True
+    accepts: ClassVar[tuple[str, ...]] = ("soft_tokens",)
 
     def __init__(self, config: InjectionConfig):
         self.config = config

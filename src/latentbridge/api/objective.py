@@ -51,6 +51,8 @@ class Objective(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     needs: ClassVar[frozenset[str]] = frozenset()
+    # the message kinds it can train (latentbridge.api.messages); None: any, it reads the target's logits only
+    messages: ClassVar[tuple[str, ...] | None] = ("soft_tokens",)
     # True for a loss over the batch gathered from every process (a contrastive loss): its gradient
     # reaches only this process's rows, so the runner scales it by the number of processes
     global_batch: ClassVar[bool] = False

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,17 +34,23 @@ Segment = Soft | Text
 class TargetInputs:
     """What the target model reads. All ``b L``, except ``inputs_embeds``: ``b L d``.
 
-    ``soft_mask`` marks the positions the soft tokens occupy or are added onto."""
+    ``soft_mask`` marks the positions the soft tokens occupy or are added onto. ``cache``: for a key/value
+    message, a function giving the model a fresh cache that the input follows (then ``attention_mask``
+    covers the cache's positions and the input's, ``position_ids`` the input's only)."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     labels: torch.Tensor
     soft_mask: torch.Tensor | None = None
+    cache: Callable[[], dict[str, Any]] | None = None
 
-    def model_kwargs(self) -> dict[str, torch.Tensor]:
-        return {
+    def model_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
             "inputs_embeds": self.inputs_embeds,
             "attention_mask": self.attention_mask,
             "position_ids": self.position_ids,
         }
+        if self.cache is not None:
+            kwargs.update(self.cache())
+        return kwargs

@@ -71,6 +71,9 @@ class TaskConfig:
     cue: str = option("Answer:", help="text after the question that asks for the answer")
     answer_separator: str = option(" ", help="text between the cue and the answer")
     exemplar_separator: str = option("\n\n", help="text after each worked exemplar")
+    chat_template: bool = option(
+        False, help="each model reads its prompts through its own tokenizer's chat template (one user turn, "
+        "the soft tokens inside it), for instruct models")
 
     def check(self) -> list[tuple[str, str]]:
         if "{question}" not in self.question_template:

@@ -1,15 +1,15 @@
-"""The Translator interface: source hidden states in, soft tokens in the target's embedding space out."""
+"""The Translator interface: source states in, a message for the target out (soft tokens by default)."""
 
 from __future__ import annotations
 
 import dataclasses
-from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from latentbridge.api.messages import Message, SoftTokens, SourceStates
 from latentbridge.api.options import option
 from latentbridge.api.shapes import check_shape
 from latentbridge.errors import LatentBridgeError
@@ -42,10 +42,18 @@ class Translator(nn.Module):
     a translator must give the same output whatever the padding (left or right, any amount).
     ``seeds`` (``b``, int64) is set by translators that sample (the DiT) so that the same input always
     gives the same soft tokens; the others ignore it.
+
+    A translator whose message is not soft tokens sets ``emits`` (``"kv_prefix"``, ``"kv_fusion"`` or a
+    plugin's kind, see :mod:`latentbridge.api.messages`) and overrides :meth:`message` instead of
+    :meth:`translate`; ``reads_cache = True`` asks the bridge for the source's key/value cache and
+    token offsets (:class:`~latentbridge.api.messages.SourceStates`). :meth:`set_progress` is called
+    before every training step (for schedules inside the translator, such as C2C's gate temperature).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[TranslatorConfig]] = TranslatorConfig
+    emits: ClassVar[str] = "soft_tokens"
+    reads_cache: ClassVar[bool] = False
 
     def __init__(self, config: TranslatorConfig):
         super().__init__()
@@ -79,9 +87,16 @@ class Translator(nn.Module):
         rms = soft.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         return (soft.float() * (self.config.target_rms / rms)).to(soft.dtype)
 
-    @abstractmethod
     def translate(self, h: torch.Tensor, mask: torch.Tensor, *, seeds: torch.Tensor | None) -> torch.Tensor:
         """``h: b t d_src``, ``mask: b t`` (bool) -> ``b k d_tgt``."""
+        raise NotImplementedError(f"translator '{self.name}' implements neither translate nor message")
+
+    def message(self, states: SourceStates, seeds: torch.Tensor | None = None) -> Message:
+        """The message for a batch: by default the soft tokens of :meth:`forward` on ``states.hidden``."""
+        return SoftTokens(self(states.hidden, states.mask, seeds=seeds))
+
+    def set_progress(self, step: int, total: int) -> None:
+        """Training is at ``step`` of ``total`` (called before every step; nothing by default)."""
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

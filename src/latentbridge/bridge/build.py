@@ -71,11 +71,12 @@ class Experiment:
                 task.examples(split)
         check_against_models(recipe, registry)  # before any weight loads
         m = recipe.models
-        log(f"loading source {m.source} and target {m.target} ({m.dtype})")
-        source = load_frozen(m.source, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
-        target = load_frozen(m.target, dtype=m.dtype, device=m.device, trust_remote_code=m.trust_remote_code)
-        if source.device != target.device:
-            raise LatentBridgeError("source and target must be on the same device")
+        log(f"loading source {m.source} and target {m.target} (dtype {m.dtype})")
+        maps = m.device_map or {}
+        source = load_frozen(m.source, dtype=m.dtype, device=m.source_device or m.device, device_map=maps.get("source"),
+                             trust_remote_code=m.trust_remote_code)
+        target = load_frozen(m.target, dtype=m.dtype, device=m.target_device or m.device, device_map=maps.get("target"),
+                             trust_remote_code=m.trust_remote_code)
         layers = source.num_layers
         if not -(layers + 1) <= m.source_layer <= layers:
             raise LatentBridgeError(
@@ -97,7 +98,10 @@ class Experiment:
             {name: build_plugin(registry, "objective", name, config, ctx) for name, config in recipe.objectives.items()}
         )
         objectives.to(target.device)
-        bridge = Bridge(source, target, translator, injection, m.source_layer)
+        bridge = Bridge(source, target, translator, injection, m.source_layer,
+                        chat_template=bool(getattr(task.config, "chat_template", False)))
+        if recipe.source.view == "generation":
+            bridge.solutions, bridge.through_answer = make_solutions(recipe, task, bridge, log), recipe.source.through_answer
         if recipe.cache.source:
             bridge.source_cache = make_source_cache(recipe, task, bridge)
         experiment = cls(recipe, registry, task, bridge, objectives)
@@ -140,10 +144,26 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
         d_src=source.hidden_size,
         d_tgt=target.hidden_size,
         target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
+        **cache_fields(config, source, target),
     )
     torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
     translator = build_plugin(registry, "translator", recipe.translator.name, config)
     return translator.to(target.device)
+
+
+def cache_fields(config: object, source: FrozenModel, target: FrozenModel) -> dict[str, object]:
+    """The key/value geometry fields a translator's config declares and leaves unset (``source_layers``,
+    ``target_kv_heads``, ``kv_rms``, ...), read off each model's own cache."""
+    names = {f.name for f in dataclasses.fields(config)}
+    fill: dict[str, object] = {}
+    for side, model in (("source", source), ("target", target)):
+        for fact in ("layers", "kv_heads", "head_dim"):
+            name = f"{side}_{fact}"
+            if name in names and getattr(config, name) is None:
+                fill[name] = model.kv_geometry[fact]
+    if "kv_rms" in names and config.kv_rms is None:
+        fill["kv_rms"] = target.kv_geometry["kv_rms"]
+    return fill
 
 
 def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> object:
@@ -153,6 +173,24 @@ def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> obj
         instance = info.cls(*args)
     instance.provider = info.provider
     return instance
+
+
+def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[str], None]):
+    """The source's own solutions (``source.view: generation``), decoded as the evaluation decodes: those
+    of the dev and test items and of the train items the run uses (``train.max_train_examples``) are
+    made now, once, and cached on disk; any other prompt's when first read."""
+    from latentbridge.bridge.solutions import SourceSolutions
+    from latentbridge.io.caches import cache_root
+
+    e = recipe.eval
+    root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
+    solutions = SourceSolutions(bridge.source, bridge.source_encoder, max_new_tokens=e.max_new_tokens, stop=e.stop,
+                                batch_size=e.batch_size, root=root, log=log)
+    train = task.examples("train")[: recipe.train.max_train_examples or None]
+    prompts = [task.prompt(x) for x in [*train, *task.examples("dev"), *task.examples("test")]]
+    with torch.no_grad():
+        solutions.get(prompts, save=True)
+    return solutions
 
 
 def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):

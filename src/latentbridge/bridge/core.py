@@ -3,7 +3,9 @@
 :class:`Bridge` owns the frozen models, their prompt encoders, the translator and the injection
 mode. Training (:mod:`latentbridge.train.runner`) and evaluation (:mod:`latentbridge.eval.harness`) both
 build the target's inputs with :meth:`Bridge.bridged_inputs`, so what the target reads at training
-time is exactly what it reads at test time (minus the answer).
+time is exactly what it reads at test time (minus the answer). The translator's output is a message
+(:mod:`latentbridge.api.messages`): soft tokens are laid out by :func:`~latentbridge.bridge.layout.assemble`,
+key/value messages by :mod:`latentbridge.bridge.kv`, a plugin's own kind by its ``target_inputs``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from typing import Any
 import torch
 
 from latentbridge.api.injection import InjectionMode
+from latentbridge.api.messages import KVFusion, KVPrefix, Message, SoftTokens, SourceStates
 from latentbridge.api.segments import TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
+from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask
-from latentbridge.bridge.models import FrozenModel
+from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
+from latentbridge.bridge.solutions import relay_continuation
+from latentbridge.errors import LatentBridgeError
 from latentbridge.registry.blame import blame
 
 
@@ -33,17 +39,25 @@ class Bridge:
     injection: InjectionMode
     source_layer: int
     source_cache: Any = None  # a SourceCache, when the recipe turns the cache on
+    chat_template: bool = False  # each model reads its prompts through its own chat template
+    solutions: Any = None  # a SourceSolutions with source.view 'generation': the source reads its own solution too
+    through_answer: bool = False  # with solutions: the solution's '####' line is read too
 
     def __post_init__(self) -> None:
-        self.source_encoder = PromptEncoder(self.source.tokenizer)
-        self.target_encoder = PromptEncoder(self.target.tokenizer)
+        self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
+        self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
 
     # -- source side ---------------------------------------------------------------------------------
 
     def source_rows(self, prompts: Sequence[Prompt]) -> list[list[int]]:
-        """What the source reads: its special prefix and the prompt (header, question, cue), no answer."""
-        return [self.source_encoder.prompt_ids(p) for p in prompts]
+        """What the source reads: its special prefix and the prompt (header, question, cue), no answer; with
+        the ``generation`` view, followed by its own solution (cut as the text relay cuts it)."""
+        if self.solutions is None:
+            return [self.source_encoder.prompt_ids(p) for p in prompts]
+        solved = self.solutions.get(prompts)
+        return [self.source_encoder.continued_ids(p, relay_continuation(p, s, self.through_answer))
+                for p, s in zip(prompts, solved, strict=True)]
 
     @torch.no_grad()
     def source_hidden(
@@ -58,7 +72,9 @@ class Bridge:
             return pad_hidden(self.source_cache.get(examples), self.source.device)
         rows = self.source_rows(prompts)
         shared = common_prefix(rows)
-        if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
+        # a sliding window counts positions in the cache, padding between prefix and rest included: the
+        # reused prefix would change what each token sees, so sliding-window sources read every row whole
+        if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and self.source.sliding_window is None:
             return self._hidden_with_prefix(rows, shared)
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(
@@ -77,7 +93,7 @@ class Bridge:
         mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
         out = self.source.model(
             input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
-            past_key_values=cached.cache(b, self.source.model.config), output_hidden_states=True,
+            **with_cache(self.source.model, cached.cache(b, self.source.model.config)), output_hidden_states=True,
         )
         hidden = torch.cat([cached.hidden.expand(b, -1, -1), out.hidden_states[self.source_layer]], 1)
         return hidden, mask
@@ -87,40 +103,90 @@ class Bridge:
         h, mask = self.source_hidden(prompts)
         return [h[i][mask[i].bool()] for i in range(h.shape[0])]
 
+    @torch.no_grad()
+    def source_states(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> SourceStates:
+        """What the translator reads: the chosen layer's states and, for a translator that reads the
+        cache (``reads_cache``), the source's key/value cache of the prompt and its token offsets."""
+        if not self.translator.reads_cache:
+            return SourceStates(*self.source_hidden(prompts, examples))
+        rows = self.source_rows(prompts)
+        ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
+        out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                output_hidden_states=True, use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
+        prefix = [(0, 0)] * len(self.source_encoder.prefix)
+        offsets = [prefix + self.source_encoder.offsets(p) for p in prompts]
+        return SourceStates(out.hidden_states[self.source_layer], mask, kv=kv, offsets=offsets,
+                            text=[p.text for p in prompts])
+
     # -- target side ---------------------------------------------------------------------------------
+
+    def message(
+        self, prompts: Sequence[Prompt], seeds: torch.Tensor | None = None,
+        states: SourceStates | tuple[torch.Tensor, torch.Tensor] | None = None,
+        examples: Sequence[Example] | None = None,
+    ) -> Message:
+        """The translator's message for ``prompts`` (from ``states`` when given, else the source's)."""
+        if states is None:
+            states = self.source_states(prompts, examples)
+        elif isinstance(states, tuple):
+            states = SourceStates(*states)
+        param = next(self.translator.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        device = param.device if param is not None else self.target.device  # the source may sit elsewhere
+        moved = SourceStates(states.hidden.to(device=device, dtype=dtype), states.mask.to(device),
+                             [h.to(device=device, dtype=dtype) for h in states.layers], states.kv, states.offsets,
+                             states.text)
+        with blame("translator", self.translator.name, self.translator):
+            message = self.translator.message(moved, seeds)
+        if not isinstance(message, Message) or message.kind != self.translator.emits:
+            raise LatentBridgeError(f"translator '{self.translator.name}' declares emits = "
+                                    f"'{self.translator.emits}' but returned {type(message).__name__}")
+        return message
 
     def soft_tokens(
         self, prompts: Sequence[Prompt], seeds: torch.Tensor | None = None,
         hidden: tuple[torch.Tensor, torch.Tensor] | None = None, examples: Sequence[Example] | None = None,
     ) -> torch.Tensor:
         """The translator's soft tokens for ``prompts`` (``b k d_tgt``, in the translator's dtype)."""
-        h, mask = hidden if hidden is not None else self.source_hidden(prompts, examples)
-        param = next(self.translator.parameters(), None)
-        dtype = param.dtype if param is not None else torch.float32
-        with blame("translator", self.translator.name, self.translator):
-            return self.translator(h.to(dtype), mask, seeds=seeds)
+        message = self.message(prompts, seeds, hidden, examples)
+        if not isinstance(message, SoftTokens):
+            raise LatentBridgeError(f"translator '{self.translator.name}' emits {message.kind}, not soft tokens")
+        return message.tokens
 
     def bridged_inputs(
-        self, soft: torch.Tensor, prompts: Sequence[Prompt], with_answer: bool,
+        self, message: Message | torch.Tensor, prompts: Sequence[Prompt], with_answer: bool,
         modes: Sequence[InjectionMode] | None = None,
         answers: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
     ) -> TargetInputs:
         """The target's inputs for the bridged system; ``with_answer`` adds the supervised answer.
 
+        ``message``: the translator's message (a soft-token tensor stands for :class:`SoftTokens`).
         ``modes`` gives each row its own injection mode (the curriculum mixes ``soft_plus_text`` rows
         into a ``soft_only`` run); by default every row uses the recipe's. ``answers`` replaces each row's
         answer by ``(context, supervised)`` token ids: the context read, the rest supervised.
         """
+        if isinstance(message, torch.Tensor):
+            message = SoftTokens(message)
         texts = [self.target_encoder.target_text(p, with_answer) for p in prompts]
         if answers is not None:
             texts = [t.with_answer(supervised, context) for t, (context, supervised) in zip(texts, answers, strict=True)]
-        soft = soft.to(self.target.dtype)
         modes = modes or [self.injection] * len(texts)
         rows = []
         for mode, text in zip(modes, texts, strict=True):
+            if message.kind not in mode.accepts:
+                raise LatentBridgeError(f"injection mode '{mode.name}' does not take a {message.kind} message "
+                                        f"(it takes {', '.join(mode.accepts)})")
             with blame("injection mode", mode.name, mode):
                 rows.append(mode.segments(text))
-        return assemble(rows, soft, self.target.embed, self.target.pad_id)
+        if isinstance(message, SoftTokens):
+            soft = message.tokens.to(device=self.target.device, dtype=self.target.dtype)
+            return assemble(rows, soft, self.target.embed, self.target.pad_id)
+        if isinstance(message, KVPrefix):
+            return kv_prefix_inputs(self.target, message, rows)
+        if isinstance(message, KVFusion):
+            return kv_fusion_inputs(self.target, self.target_encoder, message, rows, texts, prompts)
+        return message.target_inputs(self, rows, texts, prompts)
 
     def text_inputs(self, model: FrozenModel, rows: Sequence[Sequence[int]]) -> TargetInputs:
         """Plain-text inputs (baselines), laid out by the same function as the bridged ones."""

@@ -17,15 +17,21 @@ class PromptEncoder:
     so the supervised tokens are the ones the model would produce after the prompt. (Should the
     tokenizer merge across the boundary, the answer is tokenized on its own instead.) The end-of-text
     token closes every answer, so the model learns to stop.
+
+    With ``chat=True`` every prompt goes through the tokenizer's own chat template as one user turn
+    (the few-shot header and the question are its content) followed by the assistant's opening and
+    the cue: the prefix is everything before the user's content (BOS and the user header), so the soft
+    tokens, placed after the prefix, sit inside the user turn.
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, chat: bool = False, name: str = "the model"):
         if not getattr(tokenizer, "is_fast", False):
             raise LatentBridgeError(
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; latentbridge needs offsets"
             )
         self.tokenizer = tokenizer
-        self.prefix = self._special_prefix()
+        self.chat = self._chat_pieces(name) if chat else None
+        self.prefix = self.ids(self.chat[0]) if self.chat else self._special_prefix()
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self._target_text = lru_cache(maxsize=None)(self._encode_target)
 
@@ -38,35 +44,89 @@ class PromptEncoder:
                 return list(full[:start])
         return []
 
+    def _chat_pieces(self, name: str) -> tuple[str, str]:
+        """The chat template's text before and after a user message (with the assistant's opening)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise LatentBridgeError(f"task.chat_template is on but the tokenizer of {name} has no chat template")
+        marker = "latentbridgeMARKER"
+        text = self._render(marker)
+        before, found, after = text.partition(marker)
+        if not found:
+            raise LatentBridgeError(f"the chat template of {name} does not contain the user's message as written")
+        return before, after
+
+    def _render(self, content: str) -> str:
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def _layout(self, prompt: Prompt) -> tuple[str, int, int, int]:
+        """The text a model reads for ``prompt`` (no special prefix the tokenizer adds), where the
+        prompt's own text starts in it, how far the question's offsets shift, and where the cue starts."""
+        if self.chat is None:
+            return prompt.text, 0, 0, len(prompt.header) + len(prompt.question)
+        content = prompt.header + prompt.question
+        rendered = self._render(content)
+        start, kept = rendered.find(content), content
+        if start < 0:  # the template trims the message (Llama-3's and Gemma's do)
+            kept = content.strip()
+            start = rendered.find(kept)
+            if start < 0:
+                raise LatentBridgeError("the chat template changes the user's message beyond trimming it")
+        lead = len(content) - len(content.lstrip()) if kept is not content else 0
+        return rendered + prompt.cue, start, start - lead, start + len(kept)
+
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """What a model reads for ``prompt`` on its own: special prefix + prompt text."""
-        return self.prefix + list(self._target_text(prompt).prompt)
+        text = self._target_text(prompt)
+        return list(text.prefix) + list(text.prompt)
 
     def text_ids(self, text: str) -> list[int]:
-        """Special prefix + ``text`` (for free-form prompts such as the text relay)."""
+        """Special prefix + ``text`` (for free-form prompts)."""
         return self.prefix + self.ids(text)
+
+    def continued_ids(self, prompt: Prompt, continuation: str) -> list[int]:
+        """What a model reads for ``prompt`` followed by ``continuation`` (the text relay's reasoning)."""
+        text, *_ = self._layout(prompt)
+        return (self.prefix if self.chat is None else []) + self.ids(text + continuation)
+
+    def offsets(self, prompt: Prompt) -> list[tuple[int, int]]:
+        """Each token of :meth:`target_text`'s ``prompt``: its character span in ``prompt.text`` (a token
+        of the chat template's own text, outside the message, gets ``(0, 0)``)."""
+        full, start, shift, _ = self._layout(prompt)
+        encoded = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        spans = list(encoded["offset_mapping"])
+        if self.chat is None:
+            return [(int(a), int(b)) for a, b in spans]
+        n = len(self._target_text(prompt).prefix)
+        size = len(prompt.header) + len(prompt.question)
+        return [(a - shift, b - shift) if start <= a and b - shift <= size else (0, 0) for a, b in spans[n:]]
 
     def target_text(self, prompt: Prompt, with_answer: bool = True) -> TargetText:
         text = self._target_text(prompt)
         return text if with_answer else text.without_answer()
 
     def _encode_target(self, prompt: Prompt) -> TargetText:
-        full_prompt = prompt.text
+        full_prompt, start, shift, cue_start = self._layout(prompt)
         encoded = self.tokenizer(full_prompt, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
-        q_start, q_end = prompt.own_question_span()  # the question's own text, not the template's words
+        ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
+        if self.chat is None:
+            prefix = list(self.prefix)
+        else:  # the chat template's opening (BOS and the user header) is the prefix: the message goes after it
+            n = next((i for i, (_, b) in enumerate(offsets) if b > start), len(ids))
+            prefix, ids, offsets = ids[:n], ids[n:], offsets[n:]
+        q_start, q_end = (x + shift for x in prompt.own_question_span())  # the question's own text only
         overlapping = [i for i, (a, b) in enumerate(offsets) if a < q_end and b > q_start]
         span = (overlapping[0], overlapping[-1] + 1) if overlapping else (0, len(ids))
-        cue_start = len(prompt.header) + len(prompt.question)  # the cue follows the templated question
-        cue_tokens = [i for i, (_, b) in enumerate(offsets) if b > cue_start]
+        cue_tokens = [i for i, (_, b) in enumerate(offsets) if b > cue_start]  # what follows the question
         cue = ids[cue_tokens[0] :] if cue_tokens else self.ids(prompt.cue)
         full = self.tokenizer(full_prompt + prompt.answer, add_special_tokens=False, return_offsets_mapping=True)
-        if list(full["input_ids"][: len(ids)]) == ids:
-            answer = list(full["input_ids"][len(ids) :])
-            answer_offsets = [(a - len(full_prompt), b - len(full_prompt)) for a, b in full["offset_mapping"][len(ids) :]]
+        read = len(prefix) + len(ids) if self.chat is not None else len(ids)
+        if list(full["input_ids"][:read]) == (prefix + ids if self.chat is not None else ids):
+            answer = list(full["input_ids"][read:])
+            answer_offsets = [(a - len(full_prompt), b - len(full_prompt)) for a, b in full["offset_mapping"][read:]]
         else:
             alone = self.tokenizer(prompt.answer, add_special_tokens=False, return_offsets_mapping=True)
             answer, answer_offsets = list(alone["input_ids"]), alone["offset_mapping"]
@@ -75,7 +135,7 @@ class PromptEncoder:
         if marker >= 0:
             format_start = next((i for i, (_, b) in enumerate(answer_offsets) if b > marker), len(answer))
         return TargetText(
-            prefix=tuple(self.prefix),
+            prefix=tuple(prefix),
             prompt=tuple(ids),
             question_span=span,
             cue=tuple(cue),

@@ -31,6 +31,7 @@ class ModelFacts:
     rotary: bool
     sliding_window: int | None
     multimodal: bool  # the folder's config wraps a text config (Gemma-3, ...): the language model is used
+    chat_template: bool = False  # its tokenizer has a chat template
 
     def layer_problem(self, layer: int, key: str) -> str | None:
         """A message when ``layer`` is not a valid ``hidden_states`` index (0 .. num_layers, or negative)."""
@@ -80,7 +81,17 @@ def read_facts(name: str, path: Path) -> ModelFacts:
         rotary=_rotary(config),
         sliding_window=config.get("sliding_window") if config.get("use_sliding_window", True) else None,
         multimodal=nested,
+        chat_template=has_chat_template(Path(path)),
     )
+
+
+def has_chat_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((path / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def model_problems(recipe: Any, registry: Any) -> list[str]:
@@ -91,6 +102,14 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
     source = read_facts(m.source, resolve_model_path(m.source))
     target = read_facts(m.target, resolve_model_path(m.target))
     problems = [p for p in [source.layer_problem(m.source_layer, "models.source_layer")] if p]
+    for key, facts in (("d_src", source), ("d_tgt", target)):
+        given = getattr(recipe.translator.config, key, None)
+        if given is not None and given != facts.hidden_size:
+            problems.append(f"translator.{key}: is {given} but {facts.name} has hidden size {facts.hidden_size}; "
+                            f"remove translator.{key} to use the model's")
+    if getattr(recipe.task.config, "chat_template", False):
+        problems += [f"task.chat_template: the tokenizer of {f.name} has no chat template"
+                     for f in (source, target) if not f.chat_template]
     plugins = [("translator", recipe.translator.name, recipe.translator.config, "translator"),
                ("injection", recipe.injection.name, recipe.injection.config, "injection"),
                ("task", recipe.task.name, recipe.task.config, "task")]

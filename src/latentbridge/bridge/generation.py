@@ -1,7 +1,7 @@
 """Batched greedy decoding from ``inputs_embeds`` with a key/value cache and stop strings.
 
 The prompt is laid out by :func:`latentbridge.bridge.layout.assemble` (left padding, positions from the
-mask), exactly as in training; each new token's position continues from its own row's last position.
+mask), exactly as in training (for a key/value message, after the cache it holds); each new token's position continues from its own row's last position.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from latentbridge.api.segments import TargetInputs
+from latentbridge.bridge.models import cache_of, with_cache
 
 STOP_WINDOW = 16  # tokens decoded to look for a stop string that has just been generated
 
@@ -47,11 +48,10 @@ def greedy_generate(
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
     positions = inputs.position_ids
-    out = model(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-        logits_to_keep=1,  # only the last position's logits are needed to start
+    out = model(  # a key/value message's cache comes in model_kwargs; the text continues it
+        **inputs.model_kwargs(), use_cache=True, logits_to_keep=1,  # only the last position's logits to start
     )
-    past = out.past_key_values
+    past = cache_of(out)
     logits = out.logits[:, -1]
     tokens: list[list[int]] = [[] for _ in range(b)]
     texts = [""] * b
@@ -75,10 +75,10 @@ def greedy_generate(
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
-            input_ids=next_token[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=past,
+            input_ids=next_token[:, None], attention_mask=mask, position_ids=next_pos, **with_cache(model, past),
             use_cache=True,
         )
-        past, logits = out.past_key_values, out.logits[:, -1]
+        past, logits = cache_of(out), out.logits[:, -1]
         next_pos = next_pos + 1
     results = []
     for r in range(b):

@@ -73,8 +73,11 @@ def assemble(
             pos += n
     ids, labels, mask, replace = (t.to(device) if device else t for t in (ids, labels, mask, replace))
     embeds = embed(ids)
+    device = embeds.device  # everything the model reads sits where its input embeddings are
+    labels, mask, replace = labels.to(device), mask.to(device), replace.to(device)
     if mix is not None and soft is not None:
-        placed = torch.einsum("blk,bkd->bld", mix.to(device=soft.device, dtype=soft.dtype), soft).to(embeds.dtype)
+        placed = torch.einsum("blk,bkd->bld", mix.to(device=soft.device, dtype=soft.dtype), soft)
+        placed = placed.to(device=device, dtype=embeds.dtype)
         # soft positions take the soft token; text positions keep their embedding plus any added soft part
         embeds = torch.where(replace[..., None], placed, embeds + placed)
     soft_mask = mix.abs().sum(-1).gt(0).to(mask.device) if mix is not None else torch.zeros_like(mask, dtype=torch.bool)

@@ -7,7 +7,9 @@ tiny models (``tiny-llama``, ``tiny-mistral``, shipped in the wheel) or a local 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -72,7 +74,8 @@ def folder_fingerprint(path: Path) -> dict[str, str]:
     """Hashes that identify a model folder: its config, its tokenizer and its weights.
 
     Weights are fingerprinted by name, size and the first and last MiB of each file (reading 16 GB to
-    hash it would cost a minute per run); config and tokenizer files are hashed whole.
+    hash it would cost a minute per run); config and tokenizer files are hashed whole, and so is a
+    sharded checkpoint's index (``*.safetensors.index.json``: which tensor lives in which shard).
     """
 
     def sha(items: list[bytes]) -> str:
@@ -91,6 +94,8 @@ def folder_fingerprint(path: Path) -> dict[str, str]:
             handle.seek(max(0, size - (1 << 20)))
             tail = handle.read(1 << 20)
         weights.append(f"{file.name}:{size}".encode() + head + tail)
+    for index in sorted(path.glob("*.index.json")):
+        weights.append(f"{index.name}:".encode() + index.read_bytes())
     return {"config": sha([config]), "tokenizer": sha(tokenizer), "weights": sha(weights)}
 
 
@@ -106,12 +111,29 @@ class FrozenModel:
     fingerprint: dict[str, str]
 
     @property
+    def text_config(self) -> Any:
+        """The language model's config (a multimodal folder's ``text_config``, such as Gemma-3's)."""
+        return self.model.config.get_text_config()
+
+    @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.text_config.hidden_size)
 
     @property
     def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.text_config.num_hidden_layers)
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of its sliding-window layers, or None when every layer sees everything."""
+        c = self.text_config
+        window = getattr(c, "sliding_window", None)
+        if not window or getattr(c, "use_sliding_window", True) is False:
+            return None
+        layer_types = getattr(c, "layer_types", None)
+        if layer_types is not None and "sliding_attention" not in layer_types:
+            return None
+        return int(window)
 
     @property
     def vocab_size(self) -> int:
@@ -128,10 +150,29 @@ class FrozenModel:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids.to(self.device))
 
-    def embedding_rms(self) -> float:
-        """Median RMS of the input-embedding rows: the typical size of one real token's embedding."""
-        weight = self.model.get_input_embeddings().weight.detach().float()
-        return float(weight.pow(2).mean(-1).sqrt().median())
+    @torch.no_grad()
+    def embedding_rms(self, chunk: int = 4096) -> float:
+        """Median RMS of what the input-embedding module returns for each token of the vocabulary: the
+        typical size of one real token's embedding as the model reads it (Gemma's module multiplies its
+        weight by sqrt(hidden_size), so the weight alone would be the wrong scale)."""
+        rms = []
+        for start in range(0, self.vocab_size, chunk):
+            ids = torch.arange(start, min(start + chunk, self.vocab_size))[None]
+            rms.append(self.embed(ids)[0].float().pow(2).mean(-1).sqrt().cpu())
+        return float(torch.cat(rms).median())
+
+    @functools.cached_property
+    def kv_geometry(self) -> dict[str, Any]:
+        """Its key/value cache as its own attention code writes it, read off a forward pass on a short
+        text: ``layers``, ``kv_heads``, ``head_dim`` and ``kv_rms`` (per layer, the RMS of its keys, then of
+        its values: the typical size of a real token's cache entry)."""
+        ids = torch.tensor([self.tokenizer("The cache of a short sentence, read once.")["input_ids"]], device=self.device)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, use_cache=True)
+        layers = cache_of(out).layers
+        rms = [float(t.float().pow(2).mean().sqrt()) for layer in layers for t in (layer.keys, layer.values)]
+        b, heads, t, dim = layers[0].keys.shape
+        return {"layers": len(layers), "kv_heads": int(heads), "head_dim": int(dim), "kv_rms": rms}
 
     def eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
@@ -152,9 +193,13 @@ class FrozenModel:
 
 
 def load_frozen(
-    name: str, *, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False
+    name: str, *, dtype: str = "auto", device: str = "auto", device_map: Any = None, trust_remote_code: bool = False
 ) -> FrozenModel:
-    """Load a model and tokenizer from a built-in name or local folder, frozen, on ``device``."""
+    """Load a model and tokenizer from a built-in name or local folder, frozen, on ``device``.
+
+    ``dtype="auto"`` keeps the checkpoint's own dtype, loaded directly (no float32 copy first).
+    ``device_map`` (``"auto"``, ``"balanced"``, ... or ``{module: device}``) spreads the model over
+    several devices with accelerate instead; inputs go to the device of its input embeddings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -164,18 +209,40 @@ def load_frozen(
         log.warning("trust_remote_code is ON for %s: the model folder may run its own code", name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        placement = {"device_map": device_map} if device_map is not None else {}
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
+            path, local_files_only=True, trust_remote_code=trust_remote_code,
+            dtype="auto" if dtype == "auto" else DTYPES[dtype], **placement,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LatentBridgeError(f"could not load model '{name}' from {path}: {first}") from None
-    model.to(resolve_device(device)).eval().requires_grad_(False)
+    if device_map is None:
+        model.to(resolve_device(device))
+    model.eval().requires_grad_(False)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         log.info("tokenizer of %s has no pad token; padding with id %d (always masked out)", name, pad_id)
     return FrozenModel(name, path, model, tokenizer, int(pad_id), folder_fingerprint(path))
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that hands a key/value cache to ``model``'s forward: ``cache`` (transformers that
+    renamed it) or ``past_key_values`` (the older spelling), whichever the model takes."""
+    return {_cache_argument(type(model)): cache}
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned, under either spelling."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def read_config(path: Path) -> dict[str, Any]:

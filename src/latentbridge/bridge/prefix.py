@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from latentbridge.bridge.models import cache_of
+
 MIN_SHARED_PREFIX = 32  # tokens: below this, reusing a prefix's key/value cache is not worth it
 
 
@@ -33,10 +35,10 @@ class PrefixState:
         ids = torch.tensor([list(prefix)], device=device)
         out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
                     use_cache=True, output_hidden_states=True)
-        kv = [(lay.keys, lay.values) for lay in out.past_key_values.layers]
+        kv = [(lay.keys, lay.values) for lay in cache_of(out).layers]
         return cls(kv, out.hidden_states[layer])
 
     def cache(self, b: int, config: Any) -> DynamicCache:
         """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place)."""
         data = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in self.kv]
-        return DynamicCache(ddp_cache_data=data, config=config)
+        return DynamicCache(ddp_cache_data=data, config=config.get_text_config())

@@ -86,6 +86,13 @@ def _show(info: PluginInfo) -> None:
     if info.kind == "objective":
         console.print(f"needs: {', '.join(needs) or 'nothing shared'} (see `latentbridge list-plugins --kind quantity`)",
                       highlight=False)
+        trains = info.cls.messages
+        console.print(f"trains messages: {', '.join(trains) if trains is not None else 'any kind'}", highlight=False)
+    if info.kind == "translator":
+        extra = " (reads the source's key/value cache)" if info.cls.reads_cache else ""
+        console.print(f"emits: {info.cls.emits}{extra}", highlight=False)
+    if info.kind == "injection":
+        console.print(f"accepts messages: {', '.join(info.cls.accepts)}", highlight=False)
     table = Table(show_header=True)
     for column in ("key", "type", "default", "meaning"):
         table.add_column(column, overflow="fold")

@@ -61,6 +61,10 @@ def results_table(summary: dict[str, Any], title: str) -> Table:
     flow = summary.get("information_flow")
     if flow:
         table.caption += "\n" + information_flow_line(flow)
+    sizes = [f"{name} {s['message_bytes']:,.0f} bytes ({s['message_tokens']:.1f} positions)"
+             for name in ("bridged", "relay") if (s := summary["systems"].get(name)) and "message_bytes" in s]
+    if sizes:
+        table.caption += "\nmessage per item: " + " | ".join(sizes)
     return table
 
 

@@ -22,6 +22,7 @@ from latentbridge.config.sections import (
     CurriculumConfig,
     EvalConfig,
     ModelsConfig,
+    SourceConfig,
     TrainConfig,
 )
 from latentbridge.config.yamlio import dump_yaml, parse_yaml
@@ -57,6 +58,7 @@ class Recipe:
     curriculum: CurriculumConfig | None = None
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
     loggers: dict[str, Any] = field(default_factory=dict)  # name -> config; `jsonl` always first
     resume: bool = field(default=False, compare=False)  # how to run, not what: not part of the recipe's record
     source_path: str | None = field(default=None, compare=False)
@@ -80,6 +82,8 @@ class Recipe:
             "checkpoint": config_to_dict(self.checkpoint),
             "cache": config_to_dict(self.cache),
             "loggers": {name: config_to_dict(cfg) for name, cfg in self.loggers.items()},
+            # written only when not the default, so that run folders made before it existed still resume
+            **({"source": config_to_dict(self.source)} if self.source != SourceConfig() else {}),
         }
 
     def to_yaml(self) -> str:
@@ -89,19 +93,19 @@ class Recipe:
 # -- validation ------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "seed", "run_dir", "resume", "teacher", "models", "task", "translator", "injection",
-             "objectives", "train", "eval", "curriculum", "checkpoint", "cache", "loggers")
+             "objectives", "train", "eval", "curriculum", "checkpoint", "cache", "source", "loggers")
 TEACHERS = ("answer", "prompt")
 
 
 def _plugin_block(value: Any, path: str, problems: list[str]) -> tuple[str | None, dict[str, Any]]:
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip():
         return value, {}
     if not isinstance(value, Mapping):
         problems.append(f"{path}: expected a plugin name or a mapping with 'name', got {show_value(value)}")
         return None, {}
     rest = dict(value)
     name = rest.pop("name", None)
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not name.strip():
         problems.append(f"{path}.name: expected a plugin name, got {show_value(name)}")
         return None, {}
     return name, rest
@@ -146,6 +150,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         problems.append(f"resume: expected true or false, got {show_value(resume)}")
     checkpoint = collect_config(CheckpointConfig, data.get("checkpoint"), "checkpoint", problems)
     cache = collect_config(CacheConfig, data.get("cache"), "cache", problems)
+    source_view = collect_config(SourceConfig, data.get("source"), "source", problems)
     models = collect_config(ModelsConfig, data.get("models"), "models", problems) if "models" in data else None
     train = collect_config(TrainConfig, data.get("train"), "train", problems)
     evaluation = collect_config(EvalConfig, data.get("eval"), "eval", problems)
@@ -181,6 +186,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
                         + did_you_mean(str(other), names)
                     )
             problems.extend(_unmet_needs(objectives, registry))
+    problems.extend(_message_problems(specs, objectives, curriculum, registry))
 
     if problems:
         raise ConfigError(problems, source)
@@ -199,6 +205,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
         curriculum=curriculum,
         checkpoint=checkpoint,
         cache=cache,
+        source=source_view,
         loggers=loggers,
         resume=resume,
         source_path=source,
@@ -285,6 +292,31 @@ def _unmet_needs(objectives: Mapping[str, Any], registry: Registry) -> list[str]
             if need not in known:
                 problems.append(f"objectives.{name}: needs '{need}', which no plugin provides"
                                 f"{did_you_mean(need, known)}; known: {', '.join(known) or 'none'}")
+    return problems
+
+
+def _message_problems(specs: Mapping[str, Any], objectives: Mapping[str, Any], curriculum: Any,
+                      registry: Registry) -> list[str]:
+    """The translator's message kind must be one the injection mode places and every objective trains."""
+    translator, injection = specs.get("translator"), specs.get("injection")
+    if translator is None:
+        return []
+    kind = registry.get("translator", translator.name).cls.emits
+    modes = [("injection", injection.name)] if injection is not None else []
+    if curriculum is not None:
+        modes.append(("curriculum.text_injection", curriculum.text_injection))
+    problems = []
+    for path, mode in modes:
+        accepts = registry.get("injection", mode).cls.accepts if mode in registry.names("injection") else None
+        if accepts is not None and kind not in accepts:
+            takes = [n for n in registry.names("injection") if kind in registry.get("injection", n).cls.accepts]
+            problems.append(f"{path}: '{mode}' does not place the {kind} message of translator '{translator.name}' "
+                            f"(it takes {', '.join(accepts)}); use one of: {', '.join(takes) or 'none'}")
+    for name in objectives:
+        trains = registry.get("objective", name).cls.messages
+        if trains is not None and kind not in trains:
+            problems.append(f"objectives.{name}: reads {', '.join(trains)}, not the {kind} message of translator "
+                            f"'{translator.name}' (objectives for any message: kl, nll)")
     return problems
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from latentbridge.api.options import option
 from latentbridge.config.schema import show_value
 from latentbridge.eval.systems import SYSTEMS, SystemName
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 @dataclass
@@ -15,10 +17,26 @@ class ModelsConfig:
     source: str = option(help="source model: a built-in name (tiny-llama, tiny-mistral) or a local folder")
     target: str = option(help="target model: a built-in name or a local Hugging Face folder")
     source_layer: int = option(-1, help="which hidden_states entry of the source to translate (0: embeddings, -1: last)")
-    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", help="dtype of the frozen models")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="dtype of the frozen models; 'auto': the checkpoint's own (an 8B bf16 folder loads in bf16)")
     autocast: bool = option(True, help="on CUDA with a 16-bit dtype, run steps under torch.autocast (fp32 master weights)")
     device: str = option("auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    source_device: str | None = option(None, help="the source's device (default: models.device)")
+    target_device: str | None = option(None, help="the target's and the translator's device (default: models.device)")
+    device_map: dict[str, Any] | None = option(
+        None, help="accelerate placement over several devices for a model that does not fit one: {source: ..., "
+        "target: ...}, each 'auto', 'balanced', 'balanced_low_0', 'sequential' or an explicit {module: device} map")
     trust_remote_code: bool = option(False, help="allow model folders to run their own code (off unless set)")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for key, value in (self.device_map or {}).items():
+            if key not in ("source", "target"):
+                problems.append((f"device_map.{key}", "unknown model; use source or target"))
+            elif not (value in DEVICE_MAP_STRATEGIES or isinstance(value, dict)):
+                problems.append((f"device_map.{key}", f"expected one of {', '.join(DEVICE_MAP_STRATEGIES)} or a "
+                                 "mapping of module names to devices"))
+        return problems
 
 
 @dataclass
@@ -71,6 +89,15 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = option(100, gt=0, help="write a checkpoint every N steps (also at each evaluation and at the end)")
     keep: int = option(2, gt=0, help="how many of the newest checkpoints to keep")
+
+
+@dataclass
+class SourceConfig:
+    view: Literal["prompt", "generation"] = option(
+        "prompt", help="what the translator reads: 'prompt', the source's states over the prompt; 'generation', "
+        "over the prompt and the source's own greedy solution (decoded as eval decodes: the text relay's solution)")
+    through_answer: bool = option(False, help="with view 'generation': read the solution's '####' line too "
+                                  "(off: cut where the text relay cuts it, before the final answer)")
 
 
 @dataclass

@@ -23,10 +23,11 @@ from latentbridge.api.task import Example, Prompt, Task
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.generation import greedy_generate
 from latentbridge.bridge.models import FrozenModel
+from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.eval.baselines import BaselineCache, baseline_key, generate_baselines
 from latentbridge.eval.controls import derangement, null_prompt
 from latentbridge.eval.summary import summarize_records
-from latentbridge.eval.systems import BASELINES, SYSTEMS, relay_prompt_text
+from latentbridge.eval.systems import BASELINES, SYSTEMS
 from latentbridge.io.atomic import write_jsonl_atomic
 from latentbridge.io.digest import prompts_digest
 from latentbridge.train.distributed import gather_objects, is_main, rank, world_size
@@ -130,8 +131,8 @@ class Evaluator:
         the source reads, the examples (for the source cache, or None) and the per-row seeds."""
         def build(chunk: slice):
             prompts, examples, seeds = source(chunk)
-            soft = self.bridge.soft_tokens(prompts, seeds, examples=examples)
-            return self.bridge.bridged_inputs(soft, self.prompts[chunk], with_answer=False)
+            message = self.bridge.message(prompts, seeds, examples=examples)
+            return self.bridge.bridged_inputs(message, self.prompts[chunk], with_answer=False)
 
         self.bridge.translator.eval()
         with torch.no_grad():
@@ -169,7 +170,7 @@ class Evaluator:
             return self._text_system(b.source, [b.source_encoder.prompt_ids(p) for p in self.prompts], "source")
         if system == "target":
             return self._text_system(b.target, [b.target_encoder.prompt_ids(p) for p in self.prompts], "target")
-        rows = [b.target_encoder.text_ids(relay_prompt_text(p, out))
+        rows = [b.target_encoder.continued_ids(p, relay_continuation(p, out))
                 for p, out in zip(self.prompts, outputs["source"], strict=True)]
         return self._text_system(b.target, rows, "relay")
 
@@ -197,9 +198,28 @@ class Evaluator:
             out["null"] = self.generate_null()
         return out
 
-    def records(self, step: int, outputs: dict[str, Sequence[str] | None] | Sequence[str]) -> list[dict[str, Any]]:
+    @torch.no_grad()
+    def message_sizes(self, outputs: dict[str, Sequence[str] | None]) -> dict[str, list[tuple[int, int]]]:
+        """Per item, the bytes and token positions of what crosses from source to target: the bridged
+        system's message (:meth:`~latentbridge.api.messages.Message.nbytes`) and the relay's text (its
+        UTF-8 bytes and target tokens)."""
+        sizes: dict[str, list[tuple[int, int]]] = {}
+        self.bridge.translator.eval()
+        bridged: list[tuple[int, int]] = []
+        for start in range(0, len(self.items), self.settings.batch_size):
+            chunk = slice(start, start + self.settings.batch_size)
+            message = self.bridge.message(self.prompts[chunk], self.seeds[chunk], examples=self.items[chunk])
+            bridged += list(zip(message.nbytes(), message.ntokens(), strict=True))
+        sizes["bridged"] = bridged
+        if outputs.get("relay") is not None and outputs.get("source") is not None:
+            texts = [relay_continuation(p, out) for p, out in zip(self.prompts, outputs["source"], strict=True)]
+            sizes["relay"] = [(len(t.encode()), len(self.bridge.target_encoder.ids(t))) for t in texts]
+        return sizes
+
+    def records(self, step: int, outputs: dict[str, Sequence[str] | None] | Sequence[str],
+                sizes: dict[str, list[tuple[int, int]]] | None = None) -> list[dict[str, Any]]:
         """One record per item, every system present (null where not run). ``outputs``: each system's
-        outputs (baselines are filled in), or the bridged outputs alone."""
+        outputs (baselines are filled in), or the bridged outputs alone; ``sizes``: :meth:`message_sizes`."""
         given = {"bridged": list(outputs)} if not isinstance(outputs, dict) else dict(outputs)
         outputs = {**self.baselines(), **given}
         records = []
@@ -226,12 +246,15 @@ class Evaluator:
                     record[f"{system}_correct_{name}"] = None if text is None else task.is_correct(text, example, name)
             if self.shuffle is not None and outputs.get("shuffled") is not None:
                 record["shuffled_source_id"] = self.items[self.shuffle[index]].id
+            for system, per_item in (sizes or {}).items():
+                record[f"{system}_message_bytes"], record[f"{system}_message_tokens"] = per_item[index]
             records.append(record)
         return records
 
     def evaluate(self, step: int, label: str | None = None) -> dict[str, Any]:
         """Run every system, write ``eval_samples_<split>[_<label>]_step_<step>.jsonl``, return the summary."""
-        records = self.records(step, self.outputs())
+        outputs = self.outputs()
+        records = self.records(step, outputs, self.message_sizes(outputs))
         if is_main():
             write_jsonl_atomic(self.out_dir / eval_file_name(self.split, step, label), records)
         return {"step": step, "split": self.split, **({"weights": label} if label else {}), **summarize_records(records)}

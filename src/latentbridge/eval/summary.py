@@ -40,7 +40,17 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         "echo_rate": sum(echoes_question(r[f"{system}_full"], r["question"]) for r in ran) / len(ran),
         "sample": ran[0][f"{system}_full"],
         "by_filter": filter_accuracies(ran, system),
+        **message_size(ran, system),
     }
+
+
+def message_size(records: Sequence[dict[str, Any]], system: str) -> dict[str, float]:
+    """The mean bytes and token positions of the system's message per item, where the records hold them."""
+    sized = [r for r in records if r.get(f"{system}_message_bytes") is not None]
+    if not sized:
+        return {}
+    return {"message_bytes": sum(r[f"{system}_message_bytes"] for r in sized) / len(sized),
+            "message_tokens": sum(r[f"{system}_message_tokens"] for r in sized) / len(sized)}
 
 
 def filter_accuracies(records: Sequence[dict[str, Any]], system: str) -> dict[str, float]:

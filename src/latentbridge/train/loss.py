@@ -30,7 +30,7 @@ def weighted_loss(
     terms that are on: the value of the objective, the same on any number of processes. The loss to
     back-propagate also multiplies a term over the gathered batch (``Objective.global_batch``) by the
     number of processes: its gradient reaches only this process's rows, and gradients are averaged."""
-    loss = ctx.soft.new_zeros((), dtype=torch.float32)
+    loss = ctx.inputs.inputs_embeds.new_zeros((), dtype=torch.float32)
     values: dict[str, float] = {}
     for name, objective in objectives.items():
         if weights[name] == 0.0:

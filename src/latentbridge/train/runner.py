@@ -171,6 +171,7 @@ class Runner:
     def train_step(self, step: int) -> dict[str, Any]:
         t = self.recipe.train
         self.exp.translator.train()
+        self.exp.translator.set_progress(step, t.steps)
         self.exp.objectives.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = defaultdict(float)

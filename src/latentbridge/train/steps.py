@@ -8,6 +8,7 @@ import torch
 
 from latentbridge.api.context import StepContext
 from latentbridge.api.injection import InjectionMode
+from latentbridge.api.messages import SoftTokens
 from latentbridge.api.task import Example
 from latentbridge.bridge.build import Experiment
 
@@ -46,17 +47,18 @@ class StepBuilder:
             examples, seeds = list(examples)[part], seeds[part]
             modes = modes[part] if modes is not None else None
         prompts = [self.exp.task.prompt(e) for e in examples]
-        hidden = bridge.source_hidden(prompts, examples)
-        soft = bridge.soft_tokens(prompts, seeds, hidden=hidden)
-        inputs = bridge.bridged_inputs(soft, prompts, with_answer=True, modes=modes)
+        states = bridge.source_states(prompts, examples)
+        message = bridge.message(prompts, seeds, states=states)
+        inputs = bridge.bridged_inputs(message, prompts, with_answer=True, modes=modes)
         return StepContext(
             step=step,
-            soft=soft,
+            soft=message.tokens if isinstance(message, SoftTokens) else None,
             inputs=inputs,
+            message=message,
             texts=[bridge.target_encoder.target_text(p) for p in prompts],
             examples=list(examples),
             prompts=prompts,
-            source_hidden=hidden,
+            source_hidden=(states.hidden, states.mask),
             seeds=seeds,
             modes=modes,
             teacher=self.exp.recipe.teacher,

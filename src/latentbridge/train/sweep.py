@@ -110,6 +110,15 @@ def run_sweep(
         log(f"{where}: {'resuming' if status else 'running'} in {folder}")
         run_one(configuration.recipe, [*overrides, *configuration.overrides, f"seed={seed}", f"run_dir={folder}"],
                 folder, status is not None)
+    reported = {name: [f for f in fs if status_of(f) == "finished"] for name, fs in groups.items()}
+    for name, folders in groups.items():
+        for folder in folders:
+            if folder not in reported[name]:
+                log(f"{folder}: {status_of(folder) or 'not run'}, left out of the report")
+    reported = {name: fs for name, fs in reported.items() if fs}
+    if not reported:
+        raise LatentBridgeError(f"sweep {out}: no run finished, so there is nothing to report")
+    groups = reported
     report = write_report([f for fs in groups.values() for f in fs], out / "report", groups=groups,
                           title=f"Sweep: {', '.join(recipes)}" + (f" over {', '.join(grids)}" if grids else "")
                           + f", {seeds} seed{'s' if seeds > 1 else ''}")

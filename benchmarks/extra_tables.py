@@ -1,0 +1,119 @@
+"""Two tables of outcome_tables.py: format_penalty's invalid rate (paired by seed) and the message kinds.
+
+Both read only the runs kept in benchmarks/results/runs/ (and, for the latency column, the committed
+results/latency.json), so `python benchmarks/outcome_tables.py check` regenerates them byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from latentbridge.eval.stats import paired_t, sign_flip_test
+from latentbridge.report.runs import RunRecord, load_run, seed_groups
+from latentbridge.report.seeds import format_mean_interval, format_signed_mean_interval, test_accuracies
+
+MESSAGE_SWEEPS = ("messages_soft", "messages_kv", "messages_relay")
+
+
+def _by_seed(folders: list[Path], name: str) -> dict[int, RunRecord]:
+    runs = {}
+    for folder in seed_groups(folders).get(name, []):
+        run = load_run(folder)
+        if run.test_best:
+            runs[int(folder.name.rsplit("seed", 1)[1])] = run
+    return runs
+
+
+def _invalid(run: RunRecord, which: str) -> float:
+    s = run.test[which]["systems"]["bridged"]
+    return s["invalid"] / s["n"]
+
+
+def format_text(sweeps: dict[str, list[Path]]) -> list[str]:
+    """Test invalid rate of prompt_softonly_phase2_swap against format_scaled (the same recipe plus
+    format_penalty), seed by seed; empty until a seed has both."""
+    if "format_penalty" not in sweeps or "softonly" not in sweeps:
+        return []
+    without = _by_seed(sweeps["softonly"], "prompt_softonly_phase2_swap")
+    with_term = _by_seed(sweeps["format_penalty"], "format_scaled")
+    seeds = sorted(set(without) & set(with_term))
+    if not seeds:
+        return []
+    lines = ["# format_penalty: the invalid rate with and without it", "",
+             "Command: `benchmarks/outcomes.sh` (the `softonly` and `format_penalty` sweeps), then",
+             "`python benchmarks/outcome_tables.py`. `format_scaled` is `prompt_softonly_phase2_swap` plus",
+             "`format_penalty` (weight 0.5 x prompt alignment's), nothing else; invalid: the strict filter finds no",
+             "`#### N` line in the bridged output, on the 200 test items. Seeds are the units (paired by seed).", "",
+             "| seed | weights | invalid, without | invalid, with format_penalty | difference | bridged accuracy, without | with |",
+             "|---|---|---|---|---|---|---|"]
+    diffs: dict[str, list[float]] = {"best": [], "final": []}
+    for seed in seeds:
+        for which in ("best", "final"):
+            a, b = _invalid(without[seed], which), _invalid(with_term[seed], which)
+            diffs[which].append(b - a)
+            acc = [RunRecord.accuracy(r.test[which], "bridged") for r in (without[seed], with_term[seed])]
+            lines.append(f"| {seed} | {which} | {a:.3f} | {b:.3f} | {b - a:+.3f} | {acc[0]:.3f} | {acc[1]:.3f} |")
+    lines.append("")
+    for which, d in diffs.items():
+        t = paired_t(d) if len(d) > 1 else None
+        p_t = "-" if t is None else f"{t['p_value']:.3g}"
+        lines.append(f"- {which} weights, {len(d)} seed(s): mean difference {statistics.mean(d):+.3f}; exact sign-flip "
+                     f"p = {sign_flip_test(d):.3g} (the smallest {len(d)} seeds allow: {2 / 2 ** len(d):.3g}); "
+                     f"paired t p = {p_t}")
+    return [*lines, ""]
+
+
+def _latency() -> dict[str, float]:
+    path = Path(__file__).resolve().parent / "results" / "latency.json"
+    if not path.is_file():
+        return {}
+    systems = json.loads(path.read_text()).get("systems", {})
+    relay = systems.get("text relay", {}).get("batch 1")
+    out = {}
+    for label, values in systems.items():
+        if label.startswith("bridged: ") and relay:
+            out[label.split(": ", 1)[1].split(" ")[0]] = values["batch 1"] / relay
+    return out
+
+
+def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
+    """One row per recipe of the message sweeps: accuracy, controls, baselines, bytes, latency."""
+    groups = {}
+    for sweep in MESSAGE_SWEEPS:
+        for name, folders in seed_groups(sweeps.get(sweep, [])).items():
+            groups[name] = [load_run(f) for f in folders]
+    if not groups:
+        return []
+    latency = _latency()
+    header = ("recipe", "message", "seeds", "bridged (test: best)", "shuffled", "bridged − shuffled", "target alone",
+              "source alone", "text relay", "message bytes per item", "relay bytes per item",
+              "latency vs text relay (batch 1)")
+    lines = ["# Message kinds on the tiny pair (arith)", "",
+             "Command: `latentbridge sweep answer_softplus --seeds 3 --out runs/sweeps/messages_soft`, the same for",
+             "`kv_prefix c2c_fusion` (`messages_kv`) and `latent_relay` (`messages_relay`), then",
+             "`python benchmarks/outcome_tables.py`; latency from `python benchmarks/latency.py` (results/latency.md,",
+             "batch 1, untrained translators unless stated there). Test accuracy of the dev-chosen weights, mean ± 95%",
+             "t interval over seeds (seeds are the units); shuffled: the message from another item's source states.",
+             "answer_softplus and kv_prefix read the question too (`soft_plus_text`), c2c_fusion reads it (its cache is",
+             "fused), latent_relay reads only the message and the cue (`soft_only`).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in groups.items():
+        done = [r for r in runs if r.test_best]
+        if not done:
+            continue
+        n = len(done)
+        kind = done[0].recipe["translator"]["name"]
+        flows = [r.test_best["information_flow"]["difference"] for r in done if r.test_best.get("information_flow")]
+        sizes = [r.test_best["systems"]["bridged"].get("message_bytes") for r in done]
+        relay = [(r.test_best["systems"].get("relay") or {}).get("message_bytes") for r in done]
+        ratio = latency.get(name)
+        lines.append("| " + " | ".join((
+            name, kind, str(n), format_mean_interval(test_accuracies(done, "best"), n),
+            format_mean_interval(test_accuracies(done, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
+            f"{RunRecord.accuracy(done[0].test_best, 'target'):.3f}", f"{RunRecord.accuracy(done[0].test_best, 'source'):.3f}",
+            f"{RunRecord.accuracy(done[0].test_best, 'relay'):.3f}",
+            "-" if None in sizes else f"{statistics.mean(sizes):,.0f}", "-" if None in relay else f"{statistics.mean(relay):,.0f}",
+            "-" if ratio is None else f"{ratio:.2f}")) + " |")
+    return [*lines, ""]

@@ -1,0 +1,93 @@
+"""Translator ``kv_prefix``: a resampler whose k queries read the source and write k virtual tokens' keys
+and values at every target layer (deep prompt tuning, from another model).
+
+The queries cross-attend to the source's hidden states (any tokenizer, any width: no token alignment is
+needed, which sets it apart from cache fusion), then a linear head per target layer maps each query to
+that layer's keys and values (``kv_heads x head_dim`` each). Every layer's keys and values are rescaled
+to the RMS of the target's own keys and values at that layer (measured on real text when the translator
+is built), so the virtual tokens start at the size of real ones. The target reads them as a cache right
+after its special prefix (see :mod:`latentbridge.bridge.kv`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge.api.messages import KVPrefix
+from latentbridge.nn.layers import Attention, feed_forward
+
+
+@dataclass
+class KVPrefixConfig(TranslatorConfig):
+    d_model: int = option(128, gt=0, help="width of the resampler's latents")
+    depth: int = option(2, gt=0, help="blocks of (cross-attention, self-attention, MLP)")
+    heads: int = option(4, gt=0, help="attention heads; must divide d_model")
+    target_layers: int | None = option(None, gt=0, help="target layers (default: read from the target)")
+    target_kv_heads: int | None = option(None, gt=0, help="target key/value heads (default: read from the target)")
+    target_head_dim: int | None = option(None, gt=0, help="target head width (default: read from the target)")
+    kv_rms: list[float] | None = option(None, help="per target layer: RMS of its keys, then of its values "
+                                        "(default: measured on the target)")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.d_model % self.heads:
+            return [("heads", f"must divide d_model ({self.d_model}), got {self.heads}")]
+        return []
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.norm_x, self.norm_ctx, self.norm_self, self.norm_mlp = (nn.LayerNorm(d) for _ in range(4))
+        self.cross, self.self_attn = Attention(d, heads), Attention(d, heads)
+        self.mlp = feed_forward(d, 4)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.cross(self.norm_x(x), self.norm_ctx(context), mask)
+        y = self.norm_self(x)
+        x = x + self.self_attn(y, y, None)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class KVPrefixTranslator(Translator):
+    """k learned queries read the source; per target layer, a head writes k virtual keys and values."""
+
+    name = "kv_prefix"
+    Config = KVPrefixConfig
+    emits = "kv_prefix"
+
+    def __init__(self, config: KVPrefixConfig):
+        super().__init__(config)
+        c = config
+        if None in (c.target_layers, c.target_kv_heads, c.target_head_dim, c.kv_rms):
+            raise ValueError("kv_prefix: the target's layers, heads, head width and kv_rms must be filled in")
+        self.inp = nn.Linear(c.d_src, c.d_model)
+        self.queries = nn.Parameter(torch.randn(c.k, c.d_model) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.heads) for _ in range(c.depth))
+        self.norm_out = nn.LayerNorm(c.d_model)
+        width = c.target_kv_heads * c.target_head_dim
+        self.out = nn.Linear(c.d_model, c.target_layers * 2 * width)
+        self.register_buffer("scale", torch.tensor(c.kv_rms, dtype=torch.float32).view(c.target_layers, 2),
+                             persistent=False)
+
+    def message(self, states, seeds=None) -> KVPrefix:
+        c = self.config
+        h, mask = states.hidden, states.mask.bool()
+        context = self.inp(h.to(self.inp.weight.dtype))
+        x = self.queries.expand(h.shape[0], -1, -1).to(context.dtype)
+        for block in self.blocks:
+            x = block(x, context, mask)
+        kv = rearrange(self.out(self.norm_out(x)), "b k (l two h e) -> l two b h k e", l=c.target_layers, two=2,
+                       h=c.target_kv_heads)
+        rms = kv.float().pow(2).mean(dim=(-1, -3), keepdim=True).add(1e-12).sqrt()  # per layer, row, position
+        kv = kv * (self.scale[:, :, None, None, None, None] / rms).to(kv.dtype)
+        return KVPrefix([kv[layer, 0] for layer in range(c.target_layers)], [kv[layer, 1] for layer in range(c.target_layers)])
+
+
+@hookimpl
+def register_translators(register):
+    register(KVPrefixTranslator)

@@ -1,0 +1,169 @@
+"""Messages: what a translator hands the target.
+
+Three kinds are built in, one layout path for each (``latentbridge.bridge.layout``), the same in training
+and in generation:
+
+- :class:`SoftTokens` — ``b k d_tgt`` vectors placed in the target's input embeddings (where the injection
+  mode's ``Soft()`` segment is);
+- :class:`KVPrefix` — ``k`` virtual tokens' keys and values at every target layer (deep prompt tuning):
+  the target's attention reads them before the text, as if they were cached;
+- :class:`KVFusion` — a change to the target's own key/value cache of the prompt, C2C-style: the target
+  reads the prompt, its cache is fused with the source's aligned cache by the translator's fuser, and
+  the answer (or generation) continues on the fused cache.
+
+A plugin adds a message kind by subclassing :class:`Message` and implementing
+:meth:`Message.target_inputs` (what the target reads for it); an injection mode says which kinds it
+places (``InjectionMode.accepts``). ``nbytes`` reports a message's size (the summaries compare messages
+by bytes). :class:`SourceStates` is what a translator reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class SourceStates:
+    """What the source computed for a batch, as a translator reads it.
+
+    ``hidden``: ``b t d_src``, the chosen source layer (``models.source_layer``); ``mask``: ``b t`` (1 on
+    real tokens; rows left-padded). ``layers``: with ``models.source_layers``, those layers' states,
+    ``b t d_src`` each, in the order given (else empty). For a translator that reads the cache
+    (``reads_cache``): ``kv``, per source layer the keys and values ``b kv_heads t head_dim`` as the
+    source caches them; ``offsets``, per row, each real token's character span in ``text`` (special
+    tokens ``(0, 0)``); ``text``, per row, the prompt text the source read."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    layers: list[torch.Tensor] = field(default_factory=list)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    offsets: list[list[tuple[int, int]]] | None = None
+    text: list[str] | None = None
+
+
+class Message:
+    """What a translator emits for a batch. Subclasses set ``kind`` and implement :meth:`nbytes`,
+    :meth:`rows`, :meth:`select`; a kind the core does not know also implements :meth:`target_inputs`."""
+
+    kind: ClassVar[str]
+
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        """The target's inputs (a ``TargetInputs``) for this message and the injection mode's ``rows``
+        (segments per row; ``texts``, the rows' ``TargetText``; ``prompts``, their prompts). Built-in
+        kinds are laid out by the core (:mod:`latentbridge.bridge.kv`); a plugin's kind says it here."""
+        raise NotImplementedError(f"message kind '{self.kind}' has no layout: implement Message.target_inputs")
+
+    def nbytes(self) -> list[int]:
+        """The size of each row's message in bytes (what would cross a wire between two machines)."""
+        raise NotImplementedError
+
+    def rows(self) -> int:
+        raise NotImplementedError
+
+    def ntokens(self) -> list[int]:
+        """Each row's message length in token positions (soft or virtual tokens, fused positions)."""
+        raise NotImplementedError
+
+    def select(self, index: Sequence[int]) -> Message:
+        """The messages of rows ``index``, in that order."""
+        raise NotImplementedError
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.element_size()
+
+
+@dataclass
+class SoftTokens(Message):
+    """``tokens``: ``b k d_tgt`` vectors in the target's input-embedding space."""
+
+    tokens: torch.Tensor
+    kind: ClassVar[str] = "soft_tokens"
+
+    def nbytes(self) -> list[int]:
+        b, k, d = self.tokens.shape
+        return [k * d * _bytes(self.tokens)] * b
+
+    def rows(self) -> int:
+        return self.tokens.shape[0]
+
+    def ntokens(self) -> list[int]:
+        return [self.tokens.shape[1]] * self.rows()
+
+    def select(self, index: Sequence[int]) -> SoftTokens:
+        return SoftTokens(self.tokens[list(index)])
+
+
+@dataclass
+class KVPrefix(Message):
+    """``keys[l]``, ``values[l]``: ``b kv_heads k head_dim`` for every target layer ``l``, the keys as the
+    target caches them (after its rotary embedding: the virtual tokens sit at fixed positions, right
+    after the target's special prefix, so a learned key holds its rotation)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    kind: ClassVar[str] = "kv_prefix"
+
+    def nbytes(self) -> list[int]:
+        per_row = sum(k[0].numel() * _bytes(k) + v[0].numel() * _bytes(v) for k, v in zip(self.keys, self.values, strict=True))
+        return [per_row] * self.rows()
+
+    def rows(self) -> int:
+        return self.keys[0].shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+    def ntokens(self) -> list[int]:
+        return [self.length] * self.rows()
+
+    def select(self, index: Sequence[int]) -> KVPrefix:
+        idx = list(index)
+        return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values])
+
+
+# fuse(layer, receiver_keys, receiver_values, source_keys, source_values) -> fused keys, values; all
+# ``b heads t head_dim`` (the source's at the receiver's positions, aligned)
+Fuser = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class KVFusion(Message):
+    """The source's cache of its prompt, to be fused into the target's own. ``keys[l]``/``values[l]``:
+    ``b kv_heads t_src head_dim`` per source layer; ``mask``: ``b t_src`` (1 on real source tokens);
+    ``offsets``: per row, each real source token's character span in the prompt text (for the token
+    alignment); ``fuse``: the translator's fuser; ``layers``: receiver layer -> source layer it reads
+    (None: not fused); ``text``: per row, the prompt text the source read."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    offsets: list[list[tuple[int, int]]]
+    text: list[str]
+    fuse: Fuser
+    layers: list[int | None]
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "kv_fusion"
+
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    def ntokens(self) -> list[int]:
+        return [int(n) for n in self.mask.sum(1).tolist()]
+
+    def nbytes(self) -> list[int]:
+        """The source cache of the fused layers over each row's real tokens: what the receiver gets."""
+        used = sorted({s for s in self.layers if s is not None})
+        per_token = sum(self.keys[s][0, :, 0].numel() * _bytes(self.keys[s]) * 2 for s in used)
+        return [int(n) * per_token for n in self.mask.sum(1).tolist()]
+
+    def select(self, index: Sequence[int]) -> KVFusion:
+        idx = list(index)
+        return KVFusion([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx],
+                        [self.offsets[i] for i in idx], [self.text[i] for i in idx], self.fuse, self.layers, self.extra)

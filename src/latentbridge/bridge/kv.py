@@ -1,0 +1,154 @@
+"""Laying out key/value messages: the target reads a cache before its text, in training and in generation.
+
+A :class:`~latentbridge.api.messages.KVPrefix` puts ``k`` virtual tokens' keys and values, at every layer,
+right after the target's special prefix (BOS), where the injection mode's ``Soft()`` segment stands:
+``[bos][virtual k][pad][text]`` — the BOS and the virtual tokens are the cache, the text the input, its
+positions counted from the mask. A :class:`~latentbridge.api.messages.KVFusion` fuses the target's own
+cache of its prompt with the source's aligned cache: the target reads ``[pad][bos][prompt]`` without the
+prompt's last token (no gradient, frozen), each layer's keys and values are fused by the translator's
+fuser, and the input is the prompt's last token then the answer: ``[pad][bos][prompt[:-1]] | [pad][last]
+[answer]`` — so the first answer token's logits already read the fused cache, and the answer's positions
+are never fused. The cache reaches the model through transformers' cache objects (a fresh one per
+forward pass), never by patching attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from latentbridge.api.messages import KVFusion, KVPrefix
+from latentbridge.api.segments import Segment, Soft, TargetInputs, Text
+from latentbridge.bridge.layout import assemble, left_pad, positions_from_mask
+from latentbridge.bridge.models import cache_of, with_cache
+from latentbridge.errors import LatentBridgeError
+
+
+def cache_factory(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], dict[str, Any]]:
+    """Keyword arguments handing ``model`` a fresh cache that holds ``kv`` (the model appends to it)."""
+    config = model.config.get_text_config()
+
+    def make() -> dict[str, Any]:
+        return with_cache(model, DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=config))
+
+    return make
+
+
+def _split_at_soft(row: Sequence[Segment]) -> tuple[list[int], list[Segment]]:
+    """The plain text before the row's ``Soft()`` (the special prefix) and the segments after it."""
+    at = [i for i, seg in enumerate(row) if isinstance(seg, Soft)]
+    if len(at) != 1:
+        raise LatentBridgeError("a kv_prefix message needs an injection mode with one Soft() segment "
+                                "(soft_only, soft_plus_text)")
+    before = row[: at[0]]
+    if any(not isinstance(s, Text) or s.supervised or s.add_soft for s in before):
+        raise LatentBridgeError("a kv_prefix message goes after plain text only (the special prefix)")
+    return [i for s in before for i in s.ids], list(row[at[0] + 1 :])
+
+
+@torch.no_grad()
+def _prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The target's own keys and values of ``ids`` (left-padded), per layer."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache_of(out).layers]
+
+
+def _with_cache(target: Any, cache_kv, cache_mask: torch.Tensor, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
+    """The text ``rows`` read after a cache of ``cache_mask.shape[1]`` positions: positions from the mask."""
+    text = assemble(rows, None, target.embed, target.pad_id)
+    mask = torch.cat([cache_mask.to(text.attention_mask), text.attention_mask], 1)
+    positions = positions_from_mask(mask)[:, cache_mask.shape[1]:]
+    return TargetInputs(inputs_embeds=text.inputs_embeds, attention_mask=mask, position_ids=positions,
+                        labels=text.labels, soft_mask=None, cache=cache_factory(target.model, cache_kv))
+
+
+def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
+    """``[bos][virtual][pad][text]``: the special prefix's own cache, then the message's keys and values."""
+    split = [_split_at_soft(r) for r in rows]
+    device = target.device
+    b, k = len(rows), message.length
+    prefixes = [p for p, _ in split]
+    if any(prefixes):
+        ids, pmask = left_pad(prefixes, target.pad_id, device)
+        own = _prefill(target.model, ids, pmask)
+    else:
+        own, pmask = None, torch.zeros(b, 0, dtype=torch.long, device=device)
+    kv = []
+    for layer, (vk, vv) in enumerate(zip(message.keys, message.values, strict=True)):
+        vk, vv = vk.to(device=device), vv.to(device=device)
+        if own is not None:
+            ok, ov = own[layer]
+            vk, vv = torch.cat([ok.to(vk.dtype), vk], 2), torch.cat([ov.to(vv.dtype), vv], 2)
+        kv.append((vk, vv))
+    cache_mask = torch.cat([pmask, torch.ones(b, k, dtype=pmask.dtype, device=device)], 1)
+    return _with_cache(target, kv, cache_mask, [rest for _, rest in split])
+
+
+def align(receiver: Sequence[tuple[int, int]], source: Sequence[tuple[int, int]], same_text: bool) -> list[int]:
+    """For each receiver token (its character span in the prompt), the source token it reads: the one
+    holding the receiver token's last character (C2C's one-to-one alignment by re-encoding the text). A
+    special token without text reads the source's first token; when the two read different texts (the
+    controls), positions map proportionally."""
+    n_r, n_s = len(receiver), len(source)
+    if not same_text:
+        return [min(n_s - 1, (i * n_s) // max(n_r, 1)) for i in range(n_r)]
+    out, j = [], 0
+    for a, b in receiver:
+        if b <= a:  # a special token (BOS): no text
+            out.append(0)
+            continue
+        last = b - 1
+        while j < n_s - 1 and source[j][1] <= last:
+            j += 1
+        out.append(j)
+    return out
+
+
+def _split_fused(row: Sequence[Segment]) -> tuple[list[int], list[Segment]]:
+    """The plain text the target reads first (to be fused) and the segments after it (the answer)."""
+    n = 0
+    while n < len(row) and isinstance(row[n], Text) and not row[n].supervised and not row[n].add_soft:
+        n += 1
+    if any(isinstance(s, Soft) for s in row):
+        raise LatentBridgeError("a kv_fusion message goes with an injection mode without a Soft() segment "
+                                "(fused_prompt)")
+    return [i for s in row[:n] for i in s.ids], list(row[n:])
+
+
+def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequence[Sequence[Segment]],
+                     texts: Sequence[Any], prompts: Sequence[Any]) -> TargetInputs:
+    """``[pad][bos][prompt[:-1]]`` fused, then ``[pad][last prompt token][answer]``: see the module."""
+    split = [_split_fused(r) for r in rows]
+    reads = [r for r, _ in split]
+    for read, text in zip(reads, texts, strict=True):
+        if read != list(text.prefix) + list(text.prompt):
+            raise LatentBridgeError("a kv_fusion message fuses the target's own prompt: the injection mode must "
+                                    "read its special prefix and prompt first (fused_prompt)")
+    answers = [rest for _, rest in split]
+    device = target.device
+    if any(len(r) < 2 for r in reads):
+        raise LatentBridgeError("kv_fusion: a prompt of fewer than two tokens has nothing to fuse")
+    ids, mask = left_pad([r[:-1] for r in reads], target.pad_id, device)
+    own = _prefill(target.model, ids, mask)
+    index = torch.zeros(ids.shape, dtype=torch.long, device=device)
+    for row, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
+        spans = [(0, 0)] * len(text.prefix) + list(encoder.offsets(prompt))
+        spans = spans[: len(reads[row]) - 1]
+        chosen = align(spans, message.offsets[row], message.text[row] == prompt.text)
+        real = int(message.mask[row].sum())
+        start_src = message.mask.shape[1] - real  # the source rows are left-padded too
+        index[row, ids.shape[1] - len(chosen):] = torch.tensor(chosen, device=device) + start_src
+    kv = []
+    for layer, (ok, ov) in enumerate(own):
+        source_layer = message.layers[layer]
+        if source_layer is None:
+            kv.append((ok, ov))
+            continue
+        sk, sv = (message.keys[source_layer].to(device), message.values[source_layer].to(device))
+        gather = index[:, None, :, None].expand(-1, sk.shape[1], -1, sk.shape[3])
+        kv.append(message.fuse(layer, ok, ov, sk.gather(2, gather), sv.gather(2, gather)))
+    rows = [[Text([r[-1]]), *answer] for r, answer in zip(reads, answers, strict=True)]
+    return _with_cache(target, kv, mask, rows)

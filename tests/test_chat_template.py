@@ -1,0 +1,76 @@
+"""task.chat_template: each model reads its prompts through its own tokenizer's chat template, the soft
+tokens inside the user turn (after the template's opening, before the turn's end)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from latentbridge.cli import app
+from latentbridge.train.runner import Runner
+
+from .helpers import make_experiment, recipe_dict
+
+TEMPLATES = {  # words the tiny tokenizers can spell (their vocabularies hold no brackets)
+    "llama": "{{ bos_token }}User: {% for m in messages %}{{ m['content'] }}{% endfor %}</s>"
+             "{% if add_generation_prompt %}Friend: {% endif %}",
+    "mistral": "<s>Ask {% for m in messages %}{{ m['content'] }}{% endfor %} Then",
+}
+
+
+def same_text(a: str, b: str) -> bool:
+    return a.replace(" ", "") == b.replace(" ", "")
+
+
+@pytest.fixture
+def chat_pair(random_pair, tmp_path):
+    out = {}
+    for name, folder in random_pair.items():
+        copy = tmp_path / f"{name}-chat"
+        shutil.copytree(folder, copy)
+        config = json.loads((copy / "tokenizer_config.json").read_text())
+        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATES[name]}))
+        out[name] = copy
+    return out
+
+
+@pytest.mark.parametrize("mode", ["soft_only", "soft_plus_text"])
+def test_prompts_go_through_each_models_own_template_with_soft_tokens_in_the_user_turn(chat_pair, mode):
+    exp = make_experiment(chat_pair, "task.chat_template=true", f"injection={mode}", "task.shots=1")
+    bridge = exp.bridge
+    prompt = exp.task.prompt(exp.task.examples("test")[0])
+    for encoder, model, template in ((bridge.source_encoder, bridge.source, TEMPLATES["llama"]),
+                                     (bridge.target_encoder, bridge.target, TEMPLATES["mistral"])):
+        assert model.tokenizer.chat_template == template  # each model reads through its own template
+        rendered = model.tokenizer.apply_chat_template([{"role": "user", "content": prompt.header + prompt.question}],
+                                                       tokenize=False, add_generation_prompt=True)
+        assert same_text(model.tokenizer.decode(encoder.prompt_ids(prompt)), rendered + prompt.cue)
+    text = bridge.target_encoder.target_text(prompt, with_answer=False)
+    tok = bridge.target.tokenizer
+    assert same_text(tok.decode(text.prefix), "<s>Ask") and same_text(tok.decode(text.cue), "Then" + prompt.cue)
+    with torch.no_grad():
+        inputs = bridge.bridged_inputs(bridge.soft_tokens([prompt]), [prompt], with_answer=False)
+    soft = inputs.soft_mask[0].nonzero().flatten()
+    assert soft.min() == len(text.prefix)  # right after the user turn opens
+    after = len(text.cue) if mode == "soft_only" else len(text.prompt)
+    assert int(soft.max()) == inputs.inputs_embeds.shape[1] - after - 1  # before the turn's end (and the content)
+
+
+def test_a_short_run_with_chat_templates(chat_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    exp = make_experiment(chat_pair, "task.chat_template=true", "train.steps=2", "eval.every=2", "eval.n=2",
+                          "eval.dev_n=2", "eval.max_new_tokens=4", "objectives.kl.weight=1")
+    Runner(exp, tmp_path / "run").run()
+    assert (tmp_path / "run" / "eval_samples_test_step_2.jsonl").is_file()
+
+
+def test_chat_template_on_a_tokenizer_without_one_is_a_recipe_problem(random_pair, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps(recipe_dict(random_pair, "task.chat_template=true")))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2
+    assert "task.chat_template: the tokenizer of" in result.output and "has no chat template" in result.output

@@ -1,0 +1,377 @@
+"""Key/value messages (``kv_prefix``, ``kv_fusion``): one layout for training and generation, exact
+positions and masks under left padding, the model's own cache objects, gradients, and the recipe checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentbridge.api.messages import KVFusion, KVPrefix, SoftTokens
+from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.kv import align
+from latentbridge.bridge.layout import left_pad, positions_from_mask
+from latentbridge.bridge.models import cache_of
+from latentbridge.config.schema import ConfigError
+
+from .helpers import make_experiment, make_recipe
+
+KV = [("kv_prefix", "soft_plus_text"), ("kv_prefix", "soft_only"), ("c2c", "fused_prompt")]
+PAIRS = [False, True]
+PAIR_IDS = ["llama->mistral", "mistral->llama"]
+
+
+def experiment(pair, translator, mode, *more, reverse=False):
+    return make_experiment(pair, f"translator={translator}", f"injection={mode}", "task.shots=1",
+                           "task.exemplars=per_item", *more, reverse=reverse)
+
+
+def batch(exp, n=5):
+    examples = exp.task.examples("test")[:n]  # different lengths: different left padding
+    return examples, [exp.task.prompt(e) for e in examples]
+
+
+def train(exp, steps=3):
+    """A few optimiser steps so that the fusers and heads are no longer at their initial values."""
+    from latentbridge.train.steps import StepBuilder
+
+    builder = StepBuilder(exp, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(exp.translator.parameters(), lr=0.05)
+    exp.translator.train()
+    for step in range(1, steps + 1):
+        ctx = builder.context(step, exp.task.examples("train")[:4])
+        loss = exp.objectives["nll"](ctx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    exp.translator.eval()
+
+
+@pytest.mark.parametrize(("translator", "mode"), KV, ids=[f"{t}+{m}" for t, m in KV])
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_teacher_forced_logits_equal_first_generation_step(random_pair, translator, mode, reverse):
+    """What the target reads in training (with the answer) is what it reads in generation: the logits
+    before the first answer token are the first generated token's logits, on a left-padded batch."""
+    exp = experiment(random_pair, translator, mode, reverse=reverse)
+    train(exp)
+    bridge = exp.bridge
+    _, prompts = batch(exp)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        train_inputs = bridge.bridged_inputs(message, prompts, with_answer=True)
+        gen_inputs = bridge.bridged_inputs(message, prompts, with_answer=False)
+        model = bridge.target.model
+        teacher = model(**train_inputs.model_kwargs()).logits
+        first_step = model(**gen_inputs.model_kwargs()).logits[:, -1]
+    assert train_inputs.cache is not None and gen_inputs.cache is not None
+    width = teacher.shape[1]
+    for r, prompt in enumerate(prompts):
+        answer = bridge.target_encoder.target_text(prompt).answer
+        first_answer = width - len(answer)
+        assert train_inputs.labels[r, first_answer:].tolist() == list(answer)
+        assert (train_inputs.labels[r, :first_answer] == -100).all()
+        torch.testing.assert_close(teacher[r, first_answer - 1], first_step[r], rtol=1e-4, atol=1e-4)
+    generated = greedy_generate(model, bridge.target.tokenizer, gen_inputs, max_new_tokens=2, eos_ids=set())
+    for r, out in enumerate(generated):
+        answer = bridge.target_encoder.target_text(prompts[r]).answer
+        assert out.token_ids[0] == int(teacher[r, width - len(answer) - 1].argmax())
+
+
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_fusion_with_zero_deltas_is_the_target_reading_its_own_prompt(random_pair, reverse):
+    """A fuser that changes nothing must give exactly the target's own logits on prompt + answer: the
+    split of the prompt into cache and input, the padding in between and the positions are right."""
+    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)  # projections start at zero
+    bridge = exp.bridge
+    _, prompts = batch(exp)
+    with torch.no_grad():
+        fused = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=True)
+        got = bridge.target.model(**fused.model_kwargs()).logits
+        rows = [bridge.target_encoder.prompt_ids(p) + list(bridge.target_encoder.target_text(p).answer) for p in prompts]
+        plain = bridge.text_inputs(bridge.target, rows)
+        want = bridge.target.model(**plain.model_kwargs()).logits
+    for r, prompt in enumerate(prompts):
+        n = len(bridge.target_encoder.target_text(prompt).answer) + 1  # the last prompt token and the answer
+        torch.testing.assert_close(got[r, -n:], want[r, -n:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_fusion_changes_the_prompt_cache_not_the_answer_positions(random_pair, reverse):
+    """A non-zero fuser changes the logits (the fused cache is read), and the cache the target then
+    reads differs from its own only at the prompt positions of the fused layers."""
+    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)
+    train(exp)
+    bridge, translator = exp.bridge, exp.translator
+    _, prompts = batch(exp)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        fused = bridge.bridged_inputs(message, prompts, with_answer=False)
+        kv = fused.cache()
+        cache = next(iter(kv.values()))
+        reads = [bridge.target_encoder.prompt_ids(p)[:-1] for p in prompts]
+        ids, mask = left_pad(reads, bridge.target.pad_id, bridge.target.device)
+        own = cache_of(bridge.target.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                           use_cache=True))
+    assert cache.get_seq_length() == ids.shape[1]  # the cache holds the prompt without its last token only
+    real = mask.bool()
+    for layer, source_layer in enumerate(translator.layer_map):
+        fused_keys, own_keys = cache.layers[layer].keys, own.layers[layer].keys
+        differs = (fused_keys - own_keys).abs().amax(dim=(1, 3)) > 1e-6  # b t
+        if source_layer is None:
+            assert not differs.any(), f"layer {layer} is not mapped to a source layer and must not change"
+        else:
+            assert differs[real].any(), f"layer {layer} is fused but its cache did not change"
+
+
+def test_terminal_layer_mapping(random_pair):
+    """Receiver layer t reads sharer layer t + (L_sharer - L_receiver); layers below the offset none."""
+    exp = experiment(random_pair, "c2c", "fused_prompt")  # llama (2 layers) -> mistral (3 layers)
+    assert exp.translator.layer_map == [None, 0, 1]
+    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=True)  # mistral (3) -> llama (2)
+    assert exp.translator.layer_map == [1, 2]
+
+
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_kv_prefix_of_real_keys_equals_reading_the_text(random_pair, reverse):
+    """Virtual tokens whose keys and values are the target's own cache of a text X (at the positions
+    right after BOS) must make the target read [bos][X][prompt] exactly as if X were in the input."""
+    exp = experiment(random_pair, "kv_prefix", "soft_plus_text", reverse=reverse)
+    bridge, target = exp.bridge, exp.bridge.target
+    _, prompts = batch(exp, 4)
+    enc = bridge.target_encoder
+    x = enc.ids(" seven apples and")
+    prefix = list(enc.prefix)
+    with torch.no_grad():
+        ids = torch.tensor([prefix + x])
+        own = cache_of(target.model(input_ids=ids, use_cache=True))
+        n = len(prefix)
+        b = len(prompts)
+        message = KVPrefix([layer.keys[:, :, n:].expand(b, -1, -1, -1) for layer in own.layers],
+                           [layer.values[:, :, n:].expand(b, -1, -1, -1) for layer in own.layers])
+        inputs = bridge.bridged_inputs(message, prompts, with_answer=True)
+        got = target.model(**inputs.model_kwargs()).logits
+        rows = [prefix + x + list(enc.target_text(p).prompt) + list(enc.target_text(p).answer) for p in prompts]
+        want = target.model(**bridge.text_inputs(target, rows).model_kwargs()).logits
+    for r, prompt in enumerate(prompts):
+        text = enc.target_text(prompt)
+        n = len(text.prompt) + len(text.answer)
+        torch.testing.assert_close(got[r, -n:], want[r, -n:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("translator", "mode"), KV[::2], ids=["kv_prefix", "c2c"])
+def test_gradient_reaches_every_trained_part(random_pair, translator, mode):
+    exp = experiment(random_pair, translator, mode)
+    from latentbridge.train.steps import StepBuilder
+
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
+    assert ctx.soft is None and ctx.message.kind == exp.translator.emits
+    exp.objectives["nll"](ctx).backward()
+    grads = {name: p.grad for name, p in exp.translator.named_parameters()}
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    if translator == "c2c":  # the zero-initialised projections and the gates learn from the first step
+        assert all(grads[f"key_fusers.{layer}.project.weight"].abs().sum() > 0
+                   for layer, s in enumerate(exp.translator.layer_map) if s is not None)
+        mapped = [layer for layer, s in enumerate(exp.translator.layer_map) if s is not None]
+        assert grads["gate_logits"][mapped].abs().sum() == 0  # zero projections: the gate does not matter yet
+    else:
+        assert grads["queries"].abs().sum() > 0
+
+
+def test_the_kv_prefix_starts_at_the_size_of_real_keys_and_values(random_pair):
+    exp = experiment(random_pair, "kv_prefix", "soft_plus_text")
+    _, prompts = batch(exp, 3)
+    with torch.no_grad():
+        message = exp.bridge.message(prompts)
+    rms = exp.translator.config.kv_rms
+    assert rms == exp.bridge.target.kv_geometry["kv_rms"]
+    for layer, (k, v) in enumerate(zip(message.keys, message.values, strict=True)):
+        assert k.shape == (3, exp.translator.config.target_kv_heads, exp.translator.config.k,
+                           exp.translator.config.target_head_dim)
+        for t, want in ((k, rms[2 * layer]), (v, rms[2 * layer + 1])):
+            got = t.float().pow(2).mean(dim=(1, 3)).sqrt()  # per row and virtual token
+            torch.testing.assert_close(got, torch.full_like(got, want), rtol=1e-4, atol=1e-6)
+
+
+def test_gates_anneal_and_are_hard_at_evaluation(random_pair):
+    exp = experiment(random_pair, "c2c", "fused_prompt")
+    c2c = exp.translator
+    c2c.set_progress(0, 10)
+    assert c2c.temperature() == pytest.approx(c2c.config.temperature)
+    c2c.set_progress(10, 10)
+    assert c2c.temperature() == pytest.approx(c2c.config.final_temperature)
+    with torch.no_grad():
+        c2c.gate_logits.copy_(torch.tensor([2.0, -1.0, 0.5]))
+    c2c.eval()
+    assert c2c.gates().tolist() == [1.0, 0.0, 1.0]
+    c2c.train()
+    c2c.set_progress(0, 10)  # temperature 1, no noise drawn (no seeds): the gate is sigmoid(logit)
+    torch.testing.assert_close(c2c.gates(), torch.sigmoid(c2c.gate_logits))
+    c2c.set_progress(10, 10)  # annealed: close to the hard gate
+    assert torch.allclose(c2c.gates(), torch.tensor([1.0, 0.0, 1.0]), atol=1e-4)
+
+
+def test_message_sizes():
+    soft = SoftTokens(torch.zeros(2, 8, 16, dtype=torch.bfloat16))
+    assert soft.nbytes() == [8 * 16 * 2] * 2
+    prefix = KVPrefix([torch.zeros(2, 3, 4, 5)] * 6, [torch.zeros(2, 3, 4, 5)] * 6)  # 6 layers, float32
+    assert prefix.nbytes() == [6 * 2 * 3 * 4 * 5 * 4] * 2
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    fusion = KVFusion([torch.zeros(2, 2, 3, 4)] * 3, [torch.zeros(2, 2, 3, 4)] * 3, mask, [[], []], ["", ""],
+                      lambda *a: a[1:3], [None, 0, 2])
+    per_token = 2 * (2 * 4 * 4) * 2  # two source layers used, keys and values, 2 heads x 4 wide x 4 bytes
+    assert fusion.nbytes() == [2 * per_token, 3 * per_token]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab c1", min_size=1, max_size=4), min_size=1, max_size=8), st.data())
+def test_alignment_picks_the_source_token_holding_the_last_character(words, data):
+    """Two tokenizations of one text: each receiver token reads the source token that holds its last
+    character; with the same tokenization, each token reads itself."""
+    text = "".join(words)
+
+    def spans(cuts):
+        bounds = [0, *sorted(set(cuts)), len(text)]
+        return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+    positions = st.lists(st.integers(1, max(1, len(text) - 1)), max_size=6)
+    receiver, source = spans(data.draw(positions)), spans(data.draw(positions))
+    chosen = align(receiver, source, same_text=True)
+    assert len(chosen) == len(receiver)
+    for (_, b), j in zip(receiver, chosen, strict=True):
+        assert source[j][0] <= b - 1 < source[j][1]
+    assert align(source, source, same_text=True) == list(range(len(source)))
+    special = align([(0, 0), *receiver], [(0, 0), *source], same_text=True)
+    assert special[0] == 0 and special[1:] == [j + 1 for j in chosen]
+
+
+def test_the_recipe_refuses_a_message_the_injection_or_an_objective_cannot_take(random_pair):
+    with pytest.raises(ConfigError, match="injection: 'soft_plus_text' does not place the kv_fusion message"):
+        make_recipe(random_pair, "translator=c2c")
+    with pytest.raises(ConfigError, match="injection: 'fused_prompt' does not place the soft_tokens message"):
+        make_recipe(random_pair, "injection=fused_prompt")
+    with pytest.raises(ConfigError, match="objectives.prompt_alignment: reads soft_tokens, not the kv_prefix"):
+        make_recipe(random_pair, "translator=kv_prefix", "objectives.prompt_alignment.weight=1")
+    make_recipe(random_pair, "translator=kv_prefix", "injection=soft_only", "objectives.kl.weight=1")
+
+
+def test_a_plugin_adds_a_message_kind_without_touching_the_core(random_pair):
+    """A third party's message kind (soft tokens read twice, before and after the prompt), its translator
+    and an injection mode that accepts it: registered through the hooks, trained and generated with."""
+    import types
+    from dataclasses import dataclass
+
+    from latentbridge.plugins.translators.linear import LinearTranslator
+
+    from latentbridge import InjectionMode, hookimpl
+    from latentbridge.api.messages import Message
+    from latentbridge.api.segments import Soft, Text
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.bridge.layout import assemble
+    from latentbridge.config.recipe import validate_recipe
+    from latentbridge.registry.host import Registry
+
+    from .helpers import recipe_dict
+
+    @dataclass
+    class Twice(Message):
+        tokens: torch.Tensor
+        kind = "twice"
+
+        def rows(self):
+            return self.tokens.shape[0]
+
+        def nbytes(self):
+            return [2 * self.tokens[0].numel() * self.tokens.element_size()] * self.rows()
+
+        def ntokens(self):
+            return [2 * self.tokens.shape[1]] * self.rows()
+
+        def select(self, index):
+            return Twice(self.tokens[list(index)])
+
+        def target_inputs(self, bridge, rows, texts, prompts):
+            # every Soft() segment of a row holds the k tokens: the mode places them twice
+            return assemble(rows, self.tokens.to(bridge.target.dtype), bridge.target.embed, bridge.target.pad_id)
+
+    class TwiceLinear(LinearTranslator):
+        name = "twice_linear"
+        emits = "twice"
+
+        def message(self, states, seeds=None):
+            return Twice(self(states.hidden, states.mask, seeds=seeds))
+
+    class Around(InjectionMode):
+        name = "around"
+        accepts = ("twice",)
+
+        def segments(self, text):
+            from latentbridge.api.injection import answer_segment
+
+            return [Text(text.prefix), Soft(), Text(text.prompt), Soft(), *answer_segment(text)]
+
+    plugin = types.SimpleNamespace(
+        register_translators=hookimpl(lambda register: register(TwiceLinear)),
+        register_injection_modes=hookimpl(lambda register: register(Around)),
+    )
+    registry = Registry.load(autoload=False, extra=[plugin])
+    data = recipe_dict(random_pair, "translator=twice_linear", "injection=around")
+    with pytest.raises(ConfigError, match="injection: 'soft_plus_text' does not place the twice message"):
+        validate_recipe(recipe_dict(random_pair, "translator=twice_linear"), registry)
+    exp = Experiment.build(validate_recipe(data, registry), registry)
+    from latentbridge.train.steps import StepBuilder
+
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
+    assert ctx.message.kind == "twice" and ctx.soft is None
+    assert int(ctx.inputs.soft_mask.sum(1)[0]) == 2 * exp.translator.k  # both places hold the soft tokens
+    exp.objectives["nll"](ctx).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
+    _, prompts = batch(exp, 2)
+    with torch.no_grad():
+        gen = exp.bridge.bridged_inputs(exp.bridge.message(prompts), prompts, with_answer=False)
+    assert greedy_generate(exp.bridge.target.model, exp.bridge.target.tokenizer, gen, max_new_tokens=2, eos_ids=set())
+
+
+@pytest.mark.parametrize(("translator", "mode"), KV[::2], ids=["kv_prefix", "c2c"])
+def test_save_load_round_trip_and_the_card_refuses_another_pair(random_pair, tmp_path, translator, mode):
+    """A saved key/value translator rebuilds from its folder alone and gives the same message; loaded
+    onto the reversed pair, its bridge card refuses it with what differs."""
+    from latentbridge.errors import LatentBridgeError
+    from latentbridge.io.card import bridge_card, write_card
+    from latentbridge.io.weights import load_translator, save_translator
+
+    exp = experiment(random_pair, translator, mode)
+    train(exp)
+    save_translator(exp.translator, tmp_path / "t")
+    write_card(tmp_path / "t", bridge_card(exp))
+    again = load_translator(tmp_path / "t")
+    _, prompts = batch(exp, 3)
+    with torch.no_grad():
+        states = exp.bridge.source_states(prompts)
+        a = exp.translator.message(states)
+        b = again.message(states)
+    assert a.kind == b.kind == exp.translator.emits
+    for x, y in zip(a.keys, b.keys, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    if translator == "c2c":  # the fusers too: the same fused cache
+        with torch.no_grad():
+            fa = exp.bridge.bridged_inputs(a, prompts, with_answer=False).cache()
+            exp.bridge.translator = again
+            fb = exp.bridge.bridged_inputs(b, prompts, with_answer=False).cache()
+        for la, lb in zip(next(iter(fa.values())).layers, next(iter(fb.values())).layers, strict=True):
+            torch.testing.assert_close(la.keys, lb.keys, rtol=0, atol=0)
+    with pytest.raises(LatentBridgeError, match="was trained for .*llama -> .*mistral, not for .*mistral -> .*llama"):
+        experiment(random_pair, translator, mode, reverse=True).load_translator(tmp_path / "t")
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_the_kv_prefix_does_not_depend_on_padding(random_pair, pad):
+    exp = experiment(random_pair, "kv_prefix", "soft_only")
+    _, prompts = batch(exp, 2)
+    with torch.no_grad():
+        states = exp.bridge.source_states(prompts)
+        padded = type(states)(torch.cat([torch.randn(2, pad, states.hidden.shape[2]), states.hidden], 1),
+                              torch.cat([torch.zeros(2, pad, dtype=states.mask.dtype), states.mask], 1))
+        a, b = exp.translator.message(states), exp.translator.message(padded)
+    for x, y in zip(a.keys + a.values, b.keys + b.values, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)

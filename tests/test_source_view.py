@@ -1,0 +1,88 @@
+"""The ``generation`` source view: the source reads the prompt and its own solution (the latent relay),
+written from the prompt alone, cut where the text relay cuts it, generated once and cached on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from latentbridge.bridge import solutions as solutions_module
+from latentbridge.bridge.solutions import SourceSolutions, relay_continuation
+from latentbridge.eval.harness import EvalSettings, Evaluator
+
+from .helpers import make_experiment
+
+VIEW = ("source.view=generation", "task.shots=1", "train.max_train_examples=8", "eval.max_new_tokens=12")
+
+
+@pytest.fixture
+def view(random_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    return make_experiment(random_pair, *VIEW)
+
+
+def test_the_source_reads_its_prompt_then_the_relay_cut_of_its_own_solution(view, tmp_path):
+    bridge, task = view.bridge, view.task
+    items = task.examples("test")[:4]
+    prompts = [task.prompt(e) for e in items]
+    solved = bridge.solutions.get(prompts)
+    rows = bridge.source_rows(prompts)
+    for prompt, text, row in zip(prompts, solved, rows, strict=True):
+        assert row == bridge.source_encoder.continued_ids(prompt, relay_continuation(prompt, text))
+        assert len(row) > len(bridge.source_encoder.prompt_ids(prompt))  # the solution is read too
+    # the very solution the source system (and the text relay) produces on these items
+    settings = EvalSettings(n=4, batch_size=4, max_new_tokens=12, stop=list(view.recipe.eval.stop), systems=["source"])
+    ev = Evaluator(bridge, task, settings, tmp_path / "eval", use_cache=False)
+    ev.items, ev.prompts = items, prompts
+    assert ev.baselines()["source"] == solved
+
+
+def test_the_solution_never_reads_the_gold_answer(view, monkeypatch):
+    """Every gold answer changed: the source generates from the same ids and its states are the same."""
+    task, bridge = view.task, view.bridge
+    items = task.examples("test")[:3]
+    changed = [dataclasses.replace(e, answer="999 apples.\n#### 999") for e in items]
+    assert [task.prompt(e).answer for e in changed] != [task.prompt(e).answer for e in items]
+    seen = []
+    real = solutions_module.greedy_generate
+
+    def spy(model, tokenizer, inputs, **kw):
+        seen.append(inputs.inputs_embeds.clone())
+        return real(model, tokenizer, inputs, **kw)
+
+    monkeypatch.setattr(solutions_module, "greedy_generate", spy)
+    bridge.solutions.known.clear()
+    with torch.no_grad():
+        a = bridge.source_states([task.prompt(e) for e in items])
+        bridge.solutions.known.clear()
+        b = bridge.source_states([task.prompt(e) for e in changed])
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+    assert torch.equal(a.hidden, b.hidden) and torch.equal(a.mask, b.mask)
+
+
+def test_solutions_are_made_once_and_read_back_from_disk(view, monkeypatch):
+    """Built with the run: the train pool, dev and test; a second build generates nothing."""
+    task, bridge = view.task, view.bridge
+    pool = [*task.examples("train")[:8], *task.examples("dev"), *task.examples("test")]
+    assert bridge.solutions.path.is_file()
+
+    def refuse(*a, **k):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(solutions_module, "greedy_generate", refuse)
+    again = SourceSolutions(bridge.source, bridge.source_encoder, max_new_tokens=12, stop=view.recipe.eval.stop,
+                            batch_size=4, root=bridge.solutions.path.parents[1])
+    assert again.get([task.prompt(e) for e in pool]) == bridge.solutions.get([task.prompt(e) for e in pool])
+    other = SourceSolutions(bridge.source, bridge.source_encoder, max_new_tokens=13, stop=view.recipe.eval.stop,
+                            batch_size=4, root=bridge.solutions.path.parents[1])
+    assert other.known == {}  # other decoding settings: another file
+
+
+def test_through_answer_keeps_the_final_line():
+    from latentbridge.api.task import Prompt
+
+    p = Prompt(header="", question="Question: 2+2?\n", cue="Answer:", answer=" 4\n#### 4")
+    assert relay_continuation(p, "2 + 2 = 4.\n#### 4") == " 2 + 2 = 4.\n"
+    assert relay_continuation(p, "2 + 2 = 4.\n#### 4", through_answer=True) == " 2 + 2 = 4.\n#### 4\n"
