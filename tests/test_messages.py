@@ -375,3 +375,31 @@ def test_the_kv_prefix_does_not_depend_on_padding(random_pair, pad):
         a, b = exp.translator.message(states), exp.translator.message(padded)
     for x, y in zip(a.keys + a.values, b.keys + b.values, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_several_source_layers_reach_a_translator_that_reads_them(random_pair):
+    """models.source_layers: the translator gets exactly those hidden states, mixes them with learned
+    weights (which get a gradient), and a recipe asking it of a one-layer translator is refused."""
+    exp = experiment(random_pair, "kv_prefix", "soft_plus_text", "models.source_layers=[0, 1, -1]")
+    assert exp.translator.config.n_source_layers == 3
+    _, prompts = batch(exp, 3)
+    states = exp.bridge.source_states(prompts)
+    ids, mask = left_pad(exp.bridge.source_rows(prompts), exp.bridge.source.pad_id, exp.bridge.source.device)
+    with torch.no_grad():
+        hs = exp.bridge.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                     output_hidden_states=True).hidden_states
+    for got, want in zip(states.layers, (hs[0], hs[1], hs[-1]), strict=True):
+        torch.testing.assert_close(got, want)
+    from latentbridge.train.steps import StepBuilder
+
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
+    exp.objectives["nll"](ctx).backward()
+    assert exp.translator.layer_weights.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="models.source_layers: translator 'linear' reads one layer"):
+        make_recipe(random_pair, "models.source_layers=[0, 1]")
+    with pytest.raises(ConfigError, match="the source cache keeps one layer"):
+        make_recipe(random_pair, "translator=kv_prefix", "models.source_layers=[0, 1]", "cache.source=true")
+    from latentbridge.errors import LatentBridgeError
+
+    with pytest.raises(LatentBridgeError, match=r"models.source_layers\[1\]: 9 is out of range"):
+        experiment(random_pair, "kv_prefix", "soft_plus_text", "models.source_layers=[0, 9]")

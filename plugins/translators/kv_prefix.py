@@ -2,7 +2,8 @@
 and values at every target layer (deep prompt tuning, from another model).
 
 The queries cross-attend to the source's hidden states (any tokenizer, any width: no token alignment is
-needed, which sets it apart from cache fusion), then a linear head per target layer maps each query to
+needed, which sets it apart from cache fusion; with ``models.source_layers``, a learned softmax mix of
+those layers, each layer-normalised), then a linear head per target layer maps each query to
 that layer's keys and values (``kv_heads x head_dim`` each). Every layer's keys and values are rescaled
 to the RMS of the target's own keys and values at that layer (measured on real text when the translator
 is built), so the virtual tokens start at the size of real ones. The target reads them as a cache right
@@ -32,6 +33,8 @@ class KVPrefixConfig(TranslatorConfig):
     target_head_dim: int | None = option(None, gt=0, help="target head width (default: read from the target)")
     kv_rms: list[float] | None = option(None, help="per target layer: RMS of its keys, then of its values "
                                         "(default: measured on the target)")
+    n_source_layers: int | None = option(None, gt=0, help="how many source layers it mixes (filled from "
+                                         "models.source_layers; null: the one models.source_layer)")
 
     def check(self) -> list[tuple[str, str]]:
         if self.d_model % self.heads:
@@ -59,6 +62,7 @@ class KVPrefixTranslator(Translator):
     name = "kv_prefix"
     Config = KVPrefixConfig
     emits = "kv_prefix"
+    reads_layers = True
 
     def __init__(self, config: KVPrefixConfig):
         super().__init__(config)
@@ -66,6 +70,9 @@ class KVPrefixTranslator(Translator):
         if None in (c.target_layers, c.target_kv_heads, c.target_head_dim, c.kv_rms):
             raise ValueError("kv_prefix: the target's layers, heads, head width and kv_rms must be filled in")
         self.inp = nn.Linear(c.d_src, c.d_model)
+        if c.n_source_layers:  # several source layers: each normalised, mixed with learned softmax weights
+            self.layer_norm = nn.LayerNorm(c.d_src)
+            self.layer_weights = nn.Parameter(torch.zeros(c.n_source_layers))
         self.queries = nn.Parameter(torch.randn(c.k, c.d_model) * 0.02)
         self.blocks = nn.ModuleList(Block(c.d_model, c.heads) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(c.d_model)
@@ -77,6 +84,11 @@ class KVPrefixTranslator(Translator):
     def message(self, states, seeds=None) -> KVPrefix:
         c = self.config
         h, mask = states.hidden, states.mask.bool()
+        if c.n_source_layers:
+            if len(states.layers) != c.n_source_layers:
+                raise ValueError(f"kv_prefix mixes {c.n_source_layers} source layers, got {len(states.layers)}")
+            mix = torch.softmax(self.layer_weights, 0)
+            h = sum(w * self.layer_norm(x.to(self.inp.weight.dtype)) for w, x in zip(mix, states.layers, strict=True))
         context = self.inp(h.to(self.inp.weight.dtype))
         x = self.queries.expand(h.shape[0], -1, -1).to(context.dtype)
         for block in self.blocks:

@@ -46,7 +46,9 @@ class Translator(nn.Module):
     A translator whose message is not soft tokens sets ``emits`` (``"kv_prefix"``, ``"kv_fusion"`` or a
     plugin's kind, see :mod:`latentbridge.api.messages`) and overrides :meth:`message` instead of
     :meth:`translate`; ``reads_cache = True`` asks the bridge for the source's key/value cache and
-    token offsets (:class:`~latentbridge.api.messages.SourceStates`). :meth:`set_progress` is called
+    token offsets (:class:`~latentbridge.api.messages.SourceStates`); ``reads_layers = True`` lets a
+    recipe give it several source layers (``models.source_layers``: ``states.layers``, the config field
+    ``n_source_layers`` filled with how many). :meth:`set_progress` is called
     before every training step (for schedules inside the translator, such as C2C's gate temperature).
     """
 
@@ -54,6 +56,7 @@ class Translator(nn.Module):
     Config: ClassVar[type[TranslatorConfig]] = TranslatorConfig
     emits: ClassVar[str] = "soft_tokens"
     reads_cache: ClassVar[bool] = False
+    reads_layers: ClassVar[bool] = False  # True: it reads states.layers (models.source_layers) as well
 
     def __init__(self, config: TranslatorConfig):
         super().__init__()

@@ -99,7 +99,7 @@ class Experiment:
         )
         objectives.to(target.device)
         bridge = Bridge(source, target, translator, injection, m.source_layer,
-                        chat_template=bool(getattr(task.config, "chat_template", False)))
+                        chat_template=bool(getattr(task.config, "chat_template", False)), source_layers=m.source_layers)
         if recipe.source.view == "generation":
             bridge.solutions, bridge.through_answer = make_solutions(recipe, task, bridge, log), recipe.source.through_answer
         if recipe.cache.source:
@@ -145,6 +145,8 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
         d_tgt=target.hidden_size,
         target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
         **cache_fields(config, source, target),
+        **({"n_source_layers": len(recipe.models.source_layers)}
+           if recipe.models.source_layers and hasattr(config, "n_source_layers") else {}),
     )
     torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
     translator = build_plugin(registry, "translator", recipe.translator.name, config)

@@ -42,6 +42,7 @@ class Bridge:
     chat_template: bool = False  # each model reads its prompts through its own chat template
     solutions: Any = None  # a SourceSolutions with source.view 'generation': the source reads its own solution too
     through_answer: bool = False  # with solutions: the solution's '####' line is read too
+    source_layers: list[int] | None = None  # models.source_layers: more layers for a translator that reads them
 
     def __post_init__(self) -> None:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
@@ -107,17 +108,21 @@ class Bridge:
     def source_states(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> SourceStates:
         """What the translator reads: the chosen layer's states and, for a translator that reads the
         cache (``reads_cache``), the source's key/value cache of the prompt and its token offsets."""
-        if not self.translator.reads_cache:
+        cache = self.translator.reads_cache
+        if not cache and not self.source_layers:
             return SourceStates(*self.source_hidden(prompts, examples))
-        rows = self.source_rows(prompts)
+        rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                                output_hidden_states=True, use_cache=True)
-        kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
-        prefix = [(0, 0)] * len(self.source_encoder.prefix)
-        offsets = [prefix + self.source_encoder.offsets(p) for p in prompts]
-        return SourceStates(out.hidden_states[self.source_layer], mask, kv=kv, offsets=offsets,
-                            text=[p.text for p in prompts])
+                                output_hidden_states=True, use_cache=cache)
+        states = SourceStates(out.hidden_states[self.source_layer], mask,
+                              layers=[out.hidden_states[i] for i in self.source_layers or ()])
+        if cache:
+            states.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
+            prefix = [(0, 0)] * len(self.source_encoder.prefix)
+            states.offsets = [prefix + self.source_encoder.offsets(p) for p in prompts]
+            states.text = [p.text for p in prompts]
+        return states
 
     # -- target side ---------------------------------------------------------------------------------
 

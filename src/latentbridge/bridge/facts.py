@@ -102,6 +102,7 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
     source = read_facts(m.source, resolve_model_path(m.source))
     target = read_facts(m.target, resolve_model_path(m.target))
     problems = [p for p in [source.layer_problem(m.source_layer, "models.source_layer")] if p]
+    problems += [p for i, layer in enumerate(m.source_layers or ()) if (p := source.layer_problem(layer, f"models.source_layers[{i}]"))]
     for key, facts in (("d_src", source), ("d_tgt", target)):
         given = getattr(recipe.translator.config, key, None)
         if given is not None and given != facts.hidden_size:

@@ -187,6 +187,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
                     )
             problems.extend(_unmet_needs(objectives, registry))
     problems.extend(_message_problems(specs, objectives, curriculum, registry))
+    problems.extend(_layers_problems(models, specs, cache, registry))
 
     if problems:
         raise ConfigError(problems, source)
@@ -292,6 +293,24 @@ def _unmet_needs(objectives: Mapping[str, Any], registry: Registry) -> list[str]
             if need not in known:
                 problems.append(f"objectives.{name}: needs '{need}', which no plugin provides"
                                 f"{did_you_mean(need, known)}; known: {', '.join(known) or 'none'}")
+    return problems
+
+
+def _layers_problems(models: Any, specs: Mapping[str, Any], cache: Any, registry: Registry) -> list[str]:
+    """``models.source_layers`` needs a translator that reads several layers, and no source cache."""
+    layers = getattr(models, "source_layers", None)
+    translator = specs.get("translator")
+    if not layers or translator is None:
+        return []
+    problems = []
+    if not registry.get("translator", translator.name).cls.reads_layers:
+        readers = [n for n in registry.names("translator") if registry.get("translator", n).cls.reads_layers]
+        problems.append(f"models.source_layers: translator '{translator.name}' reads one layer (models.source_layer); "
+                        f"translators that read several: {', '.join(readers) or 'none'}")
+    if len(set(layers)) != len(layers):
+        problems.append(f"models.source_layers: a layer is named twice in {layers}")
+    if cache is not None and cache.source:
+        problems.append("models.source_layers: the source cache keeps one layer; set cache.source to false")
     return problems
 
 

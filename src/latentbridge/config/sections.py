@@ -17,6 +17,9 @@ class ModelsConfig:
     source: str = option(help="source model: a built-in name (tiny-llama, tiny-mistral) or a local folder")
     target: str = option(help="target model: a built-in name or a local Hugging Face folder")
     source_layer: int = option(-1, help="which hidden_states entry of the source to translate (0: embeddings, -1: last)")
+    source_layers: list[int] | None = option(
+        None, help="several hidden_states entries for a translator that reads them (reads_layers: kv_prefix mixes "
+        "them with learned weights); null: the one source_layer")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", help="dtype of the frozen models; 'auto': the checkpoint's own (an 8B bf16 folder loads in bf16)")
     autocast: bool = option(True, help="on CUDA with a 16-bit dtype, run steps under torch.autocast (fp32 master weights)")

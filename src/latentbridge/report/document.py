@@ -8,6 +8,7 @@ from pathlib import Path
 from latentbridge.report.curves import plot_curves
 from latentbridge.report.runs import load_run
 from latentbridge.report.seeds import group_table, paired_table
+from latentbridge.report.sizes import plot_sizes
 from latentbridge.report.tables import EXPERIMENT_NOTE, differences_section, experiment_table
 
 OVER_SEEDS_NOTE = (
@@ -50,6 +51,10 @@ def write_report(
             lines.append(f"![{run.run_id}](curves/{png.name})")
         else:
             lines.append(f"- `{run.run_id}`: no curve (matplotlib is not installed: `pip install latentbridge[report]`)")
+    if plot_sizes(runs, out / "message_size.png"):
+        lines += ["", "## Accuracy against message size", "", "Bridged test accuracy (dev-chosen weights, mean over "
+                  "seeds) against the bytes per item of the message, one line per translator and injection mode; the "
+                  "text relay and the target alone beside.", "", "![accuracy against message size](message_size.png)"]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
