@@ -3,8 +3,8 @@ touches transformers' interfaces (layout, generation and its cache keyword, atte
 architecture families, placement, loading):
 
     pip install nox && nox                          # both sessions
-    nox -s "transformers(oldest)"                   # transformers 5.0.0, the bottom of pyproject's range
-    nox -s "transformers(newest)"                   # the newest 5.x release
+    nox -s "transformers(which='oldest')"           # transformers 5.0.0, the bottom of pyproject's range
+    nox -s "transformers(which='newest')"           # the newest 5.x release
 
 torch is installed first from the CPU build (``torch==2.13.0``), as the README's set-up does.
 """

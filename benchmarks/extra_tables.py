@@ -59,9 +59,9 @@ def format_text(sweeps: dict[str, list[Path]]) -> list[str]:
     for which, d in diffs.items():
         t = paired_t(d) if len(d) > 1 else None
         p_t = "-" if t is None else f"{t['p_value']:.3g}"
-        lines.append(f"- {which} weights, {len(d)} seed(s): mean difference {statistics.mean(d):+.3f}; exact sign-flip "
-                     f"p = {sign_flip_test(d):.3g} (the smallest {len(d)} seeds allow: {2 / 2 ** len(d):.3g}); "
-                     f"paired t p = {p_t}")
+        lines.append(f"- {which} weights, {len(d)} paired seed{'s' if len(d) != 1 else ''}: mean difference "
+                     f"{statistics.mean(d):+.3f}; exact sign-flip p = {sign_flip_test(d):.3g} (it cannot go below "
+                     f"2/2^{len(d)} = {min(1.0, 2 / 2 ** len(d)):.3g}); paired t p = {p_t}")
     return [*lines, ""]
 
 
@@ -87,7 +87,7 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
     if not groups:
         return []
     latency = _latency()
-    header = ("recipe", "message", "seeds", "bridged (test: best)", "shuffled", "bridged − shuffled", "target alone",
+    header = ("recipe", "translator", "seeds", "bridged (test: best)", "shuffled", "bridged − shuffled", "target alone",
               "source alone", "text relay", "message bytes per item", "relay bytes per item",
               "latency vs text relay (batch 1)")
     lines = ["# Message kinds on the tiny pair (arith)", "",

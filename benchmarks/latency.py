@@ -7,7 +7,7 @@ all greedy with the recipe's decoding settings; medians over the queries. The la
 includes the source writing its solution (its cache of solutions is emptied before each query).
 Latency follows the length of what is generated, so the mean generated tokens are written beside.
 
-    python benchmarks/latency.py [--recipes answer_softonly kv_prefix c2c_fusion latent_relay]
+    python benchmarks/latency.py [--recipes answer_softplus kv_prefix c2c_fusion latent_relay]
         [--queries 30] [--batch 16] [--weights NAME=RUN_DIR/best ...] [key=value ...]
 """
 
@@ -23,7 +23,7 @@ from latentbridge.bridge.build import Experiment
 from latentbridge.config.recipe import load_recipe
 from latentbridge.eval.harness import EvalSettings, Evaluator
 
-RECIPES = ["answer_softonly", "kv_prefix", "c2c_fusion", "latent_relay"]
+RECIPES = ["answer_softplus", "kv_prefix", "c2c_fusion", "latent_relay"]
 
 
 def evaluator(exp, recipe, tmp, start: int, size: int) -> Evaluator:
