@@ -16,6 +16,10 @@ sweep() { latentbridge sweep "$@"; }
     --seeds 3 --out runs/sweeps/translators_softplus
   sweep answer_softplus 'translator={name: dit, k: 8}' teacher=answer objectives.dit_flow.weight=0.1 \
     --seeds 3 --out runs/sweeps/translators_softplus_dit
+  # the message kinds (results/messages.md): soft tokens, kv prefix, C2C fusion, the latent relay
+  sweep answer_softplus --seeds 3 --out runs/sweeps/messages_soft
+  sweep kv_prefix c2c_fusion --seeds 3 --out runs/sweeps/messages_kv
+  sweep latent_relay --seeds 3 --out runs/sweeps/messages_relay
 ) &
 (
   # soft-only communication: the seed's collapsed run and the contrastive fix (also the DiT soft-only row)
@@ -23,5 +27,7 @@ sweep() { latentbridge sweep "$@"; }
   # every other translator, prompt teacher with soft_only
   sweep prompt_softonly_phase2_swap '~objectives.dit_flow' \
     --grid 'translator=linear,mlp,resampler,{name: identity, projection: linear}' --seeds 3 --out runs/sweeps/translators_softonly
+  # format_penalty on the soft-only setting, against the softonly sweep's runs of the same seeds
+  sweep format_scaled --seeds 3 --out runs/sweeps/format_penalty
 ) &
 wait

@@ -3,6 +3,8 @@ positions and masks under left padding, the model's own cache objects, gradients
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -403,3 +405,134 @@ def test_several_source_layers_reach_a_translator_that_reads_them(random_pair):
 
     with pytest.raises(LatentBridgeError, match=r"models.source_layers\[1\]: 9 is out of range"):
         experiment(random_pair, "kv_prefix", "soft_plus_text", "models.source_layers=[0, 9]")
+
+
+# -- which source position and layer each receiver position reads (review: mutants that survived) --
+
+
+def same_model(pair, *more):
+    """llama -> llama: one tokenizer, the layer map the identity: the source's cache IS the receiver's."""
+    return make_experiment({"llama": pair["llama"], "mistral": pair["llama"]}, "translator=c2c", "injection=fused_prompt",
+                           "task.shots=1", "task.exemplars=per_item", *more)
+
+
+def fused_equals_plain(exp, n_rows=5):
+    """With the fuser averaging the receiver's cache and the aligned source cache, the logits on the last
+    prompt token and the answer equal the target reading its text: every position gathered the source
+    position of the same token, at the same layer (a replacement would be blind to a permutation)."""
+    bridge = exp.bridge
+    _, prompts = batch(exp, n_rows)
+    with torch.no_grad():
+        message = dataclasses.replace(bridge.message(prompts), fuse=lambda _l, k, v, sk, sv: ((k + sk) / 2, (v + sv) / 2))
+        got = bridge.target.model(**bridge.bridged_inputs(message, prompts, with_answer=True).model_kwargs()).logits
+        enc = bridge.target_encoder
+        rows = [enc.prompt_ids(p) + list(enc.target_text(p).answer) for p in prompts]
+        want = bridge.target.model(**bridge.text_inputs(bridge.target, rows).model_kwargs()).logits
+    for r, p in enumerate(prompts):
+        n = len(enc.target_text(p).answer) + 1
+        torch.testing.assert_close(got[r, -n:], want[r, -n:], rtol=1e-5, atol=1e-5)
+
+
+def test_fusing_the_same_models_own_cache_reads_the_prompt_exactly(random_pair):
+    exp = same_model(random_pair)
+    assert exp.translator.layer_map == [0, 1]
+    fused_equals_plain(exp)
+
+
+@pytest.fixture
+def bos_pair(random_pair, tmp_path):
+    """The tiny pair with tokenizers that put <s> first (the session pair's add no special prefix)."""
+    import shutil
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    out = {}
+    for name, folder in random_pair.items():
+        shutil.copytree(folder, tmp_path / name)
+        tok = AutoTokenizer.from_pretrained(tmp_path / name)
+        tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                                      special_tokens=[("<s>", tok.bos_token_id)])
+        tok.save_pretrained(tmp_path / name)
+        out[name] = tmp_path / name
+    return out
+
+
+def test_with_a_bos_the_fusion_lines_up_bos_with_bos(bos_pair):
+    exp = same_model(bos_pair)
+    assert list(exp.bridge.target_encoder.prefix) == [exp.bridge.target.tokenizer.bos_token_id]
+    fused_equals_plain(exp)
+
+
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_with_a_bos_the_kv_prefix_follows_its_cache(bos_pair, reverse):
+    test_kv_prefix_of_real_keys_equals_reading_the_text(bos_pair, reverse)
+    assert experiment(bos_pair, "kv_prefix", "soft_plus_text", reverse=reverse).bridge.target_encoder.prefix
+
+
+def test_the_key_fuser_reads_source_keys_and_the_value_fuser_source_values(random_pair):
+    exp = experiment(random_pair, "c2c", "fused_prompt")
+    train(exp)
+    _, prompts = batch(exp, 2)
+    c = exp.translator.config
+    with torch.no_grad():
+        message = exp.bridge.message(prompts)
+        layer = next(t for t, s in enumerate(message.layers) if s is not None)
+        k = torch.randn(2, c.target_kv_heads, 5, c.target_head_dim)
+        v = torch.randn_like(k)
+        sk = torch.randn(2, c.source_kv_heads, 5, c.source_head_dim)
+        sv = torch.randn_like(sk)
+        k0, v0 = message.fuse(layer, k, v, sk, sv)
+        k1, v1 = message.fuse(layer, k, v, sk, sv + 1.0)  # only the source's values change
+        k2, v2 = message.fuse(layer, k, v, sk + 1.0, sv)  # only the source's keys change
+    assert torch.equal(k0, k1) and not torch.allclose(v0, v1)
+    assert torch.equal(v0, v2) and not torch.allclose(k0, k2)
+
+
+def test_the_per_head_weight_is_a_sigmoid(random_pair):
+    exp = experiment(random_pair, "c2c", "fused_prompt")
+    fuser = next(iter(exp.translator.key_fusers.values()))
+    with torch.no_grad():
+        fuser.project.bias.fill_(1.0)  # the projection is 1 everywhere: the delta is the head weight itself
+        torch.nn.init.normal_(fuser.weight.weight, std=1.0)
+        heads, width = fuser.heads, fuser.project.out_features // fuser.heads
+        d_source = fuser.body[0].in_features - heads * width
+        delta = fuser(torch.randn(3, heads, 7, width), torch.randn(3, 1, 7, d_source))
+    assert (delta > 0).all() and (delta < 1).all() and delta.std() > 0.05
+
+
+@pytest.mark.parametrize(("translator", "mode"), KV[::2], ids=["kv_prefix", "c2c"])
+def test_kv_messages_in_bfloat16(random_pair, translator, mode):
+    """The cache the target reads is in its own dtype (a float32 translator under a bf16 target)."""
+    exp = experiment(random_pair, translator, mode, "models.dtype=bfloat16")
+    bridge = exp.bridge
+    _, prompts = batch(exp, 3)
+    with torch.no_grad():
+        inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False)
+        cache = next(iter(inputs.cache().values()))
+        assert all(layer.keys.dtype == layer.values.dtype == torch.bfloat16 for layer in cache.layers)
+        assert torch.isfinite(bridge.target.model(**inputs.model_kwargs()).logits.float()).all()
+
+
+def test_a_special_token_anywhere_reads_the_sources_first_token():
+    assert align([(0, 2), (2, 4), (0, 0), (4, 5)], [(0, 2), (2, 4), (4, 5)], True) == [0, 1, 0, 2]
+
+
+def test_fusion_with_an_answer_context_fuses_the_prompt_only(random_pair):
+    """Other answers read after an unsupervised context (format_penalty's use): the context is input, not cache."""
+    exp = experiment(random_pair, "c2c", "fused_prompt")
+    bridge = exp.bridge
+    _, prompts = batch(exp, 2)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        inputs = bridge.bridged_inputs(message, prompts, with_answer=True, answers=[([5, 6], [7, 8])] * 2)
+    prompt_lengths = [len(bridge.target_encoder.prompt_ids(p)) - 1 for p in prompts]
+    assert next(iter(inputs.cache().values())).get_seq_length() == max(prompt_lengths)
+    assert inputs.labels[:, -2:].tolist() == [[7, 8]] * 2  # the answer, supervised
+    assert (inputs.labels[:, :-2] == -100).all()  # the last prompt token and the context, read only
+    assert inputs.inputs_embeds.shape[1] == 1 + 2 + 2
+
+
+def test_the_generation_view_is_refused_for_a_cache_fusion(random_pair):
+    with pytest.raises(ConfigError, match="source.view: 'generation' with translator 'c2c'"):
+        make_recipe(random_pair, "translator=c2c", "injection=fused_prompt", "source.view=generation")

@@ -66,7 +66,8 @@ class Message:
         raise NotImplementedError
 
     def ntokens(self) -> list[int]:
-        """Each row's message length in token positions (soft or virtual tokens, fused positions)."""
+        """Each row's message length in token positions (soft or virtual tokens; for a fusion, the source
+        positions whose cache is sent)."""
         raise NotImplementedError
 
     def select(self, index: Sequence[int]) -> Message:

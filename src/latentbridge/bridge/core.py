@@ -119,8 +119,9 @@ class Bridge:
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
             states.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
-            prefix = [(0, 0)] * len(self.source_encoder.prefix)
-            states.offsets = [prefix + self.source_encoder.offsets(p) for p in prompts]
+            # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
+            states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)
+                              for p in prompts]
             states.text = [p.text for p in prompts]
         return states
 

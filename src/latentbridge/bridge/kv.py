@@ -78,10 +78,11 @@ def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Seg
         own, pmask = None, torch.zeros(b, 0, dtype=torch.long, device=device)
     kv = []
     for layer, (vk, vv) in enumerate(zip(message.keys, message.values, strict=True)):
-        vk, vv = vk.to(device=device), vv.to(device=device)
+        # the cache in the target's own dtype (a bf16 target attends over bf16 keys)
+        vk, vv = vk.to(device=device, dtype=target.dtype), vv.to(device=device, dtype=target.dtype)
         if own is not None:
             ok, ov = own[layer]
-            vk, vv = torch.cat([ok.to(vk.dtype), vk], 2), torch.cat([ov.to(vv.dtype), vv], 2)
+            vk, vv = torch.cat([ok, vk], 2), torch.cat([ov, vv], 2)
         kv.append((vk, vv))
     cache_mask = torch.cat([pmask, torch.ones(b, k, dtype=pmask.dtype, device=device)], 1)
     return _with_cache(target, kv, cache_mask, [rest for _, rest in split])
@@ -107,21 +108,25 @@ def align(receiver: Sequence[tuple[int, int]], source: Sequence[tuple[int, int]]
     return out
 
 
-def _split_fused(row: Sequence[Segment]) -> tuple[list[int], list[Segment]]:
-    """The plain text the target reads first (to be fused) and the segments after it (the answer)."""
-    n = 0
-    while n < len(row) and isinstance(row[n], Text) and not row[n].supervised and not row[n].add_soft:
-        n += 1
+def _split_fused(row: Sequence[Segment], length: int) -> tuple[list[int], list[Segment]]:
+    """The first ``length`` tokens of plain text the target reads (its prefix and prompt: fused) and the
+    segments after them (an unsupervised answer context, the answer)."""
     if any(isinstance(s, Soft) for s in row):
         raise LatentBridgeError("a kv_fusion message goes with an injection mode without a Soft() segment "
                                 "(fused_prompt)")
-    return [i for s in row[:n] for i in s.ids], list(row[n:])
+    read: list[int] = []
+    n = 0
+    while n < len(row) and len(read) < length and isinstance(row[n], Text) and not row[n].supervised \
+            and not row[n].add_soft:
+        read += list(row[n].ids)
+        n += 1
+    return read, list(row[n:])
 
 
 def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequence[Sequence[Segment]],
                      texts: Sequence[Any], prompts: Sequence[Any]) -> TargetInputs:
     """``[pad][bos][prompt[:-1]]`` fused, then ``[pad][last prompt token][answer]``: see the module."""
-    split = [_split_fused(r) for r in rows]
+    split = [_split_fused(r, len(t.prefix) + len(t.prompt)) for r, t in zip(rows, texts, strict=True)]
     reads = [r for r, _ in split]
     for read, text in zip(reads, texts, strict=True):
         if read != list(text.prefix) + list(text.prompt):

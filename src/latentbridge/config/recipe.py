@@ -188,6 +188,11 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
             problems.extend(_unmet_needs(objectives, registry))
     problems.extend(_message_problems(specs, objectives, curriculum, registry))
     problems.extend(_layers_problems(models, specs, cache, registry))
+    reader = specs.get("translator")
+    if reader is not None and source_view is not None and source_view.view == "generation" \
+            and registry.get("translator", reader.name).cls.reads_cache:
+        problems.append(f"source.view: 'generation' with translator '{reader.name}', which fuses the source's cache "
+                        "at the prompt's positions only (causal: the solution after them changes nothing there)")
 
     if problems:
         raise ConfigError(problems, source)
