@@ -183,3 +183,17 @@ def test_teacher_and_curriculum(tmp_path):
         "curriculum.text_injection: unknown injection mode 'soft' (did you mean 'soft_only'?); "
         "known: adapter, fused_prompt, soft_only, soft_plus_text",
     ]
+
+
+def test_new_options_at_their_defaults_leave_the_recipe_hash_alone():
+    """A run folder made before an option existed must still resume: the resolved recipe of a recipe that
+    does not use source.view or models.source_layers hashes as it did before they were added
+    (4dfe893554160b13: the hash recorded by a format_scaled run made then, resumed since)."""
+    from latentbridge.config.recipe import load_recipe
+    from latentbridge.io.card import recipe_hash
+
+    run = load_recipe("format_scaled", ["seed=1", "run_dir=runs/sweeps/format_penalty/format_scaled-seed1"])
+    assert recipe_hash(run.to_dict()) == "4dfe893554160b13"
+    assert "source" not in run.to_dict() and "source_layers" not in run.to_dict()["models"]
+    used = load_recipe("latent_relay", ["models.source_layers=[0, 1]", "translator=kv_prefix"]).to_dict()
+    assert used["source"]["view"] == "generation" and used["models"]["source_layers"] == [0, 1]

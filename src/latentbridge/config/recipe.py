@@ -71,7 +71,8 @@ class Recipe:
             "seed": self.seed,
             "run_dir": self.run_dir,
             "teacher": self.teacher,
-            "models": config_to_dict(self.models),
+            # options added after runs were made are written only when set, so those runs still resume
+            "models": {k: v for k, v in config_to_dict(self.models).items() if k != "source_layers" or v is not None},
             "task": self.task.as_dict(),
             "translator": self.translator.as_dict(),
             "injection": self.injection.as_dict(),
