@@ -16,6 +16,7 @@ from latentbridge._version import __version__
 from latentbridge.api.context import BuildContext, StepContext
 from latentbridge.api.hookspecs import hookimpl
 from latentbridge.api.injection import InjectionConfig, InjectionMode, TargetText
+from latentbridge.api.messages import KVFusion, KVPrefix, Message, SoftTokens, SourceStates
 from latentbridge.api.objective import Objective, ObjectiveConfig
 from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
@@ -40,7 +41,10 @@ __all__ = [
     "Example",
     "InjectionConfig",
     "InjectionMode",
+    "KVFusion",
+    "KVPrefix",
     "LatentBridgeError",
+    "Message",
     "Objective",
     "ObjectiveConfig",
     "PluginError",
@@ -48,6 +52,8 @@ __all__ = [
     "Segment",
     "ShapeError",
     "Soft",
+    "SoftTokens",
+    "SourceStates",
     "StepContext",
     "TargetInputs",
     "TargetText",
