@@ -96,10 +96,12 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(recipe_path, refe
     assert outputs(run_dir) == reference
 
 
-@pytest.mark.parametrize("message", [("translator=c2c", "injection=fused_prompt"), ("translator=kv_prefix",)],
-                         ids=["kv_fusion", "kv_prefix"])
+@pytest.mark.parametrize("message", [("translator=c2c", "injection=fused_prompt"), ("translator=kv_prefix",),
+                                     ("source.view=generation", "injection=soft_only", "train.max_train_examples=16")],
+                         ids=["kv_fusion", "kv_prefix", "latent_relay"])
 def test_key_value_messages_resume_bit_identical_after_sigkill(random_pair, tmp_path, message):
-    """The c2c gates' annealing and noise, and the kv prefix heads, resume exactly like soft tokens."""
+    """The c2c gates' annealing and noise, the kv prefix heads and the latent relay (the source's cached
+    solutions) resume exactly like soft tokens."""
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES, *message)))
     done = finish(path, tmp_path / "reference", tmp_path / "cache")

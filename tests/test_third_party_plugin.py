@@ -65,3 +65,21 @@ def test_autoload_switch_hides_it(installed, tmp_path):
     assert result.returncode == 0, result.stderr
     names = {r["name"] for r in json.loads(result.stdout)}
     assert "l2" not in names and "nll" in names
+
+
+def test_its_own_message_kind_trains_and_evaluates_through_the_cli(installed, tmp_path):
+    """The package's ``soft_echo`` message (translator echo_linear, injection soft_around): validate
+    refuses it with another injection mode, and a short run trains and evaluates with it."""
+    from .test_recipe import GOOD
+
+    recipe = tmp_path / "echo.yaml"
+    recipe.write_text(GOOD)
+    short = ["task=arith", "translator=echo_linear", "injection=soft_around", "train.steps=2", "train.warmup_steps=0",
+             "eval.every=2", "eval.n=4", "eval.dev_n=4", "eval.max_new_tokens=4", f"run_dir={tmp_path / 'run'}"]
+    refused = run_cli(installed, "validate", str(recipe), "translator=echo_linear")
+    assert refused.returncode == 2 and "does not place the soft_echo message" in refused.stderr
+    done = run_cli(installed, "run", str(recipe), *short)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    bridged = summary["test"]["final"]["systems"]["bridged"]
+    assert bridged["n"] == 4 and bridged["message_tokens"] == 8  # the default k = 8, counted once

@@ -1,12 +1,26 @@
-"""An example third-party latentbridge plugin: objective ``l2``, an L2 penalty on the soft tokens."""
+"""An example third-party latentbridge plugin: objective ``l2`` (an L2 penalty on the soft tokens), and a
+message kind of its own (``soft_echo``) with the translator that emits it and the injection mode that places it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from latentbridge.plugins.translators.linear import LinearTranslator
 
-from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl, option
+from latentbridge import (
+    InjectionMode,
+    Message,
+    Objective,
+    ObjectiveConfig,
+    Soft,
+    StepContext,
+    Text,
+    hookimpl,
+    option,
+)
+from latentbridge.api.injection import answer_segment
+from latentbridge.bridge.layout import assemble
 
 
 @dataclass
@@ -32,3 +46,61 @@ class L2(Objective):
 @hookimpl
 def register_objectives(register):
     register(L2)
+
+
+# -- a message kind of its own: soft tokens read twice, before and after the prompt -----------------
+# (shows that a third-party package adds a message kind, a translator that emits it and an injection
+# mode that places it, without touching latentbridge's core)
+
+
+@dataclass
+class SoftEcho(Message):
+    """``tokens``: ``b k d_tgt``, placed at every ``Soft()`` of the row (twice with ``soft_around``)."""
+
+    tokens: torch.Tensor
+    kind = "soft_echo"
+
+    def rows(self):
+        return self.tokens.shape[0]
+
+    def ntokens(self):
+        return [self.tokens.shape[1]] * self.rows()
+
+    def nbytes(self):  # what crosses the wire is the k tokens once; the target reads them twice
+        return [self.tokens[0].numel() * self.tokens.element_size()] * self.rows()
+
+    def select(self, index):
+        return SoftEcho(self.tokens[list(index)])
+
+    def target_inputs(self, bridge, rows, texts, prompts):
+        return assemble(rows, self.tokens.to(bridge.target.dtype), bridge.target.embed, bridge.target.pad_id)
+
+
+class EchoLinear(LinearTranslator):
+    """The built-in linear translator, its soft tokens sent as a ``soft_echo`` message."""
+
+    name = "echo_linear"
+    emits = "soft_echo"
+
+    def message(self, states, seeds=None):
+        return SoftEcho(self(states.hidden, states.mask, seeds=seeds))
+
+
+class SoftAround(InjectionMode):
+    """[bos][soft][prompt][soft]: the message before the prompt and again right before the answer."""
+
+    name = "soft_around"
+    accepts = ("soft_echo",)
+
+    def segments(self, text):
+        return [Text(text.prefix), Soft(), Text(text.prompt), Soft(), *answer_segment(text)]
+
+
+@hookimpl
+def register_translators(register):
+    register(EchoLinear)
+
+
+@hookimpl
+def register_injection_modes(register):
+    register(SoftAround)
