@@ -106,8 +106,9 @@ class Bridge:
 
     @torch.no_grad()
     def source_states(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> SourceStates:
-        """What the translator reads: the chosen layer's states and, for a translator that reads the
-        cache (``reads_cache``), the source's key/value cache of the prompt and its token offsets."""
+        """What the translator reads: the chosen layer's states; with ``models.source_layers``, those layers
+        too; for a translator that reads the cache (``reads_cache``), the source's key/value cache of the
+        prompt and its token offsets."""
         cache = self.translator.reads_cache
         if not cache and not self.source_layers:
             return SourceStates(*self.source_hidden(prompts, examples))
