@@ -257,74 +257,39 @@ def test_the_recipe_refuses_a_message_the_injection_or_an_objective_cannot_take(
     make_recipe(random_pair, "translator=kv_prefix", "injection=soft_only", "objectives.kl.weight=1")
 
 
-def test_a_plugin_adds_a_message_kind_without_touching_the_core(random_pair):
-    """A third party's message kind (soft tokens read twice, before and after the prompt), its translator
-    and an injection mode that accepts it: registered through the hooks, trained and generated with."""
+def test_a_plugin_adds_a_message_kind_without_touching_the_core(random_pair, monkeypatch):
+    """The example package's message kind (soft tokens read twice, before and after the prompt), its
+    translator and the injection mode that accepts it: registered through the hooks, trained, generated."""
+    import importlib.util
+    import sys
     import types
-    from dataclasses import dataclass
 
-    from latentbridge.plugins.translators.linear import LinearTranslator
-
-    from latentbridge import InjectionMode, hookimpl
-    from latentbridge.api.messages import Message
-    from latentbridge.api.segments import Soft, Text
+    from latentbridge import hookimpl
     from latentbridge.bridge.build import Experiment
-    from latentbridge.bridge.layout import assemble
     from latentbridge.config.recipe import validate_recipe
     from latentbridge.registry.host import Registry
 
+    from .conftest import REPO
     from .helpers import recipe_dict
 
-    @dataclass
-    class Twice(Message):
-        tokens: torch.Tensor
-        kind = "twice"
-
-        def rows(self):
-            return self.tokens.shape[0]
-
-        def nbytes(self):
-            return [2 * self.tokens[0].numel() * self.tokens.element_size()] * self.rows()
-
-        def ntokens(self):
-            return [2 * self.tokens.shape[1]] * self.rows()
-
-        def select(self, index):
-            return Twice(self.tokens[list(index)])
-
-        def target_inputs(self, bridge, rows, texts, prompts):
-            # every Soft() segment of a row holds the k tokens: the mode places them twice
-            return assemble(rows, self.tokens.to(bridge.target.dtype), bridge.target.embed, bridge.target.pad_id)
-
-    class TwiceLinear(LinearTranslator):
-        name = "twice_linear"
-        emits = "twice"
-
-        def message(self, states, seeds=None):
-            return Twice(self(states.hidden, states.mask, seeds=seeds))
-
-    class Around(InjectionMode):
-        name = "around"
-        accepts = ("twice",)
-
-        def segments(self, text):
-            from latentbridge.api.injection import answer_segment
-
-            return [Text(text.prefix), Soft(), Text(text.prompt), Soft(), *answer_segment(text)]
-
+    path = REPO / "plugins" / "examples" / "latentbridge-l2" / "latentbridge_l2.py"
+    spec = importlib.util.spec_from_file_location("latentbridge_l2_in_process", path)
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # its dataclasses look their module up
+    spec.loader.exec_module(example)
     plugin = types.SimpleNamespace(
-        register_translators=hookimpl(lambda register: register(TwiceLinear)),
-        register_injection_modes=hookimpl(lambda register: register(Around)),
+        register_translators=hookimpl(lambda register: register(example.EchoLinear)),
+        register_injection_modes=hookimpl(lambda register: register(example.SoftAround)),
     )
     registry = Registry.load(autoload=False, extra=[plugin])
-    data = recipe_dict(random_pair, "translator=twice_linear", "injection=around")
-    with pytest.raises(ConfigError, match="injection: 'soft_plus_text' does not place the twice message"):
-        validate_recipe(recipe_dict(random_pair, "translator=twice_linear"), registry)
+    data = recipe_dict(random_pair, "translator=echo_linear", "injection=soft_around")
+    with pytest.raises(ConfigError, match="injection: 'soft_plus_text' does not place the soft_echo message"):
+        validate_recipe(recipe_dict(random_pair, "translator=echo_linear"), registry)
     exp = Experiment.build(validate_recipe(data, registry), registry)
     from latentbridge.train.steps import StepBuilder
 
     ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
-    assert ctx.message.kind == "twice" and ctx.soft is None
+    assert ctx.message.kind == "soft_echo" and ctx.soft is None
     assert int(ctx.inputs.soft_mask.sum(1)[0]) == 2 * exp.translator.k  # both places hold the soft tokens
     exp.objectives["nll"](ctx).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
