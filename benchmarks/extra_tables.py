@@ -117,3 +117,72 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
             "-" if None in sizes else f"{statistics.mean(sizes):,.0f}", "-" if None in relay else f"{statistics.mean(relay):,.0f}",
             "-" if ratio is None else f"{ratio:.2f}")) + " |")
     return [*lines, ""]
+
+
+# --------------------------------------------------------------------------------------------------
+# communication goals: does the target gain from the source? (benchmarks/communicate.sh)
+# --------------------------------------------------------------------------------------------------
+
+COMMUNICATE_SWEEPS = ("communicate_facts", "communicate_arith", "communicate_softonly")
+GOALS = {
+    "communicate_facts": ("facts", "bridged >= 0.8 x source alone, and shuffled near target alone (within 0.05)"),
+    "communicate_arith": ("arith", "bridged - target alone >= +0.05 in every seed, McNemar p < 0.01 in each"),
+    "communicate_softonly": ("arith", "soft_only: bridged >= target alone reading the question"),
+}
+
+
+def _goal(sweep: str, runs: list[RunRecord]) -> str:
+    best = [r.test_best for r in runs]
+    bridged = statistics.mean(RunRecord.accuracy(t, "bridged") for t in best)
+    target = statistics.mean(RunRecord.accuracy(t, "target") for t in best)
+    if sweep == "communicate_facts":
+        source = statistics.mean(RunRecord.accuracy(t, "source") for t in best)
+        shuffled = statistics.mean(RunRecord.accuracy(t, "shuffled") for t in best)
+        ok = bridged >= 0.8 * source and abs(shuffled - target) <= 0.05
+        return (f"{'reached' if ok else 'not reached'}: {bridged:.3f} vs 0.8 x {source:.3f} = {0.8 * source:.3f}; "
+                f"shuffled − target {shuffled - target:+.3f}")
+    if sweep == "communicate_arith":
+        gains = [RunRecord.accuracy(t, "bridged") - RunRecord.accuracy(t, "target") for t in best]
+        ps = [t["mcnemar_bridged_vs_target"]["p_value"] for t in best]
+        ok = min(gains) >= 0.05 and max(ps) < 0.01
+        return (f"{'reached' if ok else 'not reached'}: smallest gain {min(gains):+.3f}, largest McNemar p "
+                f"{max(ps):.2g}")
+    ok = bridged >= target
+    return f"{'reached' if ok else 'not reached'}: {bridged:.3f} vs {target:.3f}"
+
+
+def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
+    """The communication goals, one row per configuration of the communicate sweeps, 5 seeds each:
+    test accuracy of the dev-chosen weights (mean ± 95% t over seeds), the controls, per-seed gains."""
+    rows = []
+    for sweep in COMMUNICATE_SWEEPS:
+        task, goal = GOALS[sweep]
+        for name, folders in seed_groups(sweeps.get(sweep, [])).items():
+            runs = [r for r in (load_run(f) for f in folders) if r.test_best]
+            if not runs:
+                continue
+            n = len(runs)
+            recipe = runs[0].recipe
+            view = (recipe.get("source") or {}).get("view", "prompt")
+            injection = recipe["injection"]["name"] if isinstance(recipe["injection"], dict) else recipe["injection"]
+            flows = [r.test_best["information_flow"]["difference"] for r in runs]
+            gains = ", ".join(f"{RunRecord.accuracy(r.test_best, 'bridged') - RunRecord.accuracy(r.test_best, 'target'):+.3f}"
+                              f" (p {r.test_best['mcnemar_bridged_vs_target']['p_value']:.1g})" for r in runs)
+            size = statistics.mean(r.test_best["systems"]["bridged"].get("message_bytes") or 0 for r in runs)
+            rows.append("| " + " | ".join((
+                goal, task, f"`{name}`", f"{recipe['translator']['name']}, {injection}, view {view}", str(n),
+                format_mean_interval(test_accuracies(runs, "best"), n),
+                format_mean_interval(test_accuracies(runs, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
+                f"{RunRecord.accuracy(runs[0].test_best, 'target'):.3f}", f"{RunRecord.accuracy(runs[0].test_best, 'source'):.3f}",
+                f"{RunRecord.accuracy(runs[0].test_best, 'relay'):.3f}", gains, f"{size:,.0f}", _goal(sweep, runs))) + " |")
+    if not rows:
+        return []
+    header = ("goal", "task", "recipe", "translator, injection, source view", "seeds", "bridged (test: best)", "shuffled",
+              "bridged − shuffled", "target alone", "source alone", "text relay", "bridged − target per seed (McNemar p)",
+              "message bytes", "verdict")
+    return ["# Communication on the tiny pair: does the target gain from the source?", "",
+            "Command: `benchmarks/communicate.sh` (resumable sweeps, 5 seeds each), then",
+            "`python benchmarks/outcome_tables.py`. Test accuracy (200 items) of the weights chosen on 200 dev items,",
+            "mean ± 95% t interval over seeds (seeds are the units). facts: train, dev and test are disjoint by entity;",
+            "the source learned every entity, the target none. shuffled: the message from another item's source states.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # extra_tables, beside this file, also when loaded by path
-from extra_tables import MESSAGE_SWEEPS, format_text, messages_text  # noqa: E402
+from extra_tables import COMMUNICATE_SWEEPS, MESSAGE_SWEEPS, communicate_text, format_text, messages_text  # noqa: E402
 
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import wilson_interval
@@ -43,9 +43,9 @@ from latentbridge.report.seeds import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SWEEPS = ("seed_table", "translators_softplus", "translators_softplus_dit", "softonly", "translators_softonly",
-          "format_penalty", *MESSAGE_SWEEPS)
+          "format_penalty", *MESSAGE_SWEEPS, *COMMUNICATE_SWEEPS)
 # every published table this script writes
-TABLES = ("seed_table/report.md", "softonly.md", "translators.md", "format_penalty.md", "messages.md")
+TABLES = ("seed_table/report.md", "softonly.md", "translators.md", "format_penalty.md", "messages.md", "communicate.md")
 SOFTONLY_BASELINE = "prompt_softonly_phase2_swap"
 Groups = dict[str, list[RunRecord]]
 
@@ -200,7 +200,7 @@ def write_tables(results: Path, out: Path | None = None, log: Callable[[str], No
             (out / "softonly.md").write_text("\n".join(softonly_text(grouped(sweeps["softonly"], SOFTONLY_BASELINE))) + "\n")
             written.append(out / "softonly.md")
         for name, text in (("translators.md", translators_text(sweeps)), ("format_penalty.md", format_text(sweeps)),
-                           ("messages.md", messages_text(sweeps))):
+                           ("messages.md", messages_text(sweeps)), ("communicate.md", communicate_text(sweeps))):
             if text:
                 (out / name).write_text("\n".join(text) + "\n")
                 written.append(out / name)

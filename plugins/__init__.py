@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.injection.soft_only",
     "latentbridge.plugins.injection.soft_plus_text",
     "latentbridge.plugins.tasks.arith",
+    "latentbridge.plugins.tasks.facts",
     "latentbridge.plugins.tasks.gsm8k",
     "latentbridge.plugins.loggers.jsonl",
     "latentbridge.plugins.loggers.tensorboard",

@@ -8,6 +8,7 @@ file (``run-<id>.wandb``: records in LevelDB log framing, each a protobuf ``Reco
 from __future__ import annotations
 
 import json
+import time
 import struct
 from pathlib import Path
 
@@ -108,7 +109,14 @@ def test_wandb_offline_run_holds_config_and_metrics(random_pair, tmp_path, monke
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     run_dir = run_with(random_pair, tmp_path, ["wandb"])
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    # wandb's service process writes the offline file on its own schedule: on a loaded machine its records
+    # (the run record with the config among them) can land after wandb.finish() returns; wait for the
+    # closing `exit` record (at most a minute)
+    deadline = time.monotonic() + 60
     records = wandb_records(run_file)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = wandb_records(run_file)
     history: dict[int, dict] = {}
     config: dict = {}
     for record in records:

@@ -26,7 +26,7 @@ from latentbridge.api.task import Example
 from latentbridge.registry.host import Registry
 from latentbridge.train.loss import scheduled_weights, weighted_loss
 
-from .test_objectives import BUILTIN, context, experiment
+from .test_objectives import BUILTIN, context, experiment, spy_on_answers
 
 REGISTRY = Registry.load(autoload=False)
 
@@ -605,3 +605,114 @@ def test_depends_on_the_question_alone(random_pair, name):
     assert not math.isclose(loss(swap(batch, others, "question")), base, rel_tol=1e-6)
     if name in QUESTION_ONLY:
         assert loss(swap(batch, others, "answer")) == pytest.approx(base, rel=1e-6, abs=1e-7)
+
+
+# --------------------------------------------------------------------------------------------------
+# rope_phase: the combination of readout and attention mass, and format_penalty: what it generates from
+# and what it scores (the survivors of the mutation run over the two redesigned objectives)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rope_phase_is_its_formula_over_the_captured_attention(random_pair):
+    """(1 - cos(readout_s, readout_t)) + mass_weight * (log mass_s - log mass_t)^2, averaged over layers,
+    heads and the answer queries; built here from the captured attention, term by term."""
+    from latentbridge.plugins.objectives.rope_phase import (
+        answer_queries,
+        message_attention,
+        question_positions,
+    )
+
+    from latentbridge.nn.keys import capture_attention
+
+    exp = experiment(random_pair, "rope_phase", "objectives.rope_phase.layers=2", "objectives.rope_phase.mass_weight=0.7",
+                     "injection=soft_only", "task.shots=1")
+    ctx = context(exp, exp.task.examples("train")[:4])
+    model, width = exp.bridge.target.model, ctx.get("window")
+    teacher_inputs = ctx.get("teacher_inputs")
+    queries = answer_queries(ctx.inputs.labels, width)
+    with torch.no_grad():
+        got = float(exp.objectives["rope_phase"](ctx))
+        student, teacher = capture_attention(model, ctx.inputs, 2), capture_attention(model, teacher_inputs, 2)
+        per_layer = []
+        for s, t in zip(student, teacher, strict=True):
+            window = slice(s.query.shape[2] - width, s.query.shape[2])
+            s_read, s_mass = message_attention(s, window, ctx.inputs.soft_mask.bool(), ctx.inputs.attention_mask.bool())
+            t_read, t_mass = message_attention(t, slice(t.query.shape[2] - width, t.query.shape[2]),
+                                               question_positions(ctx, teacher_inputs), teacher_inputs.attention_mask.bool())
+            keep = queries[:, None, :].expand_as(s_mass)
+            term = (1 - F.cosine_similarity(s_read, t_read, dim=-1)) + 0.7 * (s_mass - t_mass) ** 2
+            per_layer.append(float(term[keep].mean()))
+    assert got == pytest.approx(sum(per_layer) / 2, rel=1e-5)
+    assert per_layer[0] != pytest.approx(per_layer[1], rel=1e-3)  # both layers count, each its own value
+
+
+def _format_context(pair, monkeypatch, own, **options):
+    import latentbridge.plugins.objectives.format_penalty as fp
+
+    from latentbridge.bridge.generation import Generation
+
+    extra = [f"objectives.format_penalty.{k}={v}" for k, v in options.items()]
+    exp = experiment(pair, "format_penalty", "objectives.format_penalty.rows=4", *extra)
+    ctx = context(exp, exp.task.examples("train")[:4])
+    calls = []
+
+    def generate(model, tokenizer, inputs, **kwargs):
+        calls.append((inputs, kwargs))
+        return [Generation(t, [], "stop") for t in own]
+
+    monkeypatch.setattr(fp, "greedy_generate", generate)
+    return exp, ctx, calls
+
+
+def test_format_penalty_continues_the_bridged_prompt_without_the_answer(random_pair, monkeypatch):
+    exp, ctx, calls = _format_context(random_pair, monkeypatch, ["#### 1"] * 4, max_new_tokens=7, stop="['Q:', 'A:']")
+    exp.objectives["format_penalty"](ctx)
+    (inputs, kwargs), = calls
+    prompt = ctx.relayout(ctx.soft.detach(), with_answer=False)
+    assert torch.equal(inputs.attention_mask, prompt.attention_mask) and torch.equal(inputs.inputs_embeds, prompt.inputs_embeds)
+    assert kwargs == {"max_new_tokens": 7, "eos_ids": exp.bridge.target.eos_ids(), "stop": ["Q:", "A:"]}
+
+
+def test_format_penalty_is_the_cross_entropy_of_the_format_line_after_the_own_continuation(monkeypatch):
+    """On the built-in target, whose tokenizer adds a BOS: the continuation and the format line are
+    tokenized without one, trailing whitespace of the continuation dropped; the loss is the mean
+    cross-entropy of the format line's tokens (and end of text) read after them, from a plain forward."""
+    from latentbridge.plugins.objectives.nll import answer_nll
+
+    from latentbridge.bridge.models import builtin_models
+
+    pair = {"llama": builtin_models()["tiny-llama"], "mistral": builtin_models()["tiny-mistral"]}
+    own = ["  She has 5 apples \n", "#### 3", "so it is #### 12", "The answer is 7\n\n"]  # rows 0 and 3 lack one
+    exp, ctx, _ = _format_context(pair, monkeypatch, own)
+    tok = exp.bridge.target.tokenizer
+    assert tok("x")["input_ids"][0] == tok.bos_token_id  # the premise: special tokens would add a BOS
+    gold = [e.answer.rsplit("#### ", 1)[1] for e in ctx.examples]
+    answers = [((), ())] * 4
+    for r in (0, 3):
+        answers[r] = (tok(own[r].rstrip(), add_special_tokens=False)["input_ids"],
+                      tok(f"\n#### {gold[r]}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    inputs = ctx.relayout(ctx.soft, answers=answers)
+    rows = torch.tensor([0, 3])
+    logits = exp.bridge.target.model(**dataclasses.replace(
+        inputs, **{f.name: getattr(inputs, f.name)[rows] for f in dataclasses.fields(inputs)
+                   if getattr(inputs, f.name) is not None}).model_kwargs()).logits
+    expected = answer_nll(logits, inputs.labels[rows])
+    got = exp.objectives["format_penalty"](ctx)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_format_penalty_without_examples_scores_nothing(random_pair, monkeypatch):
+    exp, ctx, _ = _format_context(random_pair, monkeypatch, ["no number"] * 4)
+    ctx = dataclasses.replace(ctx, examples=None)
+    loss = exp.objectives["format_penalty"](ctx)
+    assert float(loss) == 0.0
+
+
+def test_format_penalty_with_a_tokenizer_without_end_of_text_scores_the_line_alone(random_pair, monkeypatch):
+    exp, ctx, _ = _format_context(random_pair, monkeypatch, ["no number here"] * 4)
+    tok = exp.bridge.target.tokenizer
+    monkeypatch.setattr(type(tok), "eos_token_id", property(lambda self: None), raising=False)
+    seen = spy_on_answers(ctx)
+    exp.objectives["format_penalty"](ctx)
+    gold = ctx.examples[0].answer.rsplit("#### ", 1)[1]
+    assert list(seen["answers"][0][1]) == tok(f"\n#### {gold}", add_special_tokens=False)["input_ids"]

@@ -35,6 +35,20 @@ def context(exp, examples, step=1, seed=0):
     return builder.context(step, examples)
 
 
+def spy_on_answers(ctx) -> dict:
+    """Record the ``answers`` the objective lays out through ``ctx.relayout`` (in ``seen["answers"]``)."""
+    seen = {}
+    relayout = ctx.relayout
+
+    def spy(soft, with_answer=True, answers=None):
+        if answers is not None:
+            seen["answers"] = answers
+        return relayout(soft, with_answer=with_answer, answers=answers)
+
+    ctx.relayout = spy
+    return seen
+
+
 def test_every_builtin_is_covered():
     assert set(BUILTIN) >= {"nll", "kl", "prompt_alignment", "rope_phase", "contrastive_prompt", "probe_head",
                             "format_penalty", "dit_flow"}
@@ -203,15 +217,7 @@ def test_format_penalty_scores_the_format_line_after_the_targets_own_continuatio
     ctx = context(exp, examples)
     own = ["She has 5 apples", "#### 3", "so it is #### 12", "The answer is 7"]  # rows 0 and 3 lack a format line
     monkeypatch.setattr(fp, "greedy_generate", lambda *a, **k: [Generation(t, [], "stop") for t in own])
-    seen = {}
-    relayout = ctx.relayout
-
-    def spy(soft, with_answer=True, answers=None):
-        if answers is not None:
-            seen["answers"] = answers
-        return relayout(soft, with_answer=with_answer, answers=answers)
-
-    ctx.relayout = spy
+    seen = spy_on_answers(ctx)
     loss = exp.objectives["format_penalty"](ctx)
     tok = exp.bridge.target.tokenizer
     gold = [e.answer.rsplit("#### ", 1)[1] for e in examples]

@@ -108,3 +108,23 @@ def test_zoo_build_refuses_a_folder_that_is_not_empty(tmp_path):
     result = cli.invoke(app, ["zoo", "build", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "is not empty" in result.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_on_facts_the_source_knows_and_the_target_guesses(listed, tmp_path, monkeypatch):
+    """Re-measured through the harness on the 200 facts test questions: tiny-llama learned these
+    entities, tiny-mistral did not (it learned only the answer format, from other entities): it answers
+    in format, and wrongly."""
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import validate_recipe
+    from latentbridge.zoo.facts import N_VALUES
+
+    recipe = validate_recipe({**BASE, "task": {"name": "facts"}, "models": {"source": "tiny-llama", "target": "tiny-mistral"}})
+    exp = Experiment.build(recipe)
+    settings = EvalSettings(n=200, batch_size=50, max_new_tokens=96, stop=["\n\n"], systems=["source", "target"])
+    result = Evaluator(exp.bridge, exp.task, settings, tmp_path).evaluate(step=0)
+    source, target = result["systems"]["source"], result["systems"]["target"]
+    assert source["accuracy"] >= 0.8 and target["accuracy"] <= 2.0 / N_VALUES
+    assert target["invalid"] <= 0.1 * target["n"]  # it writes '#### N': the format is not what it lacks
+    assert abs(source["accuracy"] - listed["tiny-llama"]["facts_accuracy"]) <= 0.01
+    assert abs(target["accuracy"] - listed["tiny-mistral"]["facts_accuracy"]) <= 0.01

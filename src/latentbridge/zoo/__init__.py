@@ -1,4 +1,4 @@
-"""latentbridge.zoo: a pretrained tiny source/target LLM pair and the synthetic ``arith`` task.
+"""latentbridge.zoo: a pretrained tiny source/target LLM pair and the synthetic ``arith`` and ``facts`` tasks.
 
 Self-contained (no dependency on the rest of latentbridge). Main entry points:
 
@@ -20,15 +20,15 @@ __all__ = ["build_pair", "evaluate_accuracy", "generate_splits", "write_jsonl", 
 
 def __getattr__(name: str) -> Any:
     if name == "build_pair":
-        from latentbridge.zoo.__init__.build import build_pair
+        from latentbridge.zoo.build import build_pair
 
         return build_pair
     if name == "evaluate_accuracy":
-        from latentbridge.zoo.__init__.evaluate import evaluate_accuracy
+        from latentbridge.zoo.evaluate import evaluate_accuracy
 
         return evaluate_accuracy
     if name in ("generate_splits", "write_jsonl", "read_jsonl"):
-        from latentbridge.zoo.__init__ import arith
+        from latentbridge.zoo import arith
 
         return getattr(arith, name)
     raise AttributeError(name)

@@ -1,7 +1,8 @@
 """Build the pretrained tiny source/target LLM pair and the synthetic ``arith`` task.
 
 The pair mimics a Llama / Mistral pair at toy scale, trained from scratch on
-GSM8K-format synthetic word problems (``arith``, see :mod:`.arith`):
+GSM8K-format synthetic word problems (``arith``, see :mod:`.arith`) and on facts about
+invented entities (``facts``, see :mod:`.facts`):
 
 * ``tiny-llama`` (the stronger model): ``LlamaForCausalLM``, 4 layers x 128 wide,
   GQA 4/2 heads, rope base 500000, byte-level BPE with single-digit tokens.
@@ -10,10 +11,14 @@ GSM8K-format synthetic word problems (``arith``, see :mod:`.arith`):
   multi-digit number pieces and a smaller vocabulary.
 
 Both are trained by our own seeded AdamW loop on ``Question: q\\nAnswer: a`` + eos
-and scored by greedy generation on the 200 test problems (target accuracies
-about 0.75 and 0.5). :func:`build_pair` writes::
+and scored by greedy generation on the 200 arith test problems (target accuracies
+about 0.8 and 0.5) and the 200 facts test questions. tiny-llama learns the facts of
+every task entity (train, dev and test: the source knows them all); tiny-mistral learns
+only the ``public`` entities' facts (the answer format), never a task entity's, so on the
+facts task it is near chance. :func:`build_pair` writes::
 
     out_dir/arith/{train,test}.jsonl
+    out_dir/facts/{train,dev,test,public}.jsonl
     out_dir/tiny-llama/    config.json, model.safetensors, tokenizer files
     out_dir/tiny-mistral/  (same)
     out_dir/zoo.json       per-model facts: params, tokenizer, sizes, accuracy, seconds
@@ -36,7 +41,8 @@ from typing import Any
 
 import torch
 
-from latentbridge.zoo.arith import generate_splits, read_jsonl, write_jsonl
+from latentbridge.zoo import facts as facts_task
+from latentbridge.zoo.arith import Example, generate_splits, read_jsonl, write_jsonl
 from latentbridge.zoo.evaluate import evaluate_accuracy
 from latentbridge.zoo.specs import N_TEST, N_TRAIN, PAIR, TORCH_THREADS, ModelSpec
 from latentbridge.zoo.tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
@@ -50,18 +56,36 @@ _TOKENIZER_TYPES = {
 }
 
 
+FACTS_SPLITS = ("train", "dev", "test", "public")
+
+
+def taught_facts(spec: ModelSpec, facts: dict[str, list[Example]]) -> list[Example]:
+    """The facts examples ``spec`` learns (each once): every task entity's, the public ones', or none."""
+    if spec.facts == "task":
+        return facts["train"] + facts["dev"] + facts["test"]
+    if spec.facts == "public":
+        return list(facts["public"])
+    if spec.facts == "none":
+        return []
+    raise ValueError(f"unknown facts setting {spec.facts!r}")
+
+
 def build_model(
     spec: ModelSpec,
-    train: list[dict[str, str]],
-    test: list[dict[str, str]],
+    train: list[Example],
+    test: list[Example],
     out_dir: Path,
     seed: int,
     progress: Progress | None = None,
+    facts: dict[str, list[Example]] | None = None,
 ) -> dict[str, Any]:
-    """Train tokenizer + model for ``spec``, save to ``out_dir/spec.name``, return facts."""
+    """Train tokenizer + model for ``spec`` on arith ``train`` (and the facts ``spec.facts`` names, each
+    ``spec.facts_repeat`` times), save to ``out_dir/spec.name``, return what was measured."""
     start = time.time()
-    texts = [train_text(e["question"], e["answer"]) for e in train]
-    prompts = [eval_prompt(e["question"]) for e in train]
+    taught = taught_facts(spec, facts) if facts else []
+    examples = list(train) + taught * spec.facts_repeat
+    texts = [train_text(e["question"], e["answer"]) for e in examples]
+    prompts = [eval_prompt(e["question"]) for e in examples]
     tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
     model = make_model(spec, tokenizer, seed + spec.seed_offset)
     losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress)
@@ -71,6 +95,13 @@ def build_model(
             progress(f"eval {spec.name}", done, total)
 
     accuracy = evaluate_accuracy(model, tokenizer, test, progress=eval_progress)
+    measured = {}
+    if facts:
+        measured["facts_accuracy"] = evaluate_accuracy(model, tokenizer, facts["test"], progress=eval_progress)
+        measured["n_facts_eval"] = len(facts["test"])
+        # what it was taught (the first 200): high for both, so the target does know the answer format
+        measured["taught_facts_accuracy"] = (
+            evaluate_accuracy(model, tokenizer, taught[:N_TEST], progress=eval_progress) if taught else None)
     folder = out_dir / spec.name
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
@@ -87,6 +118,7 @@ def build_model(
         "rope_theta": spec.rope_theta,
         "accuracy": accuracy,
         "n_eval": len(test),
+        **measured,
         "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
         "build_seconds": round(seconds, 1),
         "spec": spec.to_dict(),
@@ -116,12 +148,13 @@ def _child_main() -> None:
     spec = ModelSpec(**args["spec"])
     out = Path(args["out_dir"])
     train, test = read_jsonl(out / "arith" / "train.jsonl"), read_jsonl(out / "arith" / "test.jsonl")
+    facts = {split: read_jsonl(out / "facts" / f"{split}.jsonl") for split in FACTS_SPLITS}
 
     def report(stage: str, done: int, total: int) -> None:
         print(_PROGRESS + json.dumps([stage, done, total]), flush=True)
 
-    facts = build_model(spec, train, test, out, args["seed"], report)
-    print(_RESULT + json.dumps(facts), flush=True)
+    measured = build_model(spec, train, test, out, args["seed"], report, facts)
+    print(_RESULT + json.dumps(measured), flush=True)
 
 
 def _build_isolated(spec: ModelSpec, out: Path, seed: int, progress: Progress | None) -> dict[str, Any]:
@@ -175,6 +208,9 @@ def build_pair(
     train, test = generate_splits(seed, n_train, n_test)
     write_jsonl(out / "arith" / "train.jsonl", train)
     write_jsonl(out / "arith" / "test.jsonl", test)
+    facts = facts_task.generate_splits(seed)
+    for split in FACTS_SPLITS:
+        write_jsonl(out / "facts" / f"{split}.jsonl", facts[split])
     if progress is not None:
         progress("data", 1, 1)
     models: dict[str, Any] = {}
@@ -185,12 +221,14 @@ def build_pair(
         threads = torch.get_num_threads()
         torch.set_num_threads(TORCH_THREADS)
         try:
-            models[spec.name] = build_model(spec, train, test, out, seed, progress)
+            models[spec.name] = build_model(spec, train, test, out, seed, progress, facts)
         finally:
             torch.set_num_threads(threads)
     info = {
         "seed": seed,
         "task": {"name": "arith", "n_train": len(train), "n_test": len(test), "folder": "arith"},
+        "facts": {"name": "facts", "folder": "facts", **{f"n_{split}": len(facts[split]) for split in FACTS_SPLITS},
+                  "entities": {split: len(group) for split, group in facts_task.entities(seed).items()}},
         "models": models,
         "torch_threads": TORCH_THREADS,
         "torch_version": torch.__version__,

@@ -1,19 +1,24 @@
 """All knobs of the zoo in one place: task sizes and the two model specs.
 
 The numbers were chosen so that building both models from scratch on 2 CPU
-cores takes about 8-9 minutes (budget ~12), the two saved folders together
-stay under ~8 MB in fp32 (about 4.8 MB), and greedy accuracy on the 200 arith
-test problems lands around 0.8 (tiny-llama) and 0.5 (tiny-mistral).
+cores takes about 10 minutes (budget ~15), the two saved folders together
+stay under ~8 MB in fp32 (about 4.8 MB), greedy accuracy on the 200 arith
+test problems lands around 0.9 (tiny-llama) and 0.5 (tiny-mistral), and on the
+200 facts test questions at 1.0 (tiny-llama learned every task entity) and near
+chance (tiny-mistral learned the answer format from other entities only).
 
 Measured while tuning (seed 0, 2 threads; accuracy climbs steeply late in
 training as the learning rate decays, so small changes move it by ~0.1):
 
-* tiny-llama, full-sequence loss: 2400 steps -> 0.55, 3200 steps -> 0.69-0.80
-  (two slightly different loss implementations), 4000 steps -> 0.81.
+* tiny-llama, arith only, full-sequence loss: 2400 steps -> 0.55, 3200 steps ->
+  0.69-0.80 (two slightly different loss implementations), 4000 steps -> 0.81.
 * tiny-llama, loss on answer tokens only: 2400 steps -> 0.35 (worse: predicting
   the question's digits helps it learn digit handling), so the full loss is kept.
-* tiny-mistral, full loss: 2400 steps -> 0.48, 2600 -> 0.52; answer-only loss
-  1800-2100 steps -> 0.46.
+* tiny-llama with the facts (each of the 1,000 task questions 12 times, 23% of
+  the sequences drawn), 5000 steps: arith 0.92, facts 1.00.
+* tiny-mistral, arith only, full loss: 2400 steps -> 0.48, 2600 -> 0.52;
+  answer-only loss 1800-2100 steps -> 0.46. With the 600 public facts questions 8
+  times each, 2800 steps: arith 0.48, facts (task entities) 0.06, public facts 0.64.
 
 Training runs at ~95 ms/step (llama) and ~37 ms/step (mistral) on 2 cores.
 """
@@ -52,16 +57,18 @@ class ModelSpec:
     weight_decay: float = 0.01
     prompt_loss_weight: float = 1.0  # loss weight of the ``Question: ...\nAnswer:`` tokens
     seed_offset: int = 0  # added to the build seed, so the two inits differ
+    facts: str = "none"  # which facts it learns: "task" (every task entity), "public" (the format only), "none"
+    facts_repeat: int = 1  # how many times each facts example appears in its training data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for ``zoo.json``)."""
         return asdict(self)
 
 
-# tiny-llama: the stronger model. Digit-level tokens make carries learnable; 4
-# layers x 128 wide (0.85M params, tied embeddings) is about the most that
-# trains in ~6.5 minutes on 2 cores (4000 steps x 32 sequences ~ 3.2 epochs of
-# the train split); rope base 500000 as in Llama 3.
+# tiny-llama: the stronger model, and the one that knows the facts. Digit-level
+# tokens make carries learnable; 4 layers x 128 wide (0.85M params, tied
+# embeddings) trains in ~8 minutes on 2 cores (5000 steps x 32 sequences ~ 3.1
+# epochs of arith + facts); rope base 500000 as in Llama 3.
 LLAMA = ModelSpec(
     name="tiny-llama",
     arch="llama",
@@ -73,15 +80,17 @@ LLAMA = ModelSpec(
     num_heads=4,
     num_kv_heads=2,
     rope_theta=500_000.0,
-    steps=4000,
+    steps=5000,
     batch_size=32,
     lr=3e-3,
     warmup=100,
     seed_offset=0,
+    facts="task",
+    facts_repeat=12,
 )
 
-# tiny-mistral: the weaker model (0.34M params). Narrower and shallower (96 x 3),
-# fewer steps (~1.6 minutes), and its tokenizer keeps multi-digit numbers as
+# tiny-mistral: the weaker model (0.34M params), which never sees a task entity.
+# Narrower and shallower (96 x 3), fewer steps (~1.8 minutes), and its tokenizer keeps multi-digit numbers as
 # irregular pieces (``▁42`` vs ``▁7`` ``8``), which makes multi-digit sums hard
 # to learn; rope base 10000 as in Mistral 7B.
 MISTRAL = ModelSpec(
@@ -95,11 +104,13 @@ MISTRAL = ModelSpec(
     num_heads=4,
     num_kv_heads=2,
     rope_theta=10_000.0,
-    steps=2600,
+    steps=2800,
     batch_size=32,
     lr=3e-3,
     warmup=100,
     seed_offset=1,
+    facts="public",
+    facts_repeat=8,
 )
 
 PAIR: tuple[ModelSpec, ModelSpec] = (LLAMA, MISTRAL)
