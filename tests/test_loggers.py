@@ -8,8 +8,8 @@ file (``run-<id>.wandb``: records in LevelDB log framing, each a protobuf ``Reco
 from __future__ import annotations
 
 import json
-import time
 import struct
+import time
 from pathlib import Path
 
 import pytest
