@@ -58,7 +58,7 @@ def test_values_are_spread_so_a_constant_guess_is_near_chance():
     counts: dict[str, int] = {}
     for e in test:
         counts[e.answer.rsplit(" ", 1)[1]] = counts.get(e.answer.rsplit(" ", 1)[1], 0) + 1
-    assert len(counts) == facts.N_VALUES and max(counts.values()) / len(test) <= 0.2
+    assert len(counts) == facts.N_VALUES and max(counts.values()) / len(test) <= 0.14  # as the README says
 
 
 def test_the_same_seed_gives_the_same_task_and_another_seed_other_entities():
@@ -88,3 +88,16 @@ def test_a_recipe_on_facts_trains_and_evaluates_through_the_cli(random_pair, tmp
     assert summary["test"]["final"]["systems"]["bridged"]["n"] == 8
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval_samples_test_step_4.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} <= {e.id for e in Facts(FactsConfig()).examples("test")}
+
+
+def test_the_builder_teaches_the_source_every_task_entity_and_the_target_none():
+    from latentbridge.zoo.build import taught_facts
+    from latentbridge.zoo.specs import LLAMA, MISTRAL
+
+    splits = facts.generate_splits(0)
+    task = {r["entity"] for split in ("train", "dev", "test") for r in splits[split]}
+    source = {r["entity"] for r in taught_facts(LLAMA, splits)}
+    target = {r["entity"] for r in taught_facts(MISTRAL, splits)}
+    assert (LLAMA.facts, MISTRAL.facts) == ("task", "public")
+    assert source == task and len(taught_facts(LLAMA, splits)) == 1000
+    assert target == {r["entity"] for r in splits["public"]} and not target & task

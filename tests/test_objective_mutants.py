@@ -615,7 +615,8 @@ def test_depends_on_the_question_alone(random_pair, name):
 
 def test_rope_phase_is_its_formula_over_the_captured_attention(random_pair):
     """(1 - cos(readout_s, readout_t)) + mass_weight * (log mass_s - log mass_t)^2, averaged over layers,
-    heads and the answer queries; built here from the captured attention, term by term."""
+    heads and the answer queries: combined here from the module's own pieces (the capture, the message
+    attention, the query and question masks, each tested on its own), so this pins the combination."""
     from latentbridge.plugins.objectives.rope_phase import (
         answer_queries,
         message_attention,
