@@ -56,13 +56,21 @@ def with_rope_theta(folder: Path, tmp: Path, theta: float) -> Path:
     return out
 
 
-def test_the_loss_changes_with_the_rotary_base(trained_pair, tmp_path):
+def test_the_loss_changes_with_the_rotary_base(trained_pair, tmp_path, monkeypatch):
+    """The loss moves with the RoPE base; with the rotation removed (the control) the base cannot matter and
+    the loss stays put to float precision. The threshold sits between the two: 1e-3, against a control
+    difference below 1e-6 (a loss in which the rotation cancels, the old design, is such a control)."""
+    others = {theta: dict(trained_pair, mistral=with_rope_theta(trained_pair["mistral"], tmp_path, theta))
+              for theta in (2.0, 1e7)}
     base = loss_of(make_experiment(trained_pair, *OVERRIDES))
-    for theta in (2.0, 1e7):
-        other = dict(trained_pair, mistral=with_rope_theta(trained_pair["mistral"], tmp_path, theta))
-        # a loss in which the rotation cancels (the old design) gives the same value to float precision
-        # (|difference| < 1e-6) whatever the base; this one moves by 0.035 at base 1e7 on the built-in pair
-        assert abs(loss_of(make_experiment(other, *OVERRIDES)) - base) > 1e-3, theta
+    moved = {theta: abs(loss_of(make_experiment(pair, *OVERRIDES)) - base) for theta, pair in others.items()}
+    import transformers.models.mistral.modeling_mistral as mistral
+
+    monkeypatch.setattr(mistral, "apply_rotary_pos_emb", lambda q, k, cos, sin, *a, **kw: (q, k))
+    flat = loss_of(make_experiment(trained_pair, *OVERRIDES))
+    for theta, pair in others.items():
+        assert abs(loss_of(make_experiment(pair, *OVERRIDES)) - flat) < 1e-6, theta  # the control
+        assert moved[theta] > 1e-3, theta
 
 
 def test_the_loss_changes_with_relative_positions_not_with_a_shift_of_all(trained_pair):

@@ -1,4 +1,4 @@
-"""Build the pretrained tiny source/target LLM pair and the synthetic ``arith`` task.
+"""Build the pretrained tiny source/target LLM pair and the synthetic ``arith`` and ``facts`` data.
 
 The pair mimics a Llama / Mistral pair at toy scale, trained from scratch on
 GSM8K-format synthetic word problems (``arith``, see :mod:`.arith`) and on facts about
@@ -228,7 +228,7 @@ def build_pair(
         "seed": seed,
         "task": {"name": "arith", "n_train": len(train), "n_test": len(test), "folder": "arith"},
         "facts": {"name": "facts", "folder": "facts", **{f"n_{split}": len(facts[split]) for split in FACTS_SPLITS},
-                  "entities": {split: len(group) for split, group in facts_task.entities(seed).items()}},
+                  "entities": {split: len({r["entity"] for r in facts[split]}) for split in FACTS_SPLITS}},
         "models": models,
         "torch_threads": TORCH_THREADS,
         "torch_version": torch.__version__,
