@@ -123,9 +123,10 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
 # communication goals: does the target gain from the source? (benchmarks/communicate.sh)
 # --------------------------------------------------------------------------------------------------
 
-COMMUNICATE_SWEEPS = ("communicate_facts", "communicate_arith", "communicate_softonly")
+COMMUNICATE_SWEEPS = ("communicate_facts", "communicate_facts_mc", "communicate_arith", "communicate_softonly")
 GOALS = {
     "communicate_facts": ("facts", "bridged >= 0.8 x source alone, and shuffled near target alone (within 0.05)"),
+    "communicate_facts_mc": ("facts_mc", "multiple choice (acc, 4 choices): bridged above shuffled at p < 0.05 in every seed"),
     "communicate_arith": ("arith", "bridged - target alone >= +0.05 in every seed, McNemar p < 0.01 in each"),
     "communicate_softonly": ("arith", "soft_only: bridged >= target alone reading the question"),
 }
@@ -142,6 +143,11 @@ def _goal(sweep: str, runs: list[RunRecord]) -> str:
         ok = bridged >= 0.8 * source and abs(shuffled - target) <= 0.05
         return (f"{'reached on the mean' if ok else 'not reached'}: {bridged:.3f} vs 0.8 x {source:.3f} = "
                 f"{0.8 * source:.3f}, in {sum(per_seed)} of {len(per_seed)} seeds; shuffled − target {shuffled - target:+.3f}")
+    if sweep == "communicate_facts_mc":
+        flows = [t["information_flow"] for t in best]
+        ok = all(f["difference"] > 0 and f["p_value"] < 0.05 for f in flows)
+        return (f"{'reached' if ok else 'not reached'}: bridged − shuffled {min(f['difference'] for f in flows):+.3f} at the "
+                f"least, largest p {max(f['p_value'] for f in flows):.2g}")
     if sweep == "communicate_arith":
         gains = [RunRecord.accuracy(t, "bridged") - RunRecord.accuracy(t, "target") for t in best]
         ps = [t["mcnemar_bridged_vs_target"]["p_value"] for t in best]
@@ -153,7 +159,7 @@ def _goal(sweep: str, runs: list[RunRecord]) -> str:
 
 
 def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
-    """The communication goals, one row per configuration of the communicate sweeps, 5 seeds each:
+    """The communication goals, one row per configuration of the communicate sweeps (the seeds column says how many):
     test accuracy of the dev-chosen weights (mean ± 95% t over seeds), the controls, per-seed gains."""
     rows = []
     for sweep in COMMUNICATE_SWEEPS:
@@ -182,7 +188,7 @@ def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
               "bridged − shuffled", "target alone", "source alone", "text relay", "bridged − target per seed (McNemar p)",
               "message bytes", "verdict")
     return ["# Communication on the tiny pair: does the target gain from the source?", "",
-            "Command: `benchmarks/communicate.sh` (resumable sweeps, 5 seeds each), then",
+            "Command: `benchmarks/communicate.sh` (resumable sweeps: 5 seeds each, facts_mc 3), then",
             "`python benchmarks/outcome_tables.py`. Test accuracy (200 items) of the weights chosen on 200 dev items,",
             "mean ± 95% t interval over seeds (seeds are the units). facts: train, dev and test are disjoint by entity;",
             "the source learned every entity, the target none. shuffled: the message from another item's source states.", "",

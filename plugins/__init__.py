@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.tasks.arith",
     "latentbridge.plugins.tasks.facts",
     "latentbridge.plugins.tasks.gsm8k",
+    "latentbridge.plugins.tasks.multiple_choice",
     "latentbridge.plugins.loggers.jsonl",
     "latentbridge.plugins.loggers.tensorboard",
     "latentbridge.plugins.loggers.wandb",

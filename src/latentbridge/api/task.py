@@ -22,12 +22,16 @@ DEV_SIZE = 200  # the dev split's default size (a recipe sets it: eval.dev_n)
 @dataclass(frozen=True)
 class Example:
     """One problem. ``answer`` is the full worked solution (GSM8K: lines then ``#### <number>``);
-    ``label`` is an optional category the task provides (for example the problem template)."""
+    ``label`` is an optional category the task provides (for example the problem template). A
+    multiple-choice item (:mod:`latentbridge.api.choices`) also has its ``choices`` and the index of
+    the right one, ``gold``; its ``answer`` is the gold choice's continuation (what training supervises)."""
 
     id: str
     question: str
     answer: str
     label: str | None = None
+    choices: tuple[str, ...] = ()
+    gold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +154,12 @@ class Task:
     def prompt(self, example: Example) -> Prompt:
         c = self.config
         header = "".join(
-            c.question_template.format(question=e.question) + c.cue + c.answer_separator + e.answer
+            c.question_template.format(question=self.question_text(e)) + c.cue + c.answer_separator + e.answer
             + c.exemplar_separator
             for e in self.exemplars(example)
         )
-        question = c.question_template.format(question=example.question)
+        own = self.question_text(example)
+        question = c.question_template.format(question=own)
         before = c.question_template.format(question="\x00").index("\x00")  # where the template puts the text
         return Prompt(
             header=header,
@@ -162,8 +167,12 @@ class Task:
             cue=c.cue,
             answer=c.answer_separator + example.answer,
             separator=c.answer_separator,
-            question_span=(before, before + len(example.question)),
+            question_span=(before, before + len(own)),
         )
+
+    def question_text(self, example: Example) -> str:
+        """The question as the template's ``{question}`` writes it (a multiple-choice task adds its choices)."""
+        return example.question
 
     # -- scoring: the harness scores every system with these; override them for another answer format --
 

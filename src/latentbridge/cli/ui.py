@@ -37,8 +37,41 @@ def shorten(text: str | None, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def fmt_filter(s: dict[str, Any] | None, name: str) -> str:
+    """``0.412 [0.345, 0.482]`` under answer filter ``name`` (its accuracy and Wilson 95% interval)."""
+    if s is None or name not in s.get("by_filter", {}) or name not in s.get("ci95_by_filter", {}):
+        return "-"
+    low, high = s["ci95_by_filter"][name]
+    return f"{s['by_filter'][name]:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def is_choice_summary(summary: dict[str, Any]) -> bool:
+    return any(s is not None and "gold_nll" in s for s in summary["systems"].values())
+
+
+def choice_table(summary: dict[str, Any], title: str) -> Table:
+    """A multiple-choice evaluation: ``acc`` and ``acc_norm`` (log-likelihood of each choice) and the
+    choice the greedy output names, each with its Wilson 95% interval, and the gold choice's mean NLL."""
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    for column in ("system", "acc [95% CI]", "acc_norm [95% CI]", "generated [95% CI]", "no choice", "gold NLL", "top"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "system" or "CI" in column else "right")
+    for system in SYSTEMS:
+        s = summary["systems"].get(system)
+        if s is None:
+            table.add_row(system, "not run", *["-"] * 5)
+            continue
+        table.add_row(system, fmt_acc(s), fmt_filter(s, "acc_norm"), fmt_filter(s, "generate"),
+                      str(s.get("generate_invalid", "-")), f"{s['gold_nll']:.3f}", f"{s['top_share']:.2f}")
+    table.caption = ("acc / acc_norm: the choice of highest log-likelihood (per character for acc_norm) after what the "
+                     "system reads; generated: the choice its greedy output names; top: share of the most common choice")
+    _paired_caption(table, summary)
+    return table
+
+
 def results_table(summary: dict[str, Any], title: str) -> Table:
     """Accuracy with 95% interval and the diagnostics of each system at one evaluation."""
+    if is_choice_summary(summary):
+        return choice_table(summary, title)
     table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for column in ("system", "accuracy [95% CI]", "correct", "invalid", "distinct", "top", "collapse", "echo"):
         table.add_column(column, no_wrap=True, justify="left" if column in ("system", "accuracy [95% CI]") else "right")
@@ -51,8 +84,14 @@ def results_table(summary: dict[str, Any], title: str) -> Table:
             system, fmt_acc(s), f"{s['correct']}/{s['n']}", str(s["invalid"]), str(s["distinct"]),
             f"{s['top_share']:.2f}", "YES" if s["collapsed"] else "no", f"{s['echo_rate']:.2f}",
         )
-    paired = summary.get("mcnemar_bridged_vs_target")
     table.caption = "top: share of the most common answer; collapse: top >= 0.5; echo: outputs restating the question"
+    _paired_caption(table, summary)
+    return table
+
+
+def _paired_caption(table: Table, summary: dict[str, Any]) -> None:
+    """The paired tests (bridged vs target, the information flow) and the message sizes, under the table."""
+    paired = summary.get("mcnemar_bridged_vs_target")
     if paired:
         table.caption += "\n" + (
             f"bridged vs target, paired exact McNemar: {paired['bridged_only']} vs {paired['target_only']} "
@@ -65,7 +104,6 @@ def results_table(summary: dict[str, Any], title: str) -> Table:
              for name in ("bridged", "relay") if (s := summary["systems"].get(name)) and "message_bytes" in s]
     if sizes:
         table.caption += "\nmessage per item: " + " | ".join(sizes)
-    return table
 
 
 def information_flow_line(flow: dict[str, Any]) -> str:

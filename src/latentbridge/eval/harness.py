@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
+from latentbridge.api.choices import MultipleChoiceTask
 from latentbridge.api.task import Example, Prompt, Task
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.generation import greedy_generate
 from latentbridge.bridge.models import FrozenModel
 from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.eval.baselines import BaselineCache, baseline_key, generate_baselines
+from latentbridge.eval.choices import bridged_rows, choice_fields, relay_prompt, score_rows, text_rows
 from latentbridge.eval.controls import derangement, null_prompt
 from latentbridge.eval.summary import summarize_records
 from latentbridge.eval.systems import BASELINES, SYSTEMS
@@ -91,18 +93,21 @@ class Evaluator:
         self.seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
         self.shuffle = derangement(len(self.items), seed)  # shuffled: item i reads item shuffle[i]'s source
         self._baselines: dict[str, list[str]] | None = None
+        self._baseline_scores: dict[str, list[list[float]]] | None = None
+        self._source_outputs: list[str] | None = None
+        self.choices = isinstance(task, MultipleChoiceTask)  # items scored by each choice's log-likelihood
 
     # -- generation ----------------------------------------------------------------------------------
 
-    def _generate(self, model: FrozenModel, build: Callable[[slice], Any], what: str) -> list[str]:
-        """Greedy outputs for every item, in fixed batches of ``batch_size`` consecutive items.
+    def _deal(self, work: Callable[[slice], list[Any]], what: str) -> list[Any]:
+        """``work(chunk)`` for every item, in fixed batches of ``batch_size`` consecutive items.
 
-        Under torchrun the batches are dealt out whole, round-robin, and the outputs gathered: every
-        item is generated exactly once, in the same batch as in a single process, so the files match."""
+        Under torchrun the batches are dealt out whole, round-robin, and the results gathered: every
+        item is computed exactly once, in the same batch as in a single process, so the files match."""
         n, size = len(self.items), self.settings.batch_size
         chunks = [slice(s, min(s + size, n)) for s in range(0, n, size)]
         world, me = world_size(), rank()
-        mine: dict[int, list[str]] = {}
+        mine: dict[int, list[Any]] = {}
         for round_start in range(0, len(chunks), world):
             if self.should_stop():  # collective: every process asks the same number of times
                 raise Interrupted
@@ -110,18 +115,35 @@ class Evaluator:
             if index >= len(chunks):
                 continue
             chunk = chunks[index]
+            mine[chunk.start] = work(chunk)
+            if self.progress:
+                self.progress(what, (chunk.stop - chunk.start) * world, n)
+        merged: dict[int, list[Any]] = {}
+        for part in gather_objects(mine):
+            merged.update(part)
+        return [result for start in sorted(merged) for result in merged[start]]
+
+    def _generate(self, model: FrozenModel, build: Callable[[slice], Any], what: str) -> list[str]:
+        """Greedy outputs for every item (batched as :meth:`_deal` says)."""
+        def work(chunk: slice) -> list[str]:
             with autocast(model.device, model.dtype, self.autocast):
                 outs = greedy_generate(
                     model.model, model.tokenizer, build(chunk), max_new_tokens=self.settings.max_new_tokens,
                     eos_ids=model.eos_ids(), stop=self.settings.stop,
                 )
-            mine[chunk.start] = [o.text for o in outs]
-            if self.progress:
-                self.progress(what, (chunk.stop - chunk.start) * world, n)
-        merged: dict[int, list[str]] = {}
-        for part in gather_objects(mine):
-            merged.update(part)
-        return [text for start in sorted(merged) for text in merged[start]]
+            return [o.text for o in outs]
+
+        return self._deal(work, what)
+
+    def _score(self, model: FrozenModel, rows_for: Callable[[slice], Any], what: str) -> list[list[float]]:
+        """Every item's choice scores (multiple-choice tasks): ``rows_for(chunk)`` gives the chunk's
+        :data:`~latentbridge.eval.choices.RowsFor`."""
+        def work(chunk: slice) -> list[list[float]]:
+            counts = [len(e.choices) for e in self.items[chunk]]
+            with autocast(model.device, model.dtype, self.autocast), torch.no_grad():
+                return score_rows(model.model, rows_for(chunk), counts)
+
+        return self._deal(work, f"{what} (choices)")
 
     def _text_system(self, model: FrozenModel, rows: list[list[int]], what: str) -> list[str]:
         return self._generate(model, lambda c: self.bridge.text_inputs(model, rows[c]), what)
@@ -158,6 +180,54 @@ class Evaluator:
         """The ``null`` control: the message from the source reading the prompt without the question."""
         return self._bridged_system("null", lambda c: ([null_prompt(p) for p in self.prompts[c]], None, self.seeds[c]))
 
+    # -- multiple choice: every system's log-likelihood of each choice --------------------------------
+
+    def _bridged_scores(self, what: str, source: Callable[[slice], tuple[list[Prompt], Any, torch.Tensor]]) -> list[list[float]]:
+        """The bridged system's (or a control's) choice scores, its message from ``source(chunk)``."""
+        def rows_for(chunk: slice):
+            prompts, examples, seeds = source(chunk)
+            message = self.bridge.message(prompts, seeds, examples=examples)
+            return bridged_rows(self.bridge, message, self.task, self.prompts[chunk], self.items[chunk])
+
+        self.bridge.translator.eval()
+        with torch.no_grad():
+            return self._score(self.bridge.target, rows_for, what)
+
+    def _baseline_scores_of(self, system: str, outputs: dict[str, list[str]]) -> list[list[float]]:
+        b, task = self.bridge, self.task
+        model, encoder = (b.source, b.source_encoder) if system == "source" else (b.target, b.target_encoder)
+        prompts = self.prompts
+        if system == "relay":
+            prompts = [relay_prompt(p, relay_continuation(p, out)) for p, out in zip(self.prompts, outputs["source"], strict=True)]
+        return self._score(model, lambda c: text_rows(model, encoder, task, prompts[c], self.items[c]), system)
+
+    def baseline_scores(self) -> dict[str, list[list[float]]]:
+        """The baseline systems' choice scores, computed once and cached on disk beside their outputs."""
+        if self._baseline_scores is None:
+            wanted = [s for s in BASELINES if s in self.settings.systems]
+            cache = BaselineCache({**self.baseline_key(), "scores": "choice log-likelihoods"}, enabled=self.use_cache)
+            self.baselines()
+            texts = {"source": self._source_outputs} if self._source_outputs is not None else {}
+            scores, computed = generate_baselines(wanted, cache.load(), lambda s, _: self._baseline_scores_of(s, texts))
+            if computed and is_main():
+                cache.save(scores)
+            self._baseline_scores = {s: scores[s] for s in wanted}
+        return self._baseline_scores
+
+    def scores(self) -> dict[str, list[list[float]] | None]:
+        """Every system's choice scores (the baselines cached), the controls' where they are asked for."""
+        out: dict[str, list[list[float]] | None] = dict(self.baseline_scores())
+        wanted = self.settings.systems
+        out["bridged"] = self._bridged_scores("bridged", lambda c: (self.prompts[c], self.items[c], self.seeds[c]))
+        if "shuffled" in wanted and self.shuffle is not None:
+            others = self.shuffle
+            out["shuffled"] = self._bridged_scores(
+                "shuffled", lambda c: ([self.prompts[j] for j in others[c]], [self.items[j] for j in others[c]],
+                                       self.seeds[others[c]]))
+        if "null" in wanted:
+            out["null"] = self._bridged_scores("null", lambda c: ([null_prompt(p) for p in self.prompts[c]], None, self.seeds[c]))
+        return out
+
     # -- baselines -----------------------------------------------------------------------------------
 
     def baseline_key(self) -> dict[str, Any]:
@@ -183,6 +253,7 @@ class Evaluator:
             if generated and is_main():
                 cache.save(outputs)
             self._baselines = {s: outputs[s] for s in wanted}
+            self._source_outputs = outputs.get("source")  # the relay's source, also when source is not reported
         return self._baselines
 
     # -- one evaluation ------------------------------------------------------------------------------
@@ -217,9 +288,13 @@ class Evaluator:
         return sizes
 
     def records(self, step: int, outputs: dict[str, Sequence[str] | None] | Sequence[str],
-                sizes: dict[str, list[tuple[int, int]]] | None = None) -> list[dict[str, Any]]:
+                sizes: dict[str, list[tuple[int, int]]] | None = None,
+                scores: dict[str, list[list[float]] | None] | None = None) -> list[dict[str, Any]]:
         """One record per item, every system present (null where not run). ``outputs``: each system's
-        outputs (baselines are filled in), or the bridged outputs alone; ``sizes``: :meth:`message_sizes`."""
+        outputs (baselines are filled in), or the bridged outputs alone; ``sizes``: :meth:`message_sizes`;
+        ``scores``: a multiple-choice task's :meth:`scores` (computed here when not given)."""
+        if self.choices and scores is None:
+            scores = self.scores()
         given = {"bridged": list(outputs)} if not isinstance(outputs, dict) else dict(outputs)
         outputs = {**self.baselines(), **given}
         records = []
@@ -234,12 +309,17 @@ class Evaluator:
                 "question": example.question,
                 "gold_full_text": example.answer,
                 "gold_extracted": task.gold_answer(example),
+                **({"choices": list(example.choices), "gold_index": example.gold} if self.choices else {}),
                 "primary_filter": primary,
             }
             for system in SYSTEMS:
                 texts = outputs.get(system)
                 text = texts[index] if texts is not None else None
                 record[f"{system}_full"] = text
+                if self.choices:
+                    per_item = (scores or {}).get(system)
+                    record.update(choice_fields(task, example, system, None if per_item is None else per_item[index], text))
+                    continue
                 record[f"{system}_extracted"] = None if text is None else task.extract_answer(text, primary)
                 record[f"{system}_correct"] = None if text is None else task.is_correct(text, example, primary)
                 for name in others:
@@ -254,7 +334,7 @@ class Evaluator:
     def evaluate(self, step: int, label: str | None = None) -> dict[str, Any]:
         """Run every system, write ``eval_samples_<split>[_<label>]_step_<step>.jsonl``, return the summary."""
         outputs = self.outputs()
-        records = self.records(step, outputs, self.message_sizes(outputs))
+        records = self.records(step, outputs, self.message_sizes(outputs), self.scores() if self.choices else None)
         if is_main():
             write_jsonl_atomic(self.out_dir / eval_file_name(self.split, step, label), records)
         return {"step": step, "split": self.split, **({"weights": label} if label else {}), **summarize_records(records)}

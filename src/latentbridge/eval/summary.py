@@ -39,9 +39,23 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         **spread,
         "echo_rate": sum(echoes_question(r[f"{system}_full"], r["question"]) for r in ran) / len(ran),
         "sample": ran[0][f"{system}_full"],
-        "by_filter": filter_accuracies(ran, system),
+        "by_filter": (by_filter := filter_accuracies(ran, system)),
+        **choice_summary(ran, system, by_filter),
         **message_size(ran, system),
     }
+
+
+def choice_summary(records: Sequence[dict[str, Any]], system: str, by_filter: dict[str, float]) -> dict[str, Any]:
+    """Multiple-choice records: a Wilson interval per figure (acc, acc_norm, generate), the gold choice's
+    mean NLL and how many outputs named no choice."""
+    scored = [r for r in records if r.get(f"{system}_gold_nll") is not None]
+    if not scored:
+        return {}
+    generated = [r for r in scored if r.get(f"{system}_full") is not None]
+    n = len(records)
+    return {"ci95_by_filter": {name: list(wilson_interval(round(acc * n), n)) for name, acc in by_filter.items()},
+            "gold_nll": sum(r[f"{system}_gold_nll"] for r in scored) / len(scored),
+            "generate_invalid": sum(1 for r in generated if r.get(f"{system}_generated_choice") is None)}
 
 
 def message_size(records: Sequence[dict[str, Any]], system: str) -> dict[str, float]:

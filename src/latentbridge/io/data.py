@@ -1,12 +1,50 @@
-"""Reading GSM8K-format JSONL (``question``, ``answer``) with problems reported by line number."""
+"""Reading task data from JSONL with problems reported by line number: GSM8K's layout (``question``,
+``answer``) and the common multiple-choice layouts (MMLU's and ARC's)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 from latentbridge.api.task import Example
 from latentbridge.errors import LatentBridgeError
+
+ChoiceLayout = Literal["auto", "mmlu", "arc"]
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line; a missing file or a line that is not a JSON
+    object is an error naming the file and line."""
+    if not path.is_file():
+        raise LatentBridgeError(f"data file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LatentBridgeError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise LatentBridgeError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            yield line_no, record
+
+
+class _Ids:
+    """Example ids: the record's ``id`` (as a string) when it has one, else ``<split>-<line number>``;
+    an id that repeats an earlier line's (``7`` and ``"7"`` are one id) is an error."""
+
+    def __init__(self, path: Path, split: str):
+        self.path, self.split, self.first_line = path, split, {}
+
+    def __call__(self, record: dict[str, Any], line_no: int) -> str:
+        example_id = f"{self.split}-{line_no}" if record.get("id") is None else str(record["id"])
+        if example_id in self.first_line:
+            raise LatentBridgeError(f"{self.path}:{line_no}: id '{example_id}' repeats line {self.first_line[example_id]}")
+        self.first_line[example_id] = line_no
+        return example_id
 
 
 def read_examples(path: str | Path, split: str, label_field: str | None = None) -> list[Example]:
@@ -18,36 +56,93 @@ def read_examples(path: str | Path, split: str, label_field: str | None = None) 
     line's (``7`` and ``"7"`` are one id) is an error naming the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LatentBridgeError(f"data file not found: {path}")
+    ids = _Ids(path, split)
     examples: list[Example] = []
-    first_line: dict[str, int] = {}  # id -> the line that first used it
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LatentBridgeError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise LatentBridgeError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            for key in ("question", "answer"):
-                if not isinstance(record.get(key), str) or not record[key].strip():
-                    raise LatentBridgeError(f"{path}:{line_no}: field '{key}' must be a non-empty string")
-            label = record.get(label_field) if label_field else None
-            example_id = f"{split}-{line_no}" if record.get("id") is None else str(record["id"])
-            if example_id in first_line:
-                raise LatentBridgeError(f"{path}:{line_no}: id '{example_id}' repeats line {first_line[example_id]}")
-            first_line[example_id] = line_no
-            examples.append(
-                Example(
-                    id=example_id,
-                    question=record["question"],
-                    answer=record["answer"],
-                    label=None if label is None else str(label),
-                )
-            )
+    for line_no, record in _records(path):
+        for key in ("question", "answer"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise LatentBridgeError(f"{path}:{line_no}: field '{key}' must be a non-empty string")
+        label = record.get(label_field) if label_field else None
+        examples.append(Example(id=ids(record, line_no), question=record["question"], answer=record["answer"],
+                                label=None if label is None else str(label)))
     if not examples:
         raise LatentBridgeError(f"{path}: no examples (the file is empty)")
     return examples
+
+
+def read_choice_items(path: str | Path, split: str, layout: ChoiceLayout = "auto",
+                      label_field: str | None = "subject") -> list[Example]:
+    """Multiple-choice items from a JSONL file, in either common layout:
+
+    - ``mmlu``: ``{"question": str, "choices": [str, ...], "answer": 2}`` (the gold index, or its letter ``"C"``);
+    - ``arc``: ``{"question": str, "choices": {"text": [...], "label": ["A", ...]}, "answerKey": "C"}``, or
+      ARC's original ``{"question": {"stem": str, "choices": [{"text", "label"}, ...]}, "answerKey": "C"}``.
+
+    ``auto`` reads each record by the key it has (``answerKey``: ARC, else MMLU). The items' ``answer`` is
+    left empty (the task writes the gold continuation). Ids as :func:`read_examples`; ``label_field``
+    (MMLU's ``subject`` by default) gives each item its label when the record has it. A record with
+    fewer than two choices, an empty choice or a gold answer that names no choice is an error naming the
+    file and line.
+    """
+    path = Path(path)
+    ids = _Ids(path, split)
+    items: list[Example] = []
+    for line_no, record in _records(path):
+        kind = layout if layout != "auto" else ("arc" if "answerKey" in record else "mmlu")
+        try:
+            question, choices, gold = (_arc if kind == "arc" else _mmlu)(record)
+        except ValueError as exc:
+            raise LatentBridgeError(f"{path}:{line_no}: {exc} ({kind} layout)") from None
+        if len(choices) < 2:
+            raise LatentBridgeError(f"{path}:{line_no}: {len(choices)} choice(s); a multiple-choice item needs at least 2")
+        label = record.get(label_field) if label_field else None
+        items.append(Example(id=ids(record, line_no), question=question, answer="", label=None if label is None else str(label),
+                             choices=tuple(choices), gold=gold))
+    if not items:
+        raise LatentBridgeError(f"{path}: no examples (the file is empty)")
+    return items
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string")
+    return value
+
+
+def _mmlu(record: dict[str, Any]) -> tuple[str, list[str], int]:
+    question = _text(record.get("question"), "field 'question'")
+    choices = record.get("choices")
+    if not isinstance(choices, list):
+        raise ValueError("field 'choices' must be a list of strings")
+    choices = [_text(c, f"choice {i}") for i, c in enumerate(choices)]
+    answer = record.get("answer")
+    if isinstance(answer, str) and len(answer.strip()) == 1 and answer.strip().isalpha():
+        gold = ord(answer.strip().upper()) - ord("A")
+    elif isinstance(answer, int) and not isinstance(answer, bool):
+        gold = answer
+    else:
+        raise ValueError(f"field 'answer' must be the gold choice's index or letter, got {answer!r}")
+    if not 0 <= gold < len(choices):
+        raise ValueError(f"answer {answer!r} names no choice (there are {len(choices)})")
+    return question, choices, gold
+
+
+def _arc(record: dict[str, Any]) -> tuple[str, list[str], int]:
+    question, choices = record.get("question"), record.get("choices")
+    if isinstance(question, dict):  # ARC's original layout: the choices inside the question
+        question, choices = question.get("stem"), question.get("choices")
+    question = _text(question, "the question")
+    if isinstance(choices, dict):
+        texts, labels = choices.get("text"), choices.get("label")
+    elif isinstance(choices, list) and all(isinstance(c, dict) for c in choices):
+        texts, labels = [c.get("text") for c in choices], [c.get("label") for c in choices]
+    else:
+        raise ValueError("field 'choices' must be {'text': [...], 'label': [...]} or a list of {'text', 'label'}")
+    if not isinstance(texts, list) or not isinstance(labels, list) or len(texts) != len(labels):
+        raise ValueError("the choices' 'text' and 'label' must be lists of the same length")
+    texts = [_text(t, f"choice {i}") for i, t in enumerate(texts)]
+    labels = [str(label) for label in labels]
+    key = record.get("answerKey")
+    if str(key) not in labels:
+        raise ValueError(f"answerKey {key!r} is none of the labels {labels}")
+    return question, texts, labels.index(str(key))
