@@ -160,25 +160,31 @@ class Evaluator:
         with torch.no_grad():
             return self._generate(self.bridge.target, build, what)
 
+    # where each system's message comes from: (the prompts the source reads, their examples, seeds) per chunk
+
+    def _own_source(self, chunk: slice):
+        return self.prompts[chunk], self.items[chunk], self.seeds[chunk]
+
+    def _shuffled_source(self, chunk: slice):
+        """Item i's message is the one item ``shuffle[i]`` gets (its source states and its seed)."""
+        others = self.shuffle[chunk]
+        return [self.prompts[j] for j in others], [self.items[j] for j in others], self.seeds[others]
+
+    def _null_source(self, chunk: slice):
+        """The source reads the prompt without the question."""
+        return [null_prompt(p) for p in self.prompts[chunk]], None, self.seeds[chunk]
+
     def generate_bridged(self) -> list[str]:
         """The bridged system: each item's message from its own source states."""
-        return self._bridged_system("bridged", lambda c: (self.prompts[c], self.items[c], self.seeds[c]))
+        return self._bridged_system("bridged", self._own_source)
 
     def generate_shuffled(self) -> list[str] | None:
-        """The ``shuffled`` control: item i's message is the one item ``shuffle[i]`` gets (its source
-        states and its seed); None with fewer than two items."""
-        if self.shuffle is None:
-            return None
-
-        def source(chunk: slice):
-            others = self.shuffle[chunk]
-            return [self.prompts[j] for j in others], [self.items[j] for j in others], self.seeds[others]
-
-        return self._bridged_system("shuffled", source)
+        """The ``shuffled`` control (:meth:`_shuffled_source`); None with fewer than two items."""
+        return None if self.shuffle is None else self._bridged_system("shuffled", self._shuffled_source)
 
     def generate_null(self) -> list[str]:
         """The ``null`` control: the message from the source reading the prompt without the question."""
-        return self._bridged_system("null", lambda c: ([null_prompt(p) for p in self.prompts[c]], None, self.seeds[c]))
+        return self._bridged_system("null", self._null_source)
 
     # -- multiple choice: every system's log-likelihood of each choice --------------------------------
 
@@ -218,14 +224,11 @@ class Evaluator:
         """Every system's choice scores (the baselines cached), the controls' where they are asked for."""
         out: dict[str, list[list[float]] | None] = dict(self.baseline_scores())
         wanted = self.settings.systems
-        out["bridged"] = self._bridged_scores("bridged", lambda c: (self.prompts[c], self.items[c], self.seeds[c]))
+        out["bridged"] = self._bridged_scores("bridged", self._own_source)
         if "shuffled" in wanted and self.shuffle is not None:
-            others = self.shuffle
-            out["shuffled"] = self._bridged_scores(
-                "shuffled", lambda c: ([self.prompts[j] for j in others[c]], [self.items[j] for j in others[c]],
-                                       self.seeds[others[c]]))
+            out["shuffled"] = self._bridged_scores("shuffled", self._shuffled_source)
         if "null" in wanted:
-            out["null"] = self._bridged_scores("null", lambda c: ([null_prompt(p) for p in self.prompts[c]], None, self.seeds[c]))
+            out["null"] = self._bridged_scores("null", self._null_source)
         return out
 
     # -- baselines -----------------------------------------------------------------------------------
