@@ -110,3 +110,18 @@ def test_no_deprecated_transformers_argument_is_used(random_pair, capfd):
             greedy_generate(bridge.target.model, bridge.target.tokenizer, inputs, max_new_tokens=3, eos_ids=set())
     out, err = capfd.readouterr()
     assert "deprecated" not in out + err
+
+
+def test_final_line_supervision_labels_only_the_answer_line(random_pair):
+    """With ``task.supervise=final_line`` the labels of the bridged training input are the target's ids
+    of ' #### N', nothing of the worked steps."""
+    exp = make_experiment(random_pair, "task.supervise=final_line")
+    bridge, tok = exp.bridge, exp.bridge.target.tokenizer
+    examples = exp.task.examples("test")[:4]
+    prompts = [exp.task.prompt(e) for e in examples]
+    with torch.no_grad():
+        inputs = bridge.bridged_inputs(bridge.soft_tokens(prompts), prompts, with_answer=True)
+    for r, e in enumerate(examples):
+        supervised = inputs.labels[r][inputs.labels[r] != -100].tolist()
+        assert supervised[-1] == tok.eos_token_id
+        assert tok.decode(supervised[:-1]).strip() == e.answer.splitlines()[-1]

@@ -195,5 +195,7 @@ def test_new_options_at_their_defaults_leave_the_recipe_hash_alone():
     run = load_recipe("format_scaled", ["seed=1", "run_dir=runs/sweeps/format_penalty/format_scaled-seed1"])
     assert recipe_hash(run.to_dict()) == "4dfe893554160b13"
     assert "source" not in run.to_dict() and "source_layers" not in run.to_dict()["models"]
+    assert "supervise" not in run.to_dict()["task"]
     used = load_recipe("latent_relay", ["models.source_layers=[0, 1]", "translator=kv_prefix"]).to_dict()
     assert used["source"]["view"] == "generation" and used["models"]["source_layers"] == [0, 1]
+    assert load_recipe("arith_relay").to_dict()["task"]["supervise"] == "final_line"

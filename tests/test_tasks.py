@@ -115,3 +115,28 @@ def test_ids_may_repeat_between_files_and_null_ids_are_line_numbers(tmp_path):
     (tmp_path / "nulls.jsonl").write_text("".join(json.dumps({"id": None, "question": "q?", "answer": "#### 1"}) + "\n"
                                                   for _ in range(2)))
     assert [e.id for e in read_examples(tmp_path / "nulls.jsonl", "test")] == ["test-1", "test-2"]
+
+
+def test_final_line_supervision_keeps_only_the_answer_line():
+    """``supervise: final_line``: the supervised answer is the '#### N' line, the prompt, exemplars and
+    the gold answer are unchanged (a version that cut the first line, or the exemplars, fails here)."""
+    whole, final = make_task("arith", shots=2), make_task("arith", shots=2, supervise="final_line")
+    for e in whole.examples("test")[:30]:
+        a, b = whole.prompt(e), final.prompt(e)
+        assert b.answer == " " + e.answer.splitlines()[-1] and b.answer.startswith(" #### ")
+        assert a.answer == " " + e.answer
+        assert (b.header, b.question, b.cue) == (a.header, a.question, a.cue) and e.answer.split("\n")[0] in b.header + a.answer
+        assert final.gold_answer(e) == whole.gold_answer(e) == extract_answer(b.answer)
+    two_lines = next(e for e in whole.examples("test") if e.answer.count("\n") >= 2)
+    assert final.prompt(two_lines).answer.count("\n") == 0
+
+
+def test_final_line_supervision_needs_a_final_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "4"}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q", "answer": "4"}) + "\n")
+    task = make_task("gsm8k", data_dir=str(tmp_path), supervise="final_line")
+    task.dev_size = 0
+    with pytest.raises(LatentBridgeError, match="supervise=final_line needs answers with a '####' line"):
+        task.prompt(task.examples("test")[0])
+    with pytest.raises(Exception, match="supervise"):
+        make_task("facts_mc", supervise="final_line")

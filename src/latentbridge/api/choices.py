@@ -45,6 +45,9 @@ class MultipleChoiceConfig(TaskConfig):
         if self.choice_format == "letter" and self.list_choices is False:
             problems.append(("list_choices", "must not be false with choice_format 'letter' (the letters name "
                              "the listed choices)"))
+        if self.supervise != "solution":
+            problems.append(("supervise", "must be 'solution' for a multiple-choice task (training supervises "
+                             "the gold choice's continuation)"))
         return problems
 
     @property

@@ -78,6 +78,10 @@ class TaskConfig:
     chat_template: bool = option(
         False, help="each model reads its prompts through its own tokenizer's chat template (one user turn, "
         "the soft tokens inside it), for instruct models")
+    supervise: Literal["solution", "final_line"] = option(
+        "solution", help="what training supervises after the cue: 'solution', the whole worked answer; "
+        "'final_line', only its '#### N' line (the answer must then come from the message, not from "
+        "the target's own worked steps). Exemplars and scoring are unchanged")
 
     def check(self) -> list[tuple[str, str]]:
         if "{question}" not in self.question_template:
@@ -165,10 +169,23 @@ class Task:
             header=header,
             question=question,
             cue=c.cue,
-            answer=c.answer_separator + example.answer,
+            answer=c.answer_separator + self.supervised_answer(example),
             separator=c.answer_separator,
             question_span=(before, before + len(own)),
         )
+
+    def supervised_answer(self, example: Example) -> str:
+        """What training supervises after the cue and separator: the whole answer, or with
+        ``supervise: final_line`` its last ``####`` line only."""
+        if self.config.supervise == "solution":
+            return example.answer
+        at = example.answer.rfind("####")
+        if at < 0:
+            raise LatentBridgeError(
+                f"task '{self.name}': supervise=final_line needs answers with a '####' line; example "
+                f"{example.id!r} has none (set task.supervise=solution)"
+            )
+        return example.answer[at:]
 
     def question_text(self, example: Example) -> str:
         """The question as the template's ``{question}`` writes it (a multiple-choice task adds its choices)."""
