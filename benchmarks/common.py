@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def write(name: str, result: dict[str, Any], table: list[tuple[str, ...]], notes
     """Write ``results/<name>.json`` and a markdown table ``results/<name>.md``."""
     RESULTS.mkdir(exist_ok=True)
     # the command as run from the repository root, wherever it was started
-    command = "python " + " ".join([os.path.relpath(Path(sys.argv[0]).resolve(), RESULTS.parents[1]), *sys.argv[1:]])
+    command = "python " + shlex.join([os.path.relpath(Path(sys.argv[0]).resolve(), RESULTS.parents[1]), *sys.argv[1:]])
     payload = {"benchmark": name, "command": command, "machine": machine(),
                "date": time.strftime("%Y-%m-%d"), **result}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -123,12 +123,20 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
 # communication goals: does the target gain from the source? (benchmarks/communicate.sh)
 # --------------------------------------------------------------------------------------------------
 
-COMMUNICATE_SWEEPS = ("communicate_facts", "communicate_facts_mc", "communicate_arith", "communicate_softonly")
+COMMUNICATE_SWEEPS = ("communicate_facts", "communicate_facts_prompt", "communicate_facts_mc", "communicate_softonly",
+                      "communicate_arith", "communicate_arith_kv", "communicate_arith_prompt")
+COMPARISONS = {  # same channel, one piece changed: no goal of their own
+    "communicate_facts_prompt": ("facts", "comparison: facts_relay reading the source's prompt states only"),
+    "communicate_arith_kv": ("arith", "comparison: arith_relay with a kv prefix (resampler) for the soft tokens"),
+    "communicate_arith_prompt": ("arith", "comparison: arith_relay reading the source's prompt states only"),
+}
 GOALS = {
     "communicate_facts": ("facts", "bridged >= 0.8 x source alone, and shuffled near target alone (within 0.05)"),
     "communicate_facts_mc": ("facts_mc", "multiple choice (acc, 4 choices): bridged above shuffled at p < 0.05 in every seed"),
     "communicate_arith": ("arith", "bridged - target alone >= +0.05 in every seed, McNemar p < 0.01 in each"),
-    "communicate_softonly": ("arith", "soft_only: bridged >= target alone reading the question"),
+    "communicate_softonly": ("arith", "soft_only: bridged >= target alone reading the question; and bridged - target "
+                             "alone >= +0.05 in every seed, McNemar p < 0.01 in each"),
+    **COMPARISONS,
 }
 
 
@@ -148,14 +156,16 @@ def _goal(sweep: str, runs: list[RunRecord]) -> str:
         ok = all(f["difference"] > 0 and f["p_value"] < 0.05 for f in flows)
         return (f"{'reached' if ok else 'not reached'}: bridged − shuffled {min(f['difference'] for f in flows):+.3f} at the "
                 f"least, largest p {max(f['p_value'] for f in flows):.2g}")
+    gains = [RunRecord.accuracy(t, "bridged") - RunRecord.accuracy(t, "target") for t in best]
+    ps = [t["mcnemar_bridged_vs_target"]["p_value"] for t in best]
+    ok = min(gains) >= 0.05 and max(ps) < 0.01
+    every_seed = (f"{'reached' if ok else 'not reached'}: smallest gain {min(gains):+.3f}, largest McNemar p "
+                  f"{max(ps):.2g}")
     if sweep == "communicate_arith":
-        gains = [RunRecord.accuracy(t, "bridged") - RunRecord.accuracy(t, "target") for t in best]
-        ps = [t["mcnemar_bridged_vs_target"]["p_value"] for t in best]
-        ok = min(gains) >= 0.05 and max(ps) < 0.01
-        return (f"{'reached' if ok else 'not reached'}: smallest gain {min(gains):+.3f}, largest McNemar p "
-                f"{max(ps):.2g}")
-    ok = bridged >= target
-    return f"{'reached' if ok else 'not reached'}: {bridged:.3f} vs {target:.3f}"
+        return every_seed
+    if sweep in COMPARISONS:
+        return f"bridged − target {bridged - target:+.3f} on the mean"
+    return f"{'reached' if bridged >= target else 'not reached'}: {bridged:.3f} vs {target:.3f}; {every_seed}"
 
 
 def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
@@ -188,7 +198,7 @@ def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
               "bridged − shuffled", "target alone", "source alone", "text relay", "bridged − target per seed (McNemar p)",
               "message bytes", "verdict")
     return ["# Communication on the tiny pair: does the target gain from the source?", "",
-            "Command: `benchmarks/communicate.sh` (resumable sweeps: 5 seeds each, facts_mc 3), then",
+            "Command: `benchmarks/communicate.sh` (resumable sweeps: 5 seeds each, facts_mc and the comparisons 3), then",
             "`python benchmarks/outcome_tables.py`. Test accuracy (200 items) of the weights chosen on 200 dev items,",
             "mean ± 95% t interval over seeds (seeds are the units). facts: train, dev and test are disjoint by entity;",
             "the source learned every entity, the target none. shuffled: the message from another item's source states.", "",

@@ -8,7 +8,11 @@ includes the source writing its solution (its cache of solutions is emptied befo
 Latency follows the length of what is generated, so the mean generated tokens are written beside.
 
     python benchmarks/latency.py [--recipes answer_softplus kv_prefix c2c_fusion latent_relay]
-        [--queries 30] [--batch 16] [--weights NAME=RUN_DIR/best ...] [key=value ...]
+        [--queries 30] [--batch 16] [--weights NAME=RUN_DIR/best ...] [--name latency] [key=value ...]
+
+``--variant LABEL RECIPE OVERRIDE...``: one more bridged system, a recipe with overrides of its own
+(its weights: ``--weights LABEL=FOLDER``). ``--name``: the results file (``results/<name>.md`` and ``.json``), so that a measurement of other
+recipes does not replace the message kinds' table.
 """
 
 from __future__ import annotations
@@ -59,14 +63,22 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--weights", nargs="*", default=[], help="NAME=FOLDER: a trained translator per recipe")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL RECIPE OVERRIDE",
+                        help="a bridged system named LABEL: RECIPE with its own overrides (repeatable)")
+    parser.add_argument("--name", default="latency", help="results file name (results/NAME.md, .json)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     weights = dict(w.split("=", 1) for w in args.weights)
+    systems = [(name, name, []) for name in args.recipes]
+    for variant in args.variant:
+        if len(variant) < 2:
+            parser.error("--variant needs a LABEL and a RECIPE")
+        systems.append((variant[0], variant[1], variant[2:]))
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(args.recipes):
+        for i, (name, recipe_name, own) in enumerate(systems):
             # train.max_train_examples=1: the latent relay solves only the dev and test prompts at build
-            recipe = load_recipe(name, ["train.max_train_examples=1", *args.overrides])
+            recipe = load_recipe(recipe_name, ["train.max_train_examples=1", *args.overrides, *own])
             exp = Experiment.build(recipe, translator_dir=weights.get(name))
             exp.translator.eval()
             if i == 0:
@@ -87,7 +99,7 @@ def main() -> None:
     for label, r in rows.items():
         table.append((label, *(f"{r[k] * 1000:.1f}" for k in keys), *(f"{r[k] / relay[k]:.2f}" for k in keys),
                       f"{r['tokens']:.1f}"))
-    write("latency", {"recipes": args.recipes, "queries": args.queries, "batch": args.batch,
+    write(args.name, {"recipes": args.recipes, "variants": args.variant, "queries": args.queries, "batch": args.batch,
                       "weights": weights or "untrained", "systems": rows}, table,
           notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (and, for the latent relay, the "
                 "source's generation) + translator + target generation; text relay: source generation + target "
