@@ -168,6 +168,20 @@ def _goal(sweep: str, runs: list[RunRecord]) -> str:
     return f"{'reached' if bridged >= target else 'not reached'}: {bridged:.3f} vs {target:.3f}; {every_seed}"
 
 
+def _source_answers(run: RunRecord) -> str:
+    """In how many test items (of the dev-chosen weights) the bridged answer is the source's own: how well
+    the target reads back what the source worked out, right or wrong."""
+    best = run.best_step if run.best_step is not None else run.final_step
+    name = f"test_best_step_{best}" if best != run.final_step else f"test_step_{run.final_step}"
+    path = run.folder / f"eval_samples_{name}.jsonl"
+    if not path.is_file():
+        return "—"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows or "source_extracted" not in rows[0]:
+        return "—"
+    return str(sum(r["bridged_extracted"] is not None and r["bridged_extracted"] == r["source_extracted"] for r in rows))
+
+
 def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
     """The communication goals, one row per configuration of the communicate sweeps (the seeds column says how many):
     test accuracy of the dev-chosen weights (mean ± 95% t over seeds), the controls, per-seed gains."""
@@ -191,11 +205,13 @@ def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
                 format_mean_interval(test_accuracies(runs, "best"), n),
                 format_mean_interval(test_accuracies(runs, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
                 f"{RunRecord.accuracy(runs[0].test_best, 'target'):.3f}", f"{RunRecord.accuracy(runs[0].test_best, 'source'):.3f}",
-                f"{RunRecord.accuracy(runs[0].test_best, 'relay'):.3f}", gains, f"{size:,.0f}", _goal(sweep, runs))) + " |")
+                f"{RunRecord.accuracy(runs[0].test_best, 'relay'):.3f}", gains,
+                ", ".join(_source_answers(r) for r in runs), f"{size:,.0f}", _goal(sweep, runs))) + " |")
     if not rows:
         return []
     header = ("goal", "task", "recipe", "translator, injection, source view", "seeds", "bridged (test: best)", "shuffled",
               "bridged − shuffled", "target alone", "source alone", "text relay", "bridged − target per seed (McNemar p)",
+              "bridged answer = the source's, per seed (of 200)",
               "message bytes", "verdict")
     return ["# Communication on the tiny pair: does the target gain from the source?", "",
             "Command: `benchmarks/communicate.sh` (resumable sweeps: 5 seeds each, facts_mc and the comparisons 3), then",
