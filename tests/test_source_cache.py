@@ -194,3 +194,21 @@ def test_a_shard_written_from_other_prompts_is_recomputed(tmp_path):
     cache = fake_cache(tmp_path, {"train": after}, computed)  # the same key (a stale folder): the digest differs
     assert [text_of(h) for h in cache.get(after)] == ["new question?"]
     assert computed == ["new question?"]
+
+
+def test_supervise_leaves_both_cache_keys_alone(random_pair, tmp_path):
+    """What training supervises (task.supervise) changes neither what the source reads nor the baselines:
+    runs that differ only in it share both caches; a setting the models do read still changes them."""
+    from latentbridge.eval.harness import EvalSettings, Evaluator
+
+    def keys(*extra):
+        exp = make_experiment(random_pair, "cache.source=true", *extra)
+        ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=4, batch_size=4, max_new_tokens=4, stop=[], systems=["target"]),
+                       tmp_path / "ev")
+        return exp.bridge.source_cache.dir, json.dumps(ev.baseline_key(), sort_keys=True)
+
+    solution = keys()
+    assert keys("task.supervise=final_line") == solution
+    assert "supervise" not in solution[1]
+    other = keys("task.shots=1")
+    assert other[0] != solution[0] and other[1] != solution[1]

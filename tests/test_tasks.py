@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from latentbridge.errors import LatentBridgeError
+from latentbridge.api.task import Example
+from latentbridge.errors import ConfigError, LatentBridgeError
 from latentbridge.eval import extract_answer
 from latentbridge.io.data import read_examples
 from latentbridge.registry.host import Registry
@@ -125,7 +126,8 @@ def test_final_line_supervision_keeps_only_the_answer_line():
         a, b = whole.prompt(e), final.prompt(e)
         assert b.answer == " " + e.answer.splitlines()[-1] and b.answer.startswith(" #### ")
         assert a.answer == " " + e.answer
-        assert (b.header, b.question, b.cue) == (a.header, a.question, a.cue) and e.answer.split("\n")[0] in b.header + a.answer
+        assert (b.header, b.question, b.cue) == (a.header, a.question, a.cue)
+        assert "\n####" in b.header  # the exemplars keep their worked solutions
         assert final.gold_answer(e) == whole.gold_answer(e) == extract_answer(b.answer)
     two_lines = next(e for e in whole.examples("test") if e.answer.count("\n") >= 2)
     assert final.prompt(two_lines).answer.count("\n") == 0
@@ -138,5 +140,12 @@ def test_final_line_supervision_needs_a_final_line(tmp_path):
     task.dev_size = 0
     with pytest.raises(LatentBridgeError, match="supervise=final_line needs answers with a '####' line"):
         task.prompt(task.examples("test")[0])
-    with pytest.raises(Exception, match="supervise"):
+    with pytest.raises(ConfigError, match="supervise: must be 'solution' for a multiple-choice task"):
         make_task("facts_mc", supervise="final_line")
+
+
+def test_final_line_supervision_takes_the_last_answer_line():
+    """From the last '####' on: a solution that mentions '####' earlier keeps only its final line."""
+    task = make_task("arith", supervise="final_line")
+    e = Example(id="x", question="q", answer="He writes #### on the board.\n2 + 2 = 4\n#### 4")
+    assert task.supervised_answer(e) == "#### 4"

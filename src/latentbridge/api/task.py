@@ -81,7 +81,15 @@ class TaskConfig:
     supervise: Literal["solution", "final_line"] = option(
         "solution", help="what training supervises after the cue: 'solution', the whole worked answer; "
         "'final_line', only its '#### N' line (the answer must then come from the message, not from "
-        "the target's own worked steps). Exemplars and scoring are unchanged")
+        "the target's own worked steps). Exemplars, scoring and the caches are unchanged; the objectives "
+        "that read the answer (kl, dit_flow's teacher) read the final line too, and format_penalty "
+        "still appends '\\n#### N' to the target's own continuation")
+
+    def read_settings(self) -> dict:
+        """The settings that change what the models read or write at evaluation, ``supervise`` left out
+        (it changes only what training supervises): the key of the caches of baselines and source states,
+        shared by runs that differ only in it."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "supervise"}
 
     def check(self) -> list[tuple[str, str]]:
         if "{question}" not in self.question_template:

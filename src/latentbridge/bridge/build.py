@@ -202,7 +202,6 @@ def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
     never by example id; the hidden states are computed from those same prompts (``bridge.hidden_rows``)."""
     from latentbridge._version import __version__
     from latentbridge.bridge.source_cache import SPLITS, SourceCache
-    from latentbridge.config.schema import config_to_dict
     from latentbridge.io.caches import cache_root
     from latentbridge.io.digest import prompts_digest
 
@@ -213,7 +212,7 @@ def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):
         "layer": bridge.source_layer,
         "dtype": str(bridge.source.dtype),
         "task": task.name,
-        "task_config": config_to_dict(task.config),
+        "task_config": task.config.read_settings(),
         "prefix": bridge.source_encoder.prefix,
         "prompts": {split: prompts_digest([e.id for e in examples], [task.prompt(e) for e in examples])
                     for split, examples in splits.items()},

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from latentbridge._version import __version__
-from latentbridge.config.schema import config_to_dict
 from latentbridge.io.atomic import write_atomic
 from latentbridge.io.caches import cache_root
 from latentbridge.io.digest import json_digest
@@ -46,7 +45,7 @@ def baseline_key(bridge: Any, task: Any, items_digest: str, settings: Any) -> di
         "target": bridge.target.fingerprint,
         "dtypes": [str(bridge.source.dtype), str(bridge.target.dtype)],
         "task": task.name,
-        "task_config": config_to_dict(task.config),
+        "task_config": task.config.read_settings(),
         "items": items_digest,
         "decoding": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop, "greedy": True},
     }
