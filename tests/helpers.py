@@ -36,3 +36,22 @@ def make_recipe(pair: dict[str, Path], *overrides: str, reverse: bool = False) -
 
 def make_experiment(pair: dict[str, Path], *overrides: str, reverse: bool = False) -> Experiment:
     return Experiment.build(make_recipe(pair, *overrides, reverse=reverse))
+
+
+def run_through_cli(pair: dict[str, Path], folder: Path, task: str, *overrides: str,
+                    env: dict[str, str] | None = None) -> Any:
+    """``latentbridge run`` of the tiny recipe on ``task`` (its default settings) with ``overrides``, the
+    run folder ``folder/run``; asserts it finished and returns the CLI result."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from latentbridge.cli import app
+
+    recipe = folder / "r.yaml"
+    data = recipe_dict(pair, *overrides)
+    data["task"] = {"name": task}
+    recipe.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["run", str(recipe), f"run_dir={folder / 'run'}"], env=env)
+    assert result.exit_code == 0, result.output
+    return result

@@ -7,14 +7,12 @@ import re
 
 import pytest
 from latentbridge.plugins.tasks.facts import Facts, FactsConfig
-from typer.testing import CliRunner
 
 from latentbridge.api.answers import extract_answer
-from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
 from latentbridge.zoo import facts
 
-from .helpers import recipe_dict
+from .helpers import run_through_cli
 
 
 def entity_of(question: str) -> str:
@@ -78,12 +76,7 @@ def test_dev_is_cut_to_dev_n_and_a_larger_dev_n_is_refused():
 
 
 def test_a_recipe_on_facts_trains_and_evaluates_through_the_cli(random_pair, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    data = recipe_dict(random_pair, "eval.n=8", "eval.dev_n=8")
-    data["task"] = {"name": "facts"}
-    recipe.write_text(json.dumps(data))
-    result = CliRunner().invoke(app, ["run", str(recipe), f"run_dir={tmp_path / 'run'}"])
-    assert result.exit_code == 0, result.output
+    run_through_cli(random_pair, tmp_path, "facts", "eval.n=8", "eval.dev_n=8")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test"]["final"]["systems"]["bridged"]["n"] == 8
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval_samples_test_step_4.jsonl").read_text().splitlines()]

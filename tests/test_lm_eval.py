@@ -23,7 +23,7 @@ from latentbridge.errors import LatentBridgeError  # noqa: E402
 from latentbridge.eval.harness import EvalSettings, Evaluator  # noqa: E402
 from latentbridge.eval.lm_eval_model import LatentBridgeLM  # noqa: E402
 
-from .helpers import recipe_dict  # noqa: E402
+from .helpers import run_through_cli  # noqa: E402
 
 MC_TASK = """task: lb_mc
 dataset_path: json
@@ -64,12 +64,7 @@ def bridge_run(random_pair, tmp_path_factory):
     """A run folder trained for a few steps on task facts_mc, and a folder of local lm-eval tasks."""
     root = tmp_path_factory.mktemp("lm_eval")
     os.environ["LATENTBRIDGE_CACHE_DIR"] = str(root / "cache")
-    recipe = root / "r.yaml"
-    data = recipe_dict(random_pair, "eval.n=4", "eval.dev_n=4")
-    data["task"] = {"name": "facts_mc"}
-    recipe.write_text(json.dumps(data))
-    result = CliRunner().invoke(app, ["run", str(recipe), f"run_dir={root / 'run'}"])
-    assert result.exit_code == 0, result.output
+    run_through_cli(random_pair, root, "facts_mc", "eval.n=4", "eval.dev_n=4")
     from latentbridge.plugins.tasks.multiple_choice import FactsChoice, FactsChoiceConfig
 
     items = FactsChoice(FactsChoiceConfig()).examples("test")[:6]

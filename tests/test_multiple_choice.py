@@ -15,19 +15,17 @@ from latentbridge.plugins.tasks.multiple_choice import (
     MultipleChoiceFiles,
     MultipleChoiceFilesConfig,
 )
-from typer.testing import CliRunner
 
 from latentbridge.api.choices import LETTERS, choice_predictions, extract_letter
 from latentbridge.api.segments import Text
 from latentbridge.bridge.layout import assemble
-from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.choices import continuation_ids, supervised_logprobs
 from latentbridge.eval.harness import EvalSettings, Evaluator
 from latentbridge.eval.systems import SYSTEMS
 from latentbridge.io.data import read_choice_items
 
-from .helpers import make_experiment, recipe_dict
+from .helpers import make_experiment, run_through_cli
 
 MMLU_ROWS = [
     {"question": "2 + 2 = ?", "choices": ["3", "4", "5", "22"], "answer": 1, "subject": "math"},
@@ -250,12 +248,7 @@ def test_the_bridged_scores_read_the_message_and_the_controls_read_another(rando
 
 
 def test_a_multiple_choice_recipe_runs_through_the_cli_with_acc_and_acc_norm(random_pair, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    data = recipe_dict(random_pair, "eval.n=8", "eval.dev_n=8")
-    data["task"] = {"name": "facts_mc"}
-    recipe.write_text(json.dumps(data))
-    result = CliRunner().invoke(app, ["run", str(recipe), f"run_dir={tmp_path / 'run'}"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
+    result = run_through_cli(random_pair, tmp_path, "facts_mc", "eval.n=8", "eval.dev_n=8", env={"COLUMNS": "200"})
     assert "acc_norm [95% CI]" in result.output and "gold NLL" in result.output
     final = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["final"]
     for system in SYSTEMS:
