@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
@@ -24,10 +25,12 @@ from latentbridge.eval.systems import SYSTEMS
 
 def fmt_acc(s: dict[str, Any] | None) -> str:
     """``0.412 [0.345, 0.482]``: accuracy and its Wilson 95% interval."""
-    if s is None:
-        return "-"
-    low, high = s["ci95"]
-    return f"{s['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
+    return "-" if s is None else _with_interval(s["accuracy"], s["ci95"])
+
+
+def _with_interval(accuracy: float, ci95: Sequence[float]) -> str:
+    low, high = ci95
+    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def shorten(text: str | None, width: int = 60) -> str:
@@ -41,8 +44,7 @@ def fmt_filter(s: dict[str, Any] | None, name: str) -> str:
     """``0.412 [0.345, 0.482]`` under answer filter ``name`` (its accuracy and Wilson 95% interval)."""
     if s is None or name not in s.get("by_filter", {}) or name not in s.get("ci95_by_filter", {}):
         return "-"
-    low, high = s["ci95_by_filter"][name]
-    return f"{s['by_filter'][name]:.3f} [{low:.3f}, {high:.3f}]"
+    return _with_interval(s["by_filter"][name], s["ci95_by_filter"][name])
 
 
 def is_choice_summary(summary: dict[str, Any]) -> bool:

@@ -152,15 +152,18 @@ class Evaluator:
         """The target reading each item's own text and a message from ``source(chunk)``: the prompts
         the source reads, the examples (for the source cache, or None) and the per-row seeds."""
         def build(chunk: slice):
-            prompts, examples, seeds = source(chunk)
-            message = self.bridge.message(prompts, seeds, examples=examples)
-            return self.bridge.bridged_inputs(message, self.prompts[chunk], with_answer=False)
+            return self.bridge.bridged_inputs(self._message(source, chunk), self.prompts[chunk], with_answer=False)
 
         self.bridge.translator.eval()
         with torch.no_grad():
             return self._generate(self.bridge.target, build, what)
 
     # where each system's message comes from: (the prompts the source reads, their examples, seeds) per chunk
+
+    def _message(self, source: Callable[[slice], tuple[list[Prompt], Any, torch.Tensor]], chunk: slice) -> Any:
+        """The translator's message for ``chunk``, from what ``source(chunk)`` says the source reads."""
+        prompts, examples, seeds = source(chunk)
+        return self.bridge.message(prompts, seeds, examples=examples)
 
     def _own_source(self, chunk: slice):
         return self.prompts[chunk], self.items[chunk], self.seeds[chunk]
@@ -191,9 +194,7 @@ class Evaluator:
     def _bridged_scores(self, what: str, source: Callable[[slice], tuple[list[Prompt], Any, torch.Tensor]]) -> list[list[float]]:
         """The bridged system's (or a control's) choice scores, its message from ``source(chunk)``."""
         def rows_for(chunk: slice):
-            prompts, examples, seeds = source(chunk)
-            message = self.bridge.message(prompts, seeds, examples=examples)
-            return bridged_rows(self.bridge, message, self.task, self.prompts[chunk], self.items[chunk])
+            return bridged_rows(self.bridge, self._message(source, chunk), self.task, self.prompts[chunk], self.items[chunk])
 
         self.bridge.translator.eval()
         with torch.no_grad():
@@ -282,7 +283,7 @@ class Evaluator:
         bridged: list[tuple[int, int]] = []
         for start in range(0, len(self.items), self.settings.batch_size):
             chunk = slice(start, start + self.settings.batch_size)
-            message = self.bridge.message(self.prompts[chunk], self.seeds[chunk], examples=self.items[chunk])
+            message = self._message(self._own_source, chunk)
             bridged += list(zip(message.nbytes(), message.ntokens(), strict=True))
         sizes["bridged"] = bridged
         if outputs.get("relay") is not None and outputs.get("source") is not None:

@@ -147,6 +147,10 @@ class LatentBridgeLM(TemplateLM):
             text = source.bos_token or source.eos_token or ""
         return Prompt(header="", question=text[: len(text) - len(cue)], cue=cue, answer="")
 
+    def _message(self, prompts: Sequence[Prompt]) -> Any:
+        """The translator's message for ``prompts``, seeded by each prompt's text (a request has no item id)."""
+        return self.bridge.message(prompts, torch.tensor([item_seed(p.text) for p in prompts], dtype=torch.long))
+
     def _rows(self, batch: Sequence[tuple[Any, list[int], list[int]]]) -> Any:
         """The inputs of one batch of ``(request args or None, context ids, continuation ids)``."""
         if self.system != "bridged":
@@ -158,8 +162,7 @@ class LatentBridgeLM(TemplateLM):
                 rows.append([Text(whole[:cut]), Text(whole[cut:], supervised=True)])
             return assemble(rows, None, self.frozen.embed, self.frozen.pad_id)
         prompts = [self._prompt(None if args is None else args[0]) for args, _, _ in batch]
-        seeds = torch.tensor([item_seed(p.text) for p in prompts], dtype=torch.long)
-        message = self.bridge.message(prompts, seeds)
+        message = self._message(prompts)
         # a rolling window's context (beyond the first window's prefix token) is read before the scored tokens
         answers = [((() if args is not None else _after_prefix(context, self.prefix_token_id)), list(continuation))
                    for args, context, continuation in batch]
@@ -218,8 +221,7 @@ class LatentBridgeLM(TemplateLM):
         model = self.frozen
         if self.system == "bridged":
             prompts = [self._prompt(c) for c in contexts]
-            seeds = torch.tensor([item_seed(p.text) for p in prompts], dtype=torch.long)
-            inputs = self.bridge.bridged_inputs(self.bridge.message(prompts, seeds), prompts, with_answer=False)
+            inputs = self.bridge.bridged_inputs(self._message(prompts), prompts, with_answer=False)
         else:
             rows = [[Text(self.tok_encode(c, left_truncate_len=max(1, self.max_length - max_new)))] for c in contexts]
             inputs = assemble(rows, None, model.embed, model.pad_id)
