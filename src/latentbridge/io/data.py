@@ -59,12 +59,12 @@ def read_examples(path: str | Path, split: str, label_field: str | None = None) 
     ids = _Ids(path, split)
     examples: list[Example] = []
     for line_no, record in _records(path):
-        for key in ("question", "answer"):
-            if not isinstance(record.get(key), str) or not record[key].strip():
-                raise LatentBridgeError(f"{path}:{line_no}: field '{key}' must be a non-empty string")
-        label = record.get(label_field) if label_field else None
-        examples.append(Example(id=ids(record, line_no), question=record["question"], answer=record["answer"],
-                                label=None if label is None else str(label)))
+        try:
+            question, answer = (_text(record.get(key), f"field '{key}'") for key in ("question", "answer"))
+        except ValueError as exc:
+            raise LatentBridgeError(f"{path}:{line_no}: {exc}") from None
+        examples.append(Example(id=ids(record, line_no), question=question, answer=answer,
+                                label=_label(record, label_field)))
     if not examples:
         raise LatentBridgeError(f"{path}: no examples (the file is empty)")
     return examples
@@ -95,12 +95,17 @@ def read_choice_items(path: str | Path, split: str, layout: ChoiceLayout = "auto
             raise LatentBridgeError(f"{path}:{line_no}: {exc} ({kind} layout)") from None
         if len(choices) < 2:
             raise LatentBridgeError(f"{path}:{line_no}: {len(choices)} choice(s); a multiple-choice item needs at least 2")
-        label = record.get(label_field) if label_field else None
-        items.append(Example(id=ids(record, line_no), question=question, answer="", label=None if label is None else str(label),
+        items.append(Example(id=ids(record, line_no), question=question, answer="", label=_label(record, label_field),
                              choices=tuple(choices), gold=gold))
     if not items:
         raise LatentBridgeError(f"{path}: no examples (the file is empty)")
     return items
+
+
+def _label(record: dict[str, Any], field: str | None) -> str | None:
+    """The record's ``field`` as a string, or None when there is no such field (or it is null)."""
+    label = record.get(field) if field else None
+    return None if label is None else str(label)
 
 
 def _text(value: Any, what: str) -> str:
