@@ -33,4 +33,6 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.loggers.wandb",
     "latentbridge.plugins.loggers.mlflow",
     "latentbridge.plugins.quantities.step",
+    "latentbridge.plugins.systems.text",
+    "latentbridge.plugins.systems.bridged",
 ]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "latentbridge"
 PLUGINS = REPO / "plugins"
 MAX_LINES = 400
-SUBPACKAGES = ("api", "nn", "config", "registry", "bridge", "train", "eval", "io", "report", "cli", "zoo")
+SUBPACKAGES = ("api", "nn", "config", "registry", "runtime", "bridge", "train", "eval", "io", "report", "cli", "zoo")
 # what each layer may import from latentbridge (besides itself); anything else is a violation
 ALLOWED = {
     "api": {"latentbridge.errors", "latentbridge._version"},
@@ -109,6 +109,50 @@ def test_interface_layers_import_only_what_they_may(layer):
                 if not (inside or allowed):
                     bad.append(f"{name} imports {dep}")
     assert not bad, "\n".join(bad)
+
+
+# layers that must not import another (besides the interface rules above): (importer, imported, why)
+FORBIDDEN = [
+    ("latentbridge.bridge", "latentbridge.train", "the bridge is used by training and evaluation alike"),
+    ("latentbridge.eval", "latentbridge.train", "evaluation runs without training (runtime helpers: latentbridge.runtime)"),
+    ("latentbridge.config", "latentbridge.eval", "system names come from the registry"),
+    ("latentbridge.runtime", "latentbridge.bridge", "runtime is below every layer"),
+    ("latentbridge.runtime", "latentbridge.train", "runtime is below every layer"),
+    ("latentbridge.runtime", "latentbridge.eval", "runtime is below every layer"),
+]
+
+
+def _inside(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{name} imports {dep} ({why})" for importer, imported, why in FORBIDDEN
+            for name, deps in graph.items() if _inside(name, importer)
+            for dep in sorted(deps) if _inside(dep, imported)]
+
+
+def test_layers_import_nothing_they_must_not():
+    bad = forbidden_imports(GRAPH)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize(("importer", "imported"), [("latentbridge.eval.harness", "latentbridge.train.runner"),
+                                                    ("latentbridge.bridge.core", "latentbridge.train.loss"),
+                                                    ("latentbridge.config.sections", "latentbridge.eval.harness")])
+def test_the_layer_rule_finds_a_planted_import(importer, imported):
+    planted = {k: set(v) for k, v in GRAPH.items()}
+    planted[importer].add(imported)
+    assert any(line.startswith(f"{importer} imports {imported}") for line in forbidden_imports(planted))
+
+
+def test_moved_modules_are_the_same_objects_under_their_old_names():
+    import latentbridge.runtime.distributed as new_distributed
+    import latentbridge.runtime.precision as new_precision
+    import latentbridge.train.distributed as old_distributed
+    import latentbridge.train.precision as old_precision
+
+    assert old_distributed is new_distributed and old_precision is new_precision
 
 
 def test_the_core_knows_no_concrete_plugin():

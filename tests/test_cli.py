@@ -29,7 +29,7 @@ def test_list_plugins_json():
     assert ("injection", "soft_only") in by_name and ("injection", "soft_plus_text") in by_name
     assert ("logger", "tensorboard") in by_name and ("quantity", "question_chunks") in by_name
     for row in rows:
-        assert row["kind"] in {"objective", "translator", "injection", "task", "logger", "quantity"}
+        assert row["kind"] in {"objective", "translator", "injection", "task", "logger", "system", "quantity"}
         assert isinstance(row["version"], str) and row["description"]
 
 

@@ -68,13 +68,13 @@ def test_a_system_not_run_is_null_never_a_shorter_file(random_pair, tmp_path):
 def test_baselines_generated_once_and_cached_on_disk(random_pair, tmp_path, monkeypatch):
     exp = make_experiment(random_pair)
     calls = []
-    original = Evaluator._text_system
+    original = Evaluator.generate_text
 
-    def spy(self, model, rows, what):
+    def spy(self, model, rows, what, max_new_tokens=None):
         calls.append(what)
-        return original(self, model, rows, what)
+        return original(self, model, rows, what, max_new_tokens)
 
-    monkeypatch.setattr(Evaluator, "_text_system", spy)
+    monkeypatch.setattr(Evaluator, "generate_text", spy)
     first = evaluator(exp, tmp_path)
     first.evaluate(step=1)
     first.evaluate(step=2)

@@ -212,7 +212,7 @@ def test_json_listing_has_required_keys():
     registry = Registry.load(autoload=False)
     rows = [p.as_json() for p in registry.all()]
     json.dumps(rows)
-    assert {r["kind"] for r in rows} == {"objective", "translator", "injection", "task", "logger"}
+    assert {r["kind"] for r in rows} == {"objective", "translator", "injection", "task", "logger", "system"}
     for row in rows:
         assert {"kind", "name", "status", "distribution", "version", "description"} <= row.keys()
         assert row["status"] == "ok"

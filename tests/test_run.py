@@ -249,7 +249,7 @@ def test_nothing_to_train_is_a_clear_error(random_pair, tmp_path):
 def test_autocast_only_on_cuda_with_a_16_bit_dtype():
     import contextlib
 
-    from latentbridge.train.precision import autocast
+    from latentbridge.runtime.precision import autocast
 
     assert isinstance(autocast(torch.device("cpu"), torch.bfloat16), contextlib.nullcontext)
     assert isinstance(autocast(torch.device("cuda"), torch.float32), contextlib.nullcontext)

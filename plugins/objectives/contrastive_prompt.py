@@ -26,7 +26,7 @@ from latentbridge import (
     hookimpl,
     option,
 )
-from latentbridge.train.distributed import gather_with_grad
+from latentbridge.runtime.distributed import gather_with_grad
 
 
 @dataclass

@@ -20,6 +20,7 @@ from latentbridge.api.messages import KVFusion, KVPrefix, Message, SoftTokens, S
 from latentbridge.api.objective import Objective, ObjectiveConfig
 from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
+from latentbridge.api.system import System, SystemConfig
 from latentbridge.api.task import Example, Prompt, Task, TaskConfig
 from latentbridge.api.translator import Translator, TranslatorConfig
 from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
@@ -55,6 +56,8 @@ __all__ = [
     "SoftTokens",
     "SourceStates",
     "StepContext",
+    "System",
+    "SystemConfig",
     "TargetInputs",
     "TargetText",
     "Task",

@@ -50,6 +50,11 @@ def register_loggers(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_systems(register: Callable[[type], None]) -> None:
+    """Register :class:`latentbridge.System` subclasses (evaluation systems a recipe names in ``eval.systems``)."""
+
+
+@hookspec
 def register_step_quantities(register: Callable[[object], None]) -> None:
     """Register shared step quantities: ``register(StepQuantity(name, compute, help))``; objectives read
     them with ``step.get(name)`` after declaring them in ``needs``."""

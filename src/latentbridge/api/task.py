@@ -182,6 +182,12 @@ class Task:
             question_span=(before, before + len(own)),
         )
 
+    def source_prompt(self, example: Example) -> Prompt:
+        """Everything the source reads for ``example``, as one prompt: what the ``skyline`` system hands the
+        target. A context-split task (the source reads a context the target never sees) returns the context
+        and the question; by default it is :meth:`prompt`, what both models read."""
+        return self.prompt(example)
+
     def supervised_answer(self, example: Example) -> str:
         """What training supervises after the cue and separator: the whole answer, or with
         ``supervise: final_line`` its last ``####`` line only."""

@@ -22,7 +22,7 @@ from latentbridge.errors import LatentBridgeError
 from latentbridge.io.weights import OBJECTIVES_FILE, load_translator_weights
 from latentbridge.registry.blame import blame
 from latentbridge.registry.host import Registry, get_registry
-from latentbridge.train.distributed import world_size
+from latentbridge.runtime.distributed import world_size
 
 
 def seed_everything(seed: int) -> None:

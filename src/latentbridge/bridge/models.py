@@ -58,7 +58,7 @@ def resolve_model_path(name: str) -> Path:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        from latentbridge.train.distributed import local_device
+        from latentbridge.runtime.distributed import local_device
 
         return torch.device(local_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

@@ -38,7 +38,7 @@ def list_plugins(
         False, "--json", help='Print JSON: a list of plugin objects, then one object per load problem ("kind": "problem").'
     ),
     kind: str = typer.Option(
-        None, "--kind", help="Only this kind: objective, translator, injection, task, logger or quantity."),
+        None, "--kind", help="Only this kind: objective, translator, injection, task, logger, system or quantity."),
 ) -> None:
     kinds = [*KINDS, "quantity"]
     if kind is not None and kind not in kinds:
@@ -93,6 +93,9 @@ def _show(info: PluginInfo) -> None:
         console.print(f"emits: {info.cls.emits}{extra}", highlight=False)
     if info.kind == "injection":
         console.print(f"accepts messages: {', '.join(info.cls.accepts)}", highlight=False)
+    if info.kind == "system":
+        default = "evaluated by default" if info.cls.default else "evaluated when eval.systems names it"
+        console.print(f"role: {info.cls.role} ({default}; settings: eval.system_config.{info.name})", highlight=False)
     table = Table(show_header=True)
     for column in ("key", "type", "default", "meaning"):
         table.add_column(column, overflow="fold")

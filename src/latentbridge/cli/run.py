@@ -30,7 +30,7 @@ def run(
     75 preempted by SIGTERM/SIGINT/SIGUSR1 (a checkpoint was written: rerun with --resume).
     """
     from latentbridge.config.recipe import load_recipe
-    from latentbridge.train.distributed import init_from_env, is_main, launched_by_torchrun, shutdown
+    from latentbridge.runtime.distributed import init_from_env, is_main, launched_by_torchrun, shutdown
     from latentbridge.train.jobs import choose_run_dir, train_recipe
     from latentbridge.train.state import Diverged, Preempted
 
@@ -84,7 +84,7 @@ def evaluate(
 ) -> None:
     """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
     from latentbridge.eval.jobs import evaluate_run
-    from latentbridge.train.distributed import init_from_env, is_main, shutdown
+    from latentbridge.runtime.distributed import init_from_env, is_main, shutdown
 
     init_from_env()
     out = console if is_main() else Console(quiet=True)

@@ -20,7 +20,6 @@ from rich.progress import (
 from rich.table import Table
 
 from latentbridge.api import events
-from latentbridge.eval.systems import SYSTEMS
 
 
 def fmt_acc(s: dict[str, Any] | None) -> str:
@@ -57,8 +56,7 @@ def choice_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for column in ("system", "acc [95% CI]", "acc_norm [95% CI]", "generated [95% CI]", "no choice", "gold NLL", "top"):
         table.add_column(column, no_wrap=True, justify="left" if column == "system" or "CI" in column else "right")
-    for system in SYSTEMS:
-        s = summary["systems"].get(system)
+    for system, s in summary["systems"].items():
         if s is None:
             table.add_row(system, "not run", *["-"] * 5)
             continue
@@ -77,8 +75,7 @@ def results_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for column in ("system", "accuracy [95% CI]", "correct", "invalid", "distinct", "top", "collapse", "echo"):
         table.add_column(column, no_wrap=True, justify="left" if column in ("system", "accuracy [95% CI]") else "right")
-    for system in SYSTEMS:
-        s = summary["systems"].get(system)
+    for system, s in summary["systems"].items():
         if s is None:
             table.add_row(system, "not run", *["-"] * 6)
             continue
@@ -103,7 +100,7 @@ def _paired_caption(table: Table, summary: dict[str, Any]) -> None:
     if flow:
         table.caption += "\n" + information_flow_line(flow)
     sizes = [f"{name} {s['message_bytes']:,.0f} bytes ({s['message_tokens']:.1f} positions)"
-             for name in ("bridged", "relay") if (s := summary["systems"].get(name)) and "message_bytes" in s]
+             for name, s in summary["systems"].items() if s and "message_bytes" in s]
     if sizes:
         table.caption += "\nmessage per item: " + " | ".join(sizes)
 
@@ -118,9 +115,9 @@ def information_flow_line(flow: dict[str, Any]) -> str:
 def sample_lines(summary: dict[str, Any], width: int = 100) -> list[str]:
     """One sample output per system that ran (the first item's)."""
     return [
-        f"  {system:>8}: {shorten(s['sample'], width)}"
-        for system in SYSTEMS
-        if (s := summary["systems"].get(system)) is not None
+        f"  {system:>{max(8, *map(len, summary['systems']))}}: {shorten(s['sample'], width)}"
+        for system, s in summary["systems"].items()
+        if s is not None
     ]
 
 
@@ -136,7 +133,7 @@ def loss_terms(record: dict[str, Any]) -> str:
 
 
 def accuracy_line(step: int, split: str, summary: dict[str, Any]) -> str:
-    parts = [f"{s} {fmt_acc(summary['systems'][s])}" for s in SYSTEMS if summary["systems"].get(s)]
+    parts = [f"{name} {fmt_acc(s)}" for name, s in summary["systems"].items() if s]
     return f"step {step} ({split}): " + " | ".join(parts)
 
 

@@ -25,6 +25,7 @@ from latentbridge.config.sections import (
     SourceConfig,
     TrainConfig,
 )
+from latentbridge.config.systems import system_problems
 from latentbridge.config.yamlio import dump_yaml, parse_yaml
 from latentbridge.errors import ConfigError, LatentBridgeError
 from latentbridge.io.paths import kind_of
@@ -78,7 +79,7 @@ class Recipe:
             "injection": self.injection.as_dict(),
             "objectives": {name: config_to_dict(cfg) for name, cfg in self.objectives.items()},
             "train": config_to_dict(self.train),
-            "eval": config_to_dict(self.eval),
+            "eval": {k: v for k, v in config_to_dict(self.eval).items() if k != "system_config" or v},
             "curriculum": config_to_dict(self.curriculum) if self.curriculum else None,
             "checkpoint": config_to_dict(self.checkpoint),
             "cache": config_to_dict(self.cache),
@@ -189,6 +190,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
             problems.extend(_unmet_needs(objectives, registry))
     problems.extend(_message_problems(specs, objectives, curriculum, registry))
     problems.extend(_layers_problems(models, specs, cache, registry))
+    problems.extend(system_problems(evaluation, data.get("eval"), {**data, "specs": specs}, registry))
     reader = specs.get("translator")
     if reader is not None and source_view is not None and source_view.view == "generation" \
             and registry.get("translator", reader.name).cls.reads_cache:

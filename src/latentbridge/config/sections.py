@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from latentbridge.api.options import option
 from latentbridge.config.schema import show_value
-from latentbridge.eval.systems import SYSTEMS, SystemName
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -67,6 +66,17 @@ class TrainConfig:
         return problems
 
 
+def default_systems() -> list[str]:
+    """The built-in systems marked ``default``, in record order: what a recipe evaluates unless it lists
+    ``eval.systems`` (a third-party plugin never changes what other runs evaluate)."""
+    from latentbridge.registry.host import get_registry
+
+    registry = get_registry()
+    names = [n for n in registry.names("system")
+             if registry.get("system", n).cls.default and registry.get("system", n).provider.builtin]
+    return sorted(names, key=lambda n: (registry.get("system", n).cls.rank, n))
+
+
 @dataclass
 class EvalConfig:
     every: int = option(100, gt=0, help="evaluate on the dev split every N steps (and at the last step)")
@@ -75,10 +85,14 @@ class EvalConfig:
                         "best/ and early stopping select on them, never on test")
     batch_size: int = option(32, gt=0, help="items per generation batch")
     max_new_tokens: int = option(96, gt=0, help="generation limit per answer")
-    systems: list[SystemName] = option(
-        default_factory=lambda: list(SYSTEMS),
-        help="systems to evaluate (shuffled and null: the controls); baselines are computed once and cached"
+    systems: list[str] = option(
+        default_factory=lambda: default_systems(),
+        help="evaluation systems (`latentbridge list-plugins --kind system`); the default: every built-in "
+        "marked default (source, target, bridged, the controls, relay); baselines are computed once and cached"
     )
+    system_config: dict[str, dict] = option(
+        default_factory=dict, help="settings of the systems, by name (`latentbridge describe two_stage --kind system`): "
+        "{two_stage: {max_new_tokens: 32}}")
     stop: list[str] = option(default_factory=lambda: ["\n\n"], help="stop strings for generation")
     patience: int | None = option(None, gt=0, help="stop after N dev evaluations without a better bridged accuracy")
 

@@ -33,7 +33,7 @@ def evaluate_run(
     from latentbridge.config.recipe import load_recipe
     from latentbridge.eval.harness import EvalSettings, Evaluator
     from latentbridge.io.weights import read_translator_meta
-    from latentbridge.train.distributed import is_main
+    from latentbridge.runtime.distributed import is_main
 
     run_dir = Path(run_dir)
     if step not in STEPS:

@@ -45,7 +45,7 @@ from latentbridge.bridge.layout import assemble
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.choices import supervised_logprobs
 from latentbridge.eval.harness import item_seed
-from latentbridge.train.precision import autocast
+from latentbridge.runtime.precision import autocast
 
 SYSTEMS = ("target", "source", "bridged")
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's hf default when neither the config nor the tokenizer says

@@ -13,10 +13,14 @@ from typing import Any
 
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
-from latentbridge.eval.systems import SYSTEMS
 
 # eval_samples_<split>[_<weights>]_step_<N>.jsonl (older runs: eval_samples_step_<N>.jsonl)
 EVAL_FILE_RE = re.compile(r"eval_samples_(?:[a-z]+_)*step_(\d+)\.jsonl$")
+
+
+def systems_in(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The systems the records have fields for (``<system>_full``), in their order in the file."""
+    return [k[: -len("_full")] for k in (records[0] if records else {}) if k.endswith("_full")]
 
 
 def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any] | None:
@@ -105,7 +109,7 @@ def information_flow(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None
 def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-system summaries, the paired exact McNemar test of bridged vs target, and the
     information-flow figure (bridged vs the shuffled control)."""
-    systems = {s: system_summary(records, s) for s in SYSTEMS}
+    systems = {s: system_summary(records, s) for s in systems_in(records)}
     vs_target = paired_against(records, "bridged", "target")
     return {"n_items": len(records), "split": records[0].get("split", "test") if records else None, "systems": systems,
             "mcnemar_bridged_vs_target": vs_target, "information_flow": information_flow(records)}

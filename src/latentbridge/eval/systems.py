@@ -1,11 +1,26 @@
-"""The systems an evaluation compares (the relay's cut of the source's solution: bridge/solutions.py)."""
+"""System names and roles, from the plugin registry (the systems themselves: ``plugins/systems/``).
+
+``SYSTEMS`` keeps its old meaning for code written against it: the six systems every evaluation file has
+held from the start (``always_recorded``), in record order. New code asks the registry
+(:func:`system_names`, :func:`system_role`) or reads the systems a file or summary holds
+(:func:`latentbridge.eval.summary.systems_in`).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from latentbridge.registry.host import get_registry
 
-# every record has a field set for each, in this order; shuffled and null are the controls (eval/controls.py)
 SYSTEMS = ("source", "target", "bridged", "shuffled", "null", "relay")
-CONTROLS = ("shuffled", "null")
-BASELINES = ("source", "target", "relay")  # do not change during training: generated once and cached
-SystemName = Literal[SYSTEMS]  # type: ignore[valid-type]  (a recipe's eval.systems entries)
+
+
+def system_names() -> list[str]:
+    """Every registered system, in record order (rank, then name)."""
+    registry = get_registry()
+    return sorted(registry.names("system"), key=lambda n: (registry.get("system", n).cls.rank, n))
+
+
+def system_role(name: str) -> str | None:
+    """``baseline``, ``bridged`` or ``control``; None for a name no installed plugin registers (a file
+    written with a plugin that is gone)."""
+    registry = get_registry()
+    return registry.get("system", name).cls.role if name in registry.names("system") else None

@@ -13,10 +13,11 @@ from latentbridge._version import __version__
 from latentbridge.api.injection import InjectionConfig, InjectionMode
 from latentbridge.api.logger import Logger, LoggerConfig
 from latentbridge.api.objective import Objective, ObjectiveConfig
+from latentbridge.api.system import System, SystemConfig
 from latentbridge.api.task import Task, TaskConfig
 from latentbridge.api.translator import Translator, TranslatorConfig
 
-Kind = Literal["objective", "translator", "injection", "task", "logger"]
+Kind = Literal["objective", "translator", "injection", "task", "logger", "system"]
 
 BUILTIN_DISTRIBUTION = "latentbridge"
 
@@ -36,6 +37,7 @@ KINDS: dict[str, KindSpec] = {
     "injection": KindSpec("register_injection_modes", InjectionMode, InjectionConfig, "injection mode"),
     "task": KindSpec("register_tasks", Task, TaskConfig, "task"),
     "logger": KindSpec("register_loggers", Logger, LoggerConfig, "logger"),
+    "system": KindSpec("register_systems", System, SystemConfig, "evaluation system"),
 }
 QUANTITY_HOOK = "register_step_quantities"  # shared step quantities: objects, not classes (see collect)
 

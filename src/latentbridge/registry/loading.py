@@ -22,6 +22,7 @@ import os
 import pluggy
 
 from latentbridge.api.context import StepQuantity
+from latentbridge.api.system import RESERVED_NAMES, ROLES
 from latentbridge.config.schema import did_you_mean
 from latentbridge.errors import PluginError
 from latentbridge.registry.entries import (
@@ -184,6 +185,8 @@ class Loader:
         if not (inspect.isclass(config) and dataclasses.is_dataclass(config) and issubclass(config, spec.config_base)):
             return (f"plugin {provider}: {spec.words} '{name}' needs `Config`, a dataclass subclass of "
                     f"{spec.config_base.__name__}")
+        if kind == "system":
+            return _system_problem(cls, name, provider)
         return None
 
     def register_quantity(self, quantity: StepQuantity, provider: Provider) -> None:
@@ -221,3 +224,13 @@ class Loader:
         existing.append(PluginInfo(kind, name, cls, provider))
         if len(existing) > 1:
             existing[:] = [dataclasses.replace(e, status="ambiguous") for e in existing]
+
+
+def _system_problem(cls: type, name: str, provider: Provider) -> str | None:
+    """An evaluation system's own rules: a name that no record field already uses, and a known role."""
+    if name in RESERVED_NAMES:
+        return (f"plugin {provider}: evaluation system '{name}' takes a name the evaluation records already use "
+                f"(reserved: {', '.join(sorted(RESERVED_NAMES))})")
+    if getattr(cls, "role", None) not in ROLES:
+        return f"plugin {provider}: evaluation system '{name}' needs `role`, one of {', '.join(ROLES)}, got {cls.role!r}"
+    return None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latentbridge.eval.systems import BASELINES, SYSTEMS
+from latentbridge.eval.systems import system_role
 from latentbridge.report.runs import RunRecord
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def _test_points(ax: Axes, run: RunRecord, system: str, color: Any) -> None:
     for weights, marker in (("final", "o"), ("best", "*")):
         summary = run.test.get(weights)
         value = run.accuracy(summary, system)
-        if value is not None and not (weights == "best" and system in BASELINES):
+        if value is not None and not (weights == "best" and system_role(system) == "baseline"):
             ax.plot([summary["step"]], [value], linestyle="none", marker=marker, color=color, markersize=11,
                     markeredgecolor="black", markeredgewidth=0.6, zorder=20, label=f"_test {weights} {system}")
 
@@ -61,7 +61,8 @@ def curves_figure(run: RunRecord) -> Figure:
     ax_acc, ax_loss = fig.subplots(1, 2)
     steps = [e["step"] for e in run.evaluations]
     drawn = 0
-    for system in SYSTEMS:
+    systems = list(dict.fromkeys(s for e in run.evaluations for s in e.get("systems", {})))
+    for system in systems:
         values = [run.accuracy(e, system) for e in run.evaluations]
         if any(v is not None for v in values):
             (line,) = ax_acc.plot(steps, values, label=f"{system} (dev)", **_style(drawn, len(steps)))

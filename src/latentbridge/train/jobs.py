@@ -88,7 +88,7 @@ def train_recipe(
     continues its newest checkpoint. ``consumers`` receive every run event (see
     :mod:`latentbridge.api.events`); ``log`` gets the lines printed while the models load."""
     from latentbridge.bridge.build import Experiment
-    from latentbridge.train.distributed import rank
+    from latentbridge.runtime.distributed import rank
     from latentbridge.train.runner import Runner
 
     resolved = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)

@@ -8,7 +8,7 @@ import torch
 
 from latentbridge.api.objective import ObjectiveConfig
 from latentbridge.registry.blame import blame
-from latentbridge.train.distributed import world_size
+from latentbridge.runtime.distributed import world_size
 
 
 def scheduled_weights(configs: dict[str, ObjectiveConfig], step: int) -> dict[str, float]:

@@ -30,13 +30,20 @@ from latentbridge.eval.harness import EvalSettings, Evaluator, Interrupted
 from latentbridge.io import card, checkpoint
 from latentbridge.io.rundir import new_run_dir
 from latentbridge.io.weights import OBJECTIVES_FILE, WEIGHTS_FILE
+from latentbridge.runtime.distributed import (
+    any_true,
+    average_gradients,
+    barrier,
+    mean_values,
+    rank,
+    world_size,
+)
+from latentbridge.runtime.precision import autocast
 from latentbridge.train.data_order import DataOrder
-from latentbridge.train.distributed import any_true, average_gradients, barrier, mean_values, rank, world_size
 from latentbridge.train.events import EventBus
 from latentbridge.train.folder import RunFolder
 from latentbridge.train.loss import scheduled_weights, weighted_loss
 from latentbridge.train.metrics import average_records
-from latentbridge.train.precision import autocast
 from latentbridge.train.schedule import lr_factor
 from latentbridge.train.state import PREEMPT_SIGNALS, Diverged, Preempted, RunState
 from latentbridge.train.steps import StepBuilder
