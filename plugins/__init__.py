@@ -35,4 +35,5 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.quantities.step",
     "latentbridge.plugins.systems.text",
     "latentbridge.plugins.systems.bridged",
+    "latentbridge.plugins.systems.controls",
 ]

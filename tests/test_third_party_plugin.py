@@ -83,3 +83,24 @@ def test_its_own_message_kind_trains_and_evaluates_through_the_cli(installed, tm
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     bridged = summary["test"]["final"]["systems"]["bridged"]
     assert bridged["n"] == 4 and bridged["message_tokens"] == 8  # the default k = 8, counted once
+    for control in ("covgauss", "randomrot"):  # the controls read the package's message through its vectors
+        assert summary["test"]["final"]["systems"][control]["n"] == 4
+
+
+def test_its_own_evaluation_system_runs_through_the_cli(installed, tmp_path):
+    """The package's ``answer_relay`` system is listed as kind system and evaluated by name."""
+    from .test_recipe import GOOD
+
+    listed = run_cli(installed, "list-plugins", "--json", "--kind", "system")
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["answer_relay"]["distribution"] == "latentbridge-l2"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD)
+    done = run_cli(installed, "run", str(recipe), "task=arith", "train.steps=2", "train.warmup_steps=0",
+                   "eval.every=2", "eval.n=4", "eval.dev_n=4", "eval.max_new_tokens=4",
+                   "eval.systems=[bridged,source,answer_relay]", f"run_dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["final"]["systems"]
+    assert final["answer_relay"]["n"] == 4 and final["answer_relay"]["message_bytes"] > 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "eval_samples_test_step_2.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["answer_relay_full"], str) for r in records)

@@ -1,5 +1,6 @@
-"""An example third-party latentbridge plugin: objective ``l2`` (an L2 penalty on the soft tokens), and a
-message kind of its own (``soft_echo``) with the translator that emits it and the injection mode that places it."""
+"""An example third-party latentbridge plugin: objective ``l2`` (an L2 penalty on the soft tokens), a
+message kind of its own (``soft_echo``) with the translator that emits it and the injection mode that places
+it, and an evaluation system of its own (``answer_relay``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from latentbridge import (
     ObjectiveConfig,
     Soft,
     StepContext,
+    System,
     Text,
     hookimpl,
     option,
@@ -72,6 +74,12 @@ class SoftEcho(Message):
     def select(self, index):
         return SoftEcho(self.tokens[list(index)])
 
+    def vectors(self):  # what the statistics-keeping controls (covgauss, randomrot) redraw or rotate
+        return [self.tokens]
+
+    def with_vectors(self, groups):
+        return SoftEcho(groups[0].to(self.tokens.dtype))
+
     def target_inputs(self, bridge, rows, texts, prompts):
         return assemble(rows, self.tokens.to(bridge.target.dtype), bridge.target.embed, bridge.target.pad_id)
 
@@ -104,3 +112,29 @@ def register_translators(register):
 @hookimpl
 def register_injection_modes(register):
     register(SoftAround)
+
+
+# -- an evaluation system of its own: the source's final answer line alone, relayed as text -------------
+
+
+class AnswerRelay(System):
+    """The source's final '####' line alone, handed to the target as text after the cue."""
+
+    name = "answer_relay"
+    role = "baseline"  # reads nothing trained: generated once and cached
+
+    def _lines(self, ev):
+        return [f" #### {out.split('####')[-1].strip()}\n" if "####" in out else " " for out in ev.baseline("source")]
+
+    def generate(self, ev):
+        enc = ev.bridge.target_encoder
+        rows = [enc.continued_ids(p, line) for p, line in zip(ev.prompts, self._lines(ev), strict=True)]
+        return ev.generate_text(ev.bridge.target, rows, "answer_relay")
+
+    def message_sizes(self, ev, outputs):
+        return [(len(t.encode()), len(ev.bridge.target_encoder.ids(t))) for t in self._lines(ev)]
+
+
+@hookimpl
+def register_systems(register):
+    register(AnswerRelay)

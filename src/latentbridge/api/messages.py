@@ -19,6 +19,7 @@ by bytes). :class:`SourceStates` is what a translator reads.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -74,6 +75,16 @@ class Message:
         """The messages of rows ``index``, in that order."""
         raise NotImplementedError
 
+    def vectors(self) -> list[torch.Tensor]:
+        """The message as groups of vectors, ``b n d`` each (soft tokens: one group; a kv prefix: each
+        layer's keys and values, the heads side by side): what the controls that keep a message's
+        statistics redraw or rotate (``covgauss``, ``randomrot``). A kind without them raises."""
+        raise NotImplementedError(f"message kind '{self.kind}' does not expose its vectors")
+
+    def with_vectors(self, groups: Sequence[torch.Tensor]) -> Message:
+        """The same message with its :meth:`vectors` replaced by ``groups`` (same shapes)."""
+        raise NotImplementedError(f"message kind '{self.kind}' does not expose its vectors")
+
 
 def _bytes(t: torch.Tensor) -> int:
     return t.element_size()
@@ -98,6 +109,13 @@ class SoftTokens(Message):
 
     def select(self, index: Sequence[int]) -> SoftTokens:
         return SoftTokens(self.tokens[list(index)])
+
+    def vectors(self) -> list[torch.Tensor]:
+        return [self.tokens]
+
+    def with_vectors(self, groups: Sequence[torch.Tensor]) -> SoftTokens:
+        (tokens,) = groups
+        return SoftTokens(tokens.to(self.tokens.dtype))
 
 
 @dataclass
@@ -128,10 +146,22 @@ class KVPrefix(Message):
         idx = list(index)
         return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values])
 
+    def vectors(self) -> list[torch.Tensor]:
+        """Per layer, its keys then its values, ``b k (kv_heads head_dim)``."""
+        return [t.transpose(1, 2).flatten(2) for pair in zip(self.keys, self.values, strict=True) for t in pair]
+
+    def with_vectors(self, groups: Sequence[torch.Tensor]) -> KVPrefix:
+        shaped = [g.reshape(t.shape[0], t.shape[2], t.shape[1], t.shape[3]).transpose(1, 2).to(t.dtype)
+                  for g, t in zip(groups, [t for pair in zip(self.keys, self.values, strict=True) for t in pair],
+                                  strict=True)]
+        return KVPrefix(shaped[0::2], shaped[1::2])
+
 
 # fuse(layer, receiver_keys, receiver_values, source_keys, source_values) -> fused keys, values; all
 # ``b heads t head_dim`` (the source's at the receiver's positions, aligned)
 Fuser = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# change(layer, which (0 keys, 1 values), delta b t D, mask b t) -> delta b t D: see KVFusion.with_deltas
+DeltaMap = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -163,6 +193,12 @@ class KVFusion(Message):
         used = sorted({s for s in self.layers if s is not None})
         per_token = sum(self.keys[s][0, :, 0].numel() * _bytes(self.keys[s]) * 2 for s in used)
         return [int(n) * per_token for n in self.mask.sum(1).tolist()]
+
+    def with_deltas(self, change: DeltaMap) -> KVFusion:
+        """The same message whose fused change to the target's cache passes through ``change``: per fused
+        layer, ``change(layer, 0 for keys / 1 for values, delta b t D, mask b t)`` returns the delta the
+        target gets (``D``: kv heads x head width; ``mask``: the fused prompt positions that are real)."""
+        return dataclasses.replace(self, extra={**self.extra, "delta_map": change})
 
     def select(self, index: Sequence[int]) -> KVFusion:
         idx = list(index)

@@ -154,6 +154,22 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
             continue
         sk, sv = (message.keys[source_layer].to(device), message.values[source_layer].to(device))
         gather = index[:, None, :, None].expand(-1, sk.shape[1], -1, sk.shape[3])
-        kv.append(message.fuse(layer, ok, ov, sk.gather(2, gather), sv.gather(2, gather)))
+        fused = message.fuse(layer, ok, ov, sk.gather(2, gather), sv.gather(2, gather))
+        change = message.extra.get("delta_map")  # a control's change to the fused delta (KVFusion.with_deltas)
+        if change is not None:
+            fused = tuple(own + _heads(change(layer, which, _flat(new - own), mask), own)
+                          for which, (own, new) in enumerate(zip((ok, ov), fused, strict=True)))
+        kv.append(fused)
     rows = [[Text([r[-1]]), *answer] for r, answer in zip(reads, answers, strict=True)]
     return _with_cache(target, kv, mask, rows)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``b heads t head_dim`` -> ``b t (heads head_dim)``."""
+    return t.transpose(1, 2).flatten(2)
+
+
+def _heads(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``b t (heads head_dim)`` -> ``b heads t head_dim``, shaped and typed as ``like``."""
+    b, h, n, d = like.shape
+    return t.reshape(b, n, h, d).transpose(1, 2).to(like.dtype)

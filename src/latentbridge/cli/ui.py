@@ -99,6 +99,11 @@ def _paired_caption(table: Table, summary: dict[str, Any]) -> None:
     flow = summary.get("information_flow")
     if flow:
         table.caption += "\n" + information_flow_line(flow)
+    others = {c: f for c, f in (summary.get("information_flow_by_control") or {}).items() if c != "shuffled"}
+    if others:
+        table.caption += "\nagainst the other controls: " + " | ".join(
+            f"bridged − {c} = {f['difference']:+.3f} (p = {f['p_value']:.3g}){' NO INFORMATION' if f['no_information'] else ''}"
+            for c, f in others.items())
     sizes = [f"{name} {s['message_bytes']:,.0f} bytes ({s['message_tokens']:.1f} positions)"
              for name, s in summary["systems"].items() if s and "message_bytes" in s]
     if sizes:

@@ -13,6 +13,7 @@ from typing import Any
 
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import answer_spread, echoes_question, mcnemar_exact, wilson_interval
+from latentbridge.eval.systems import system_role
 
 # eval_samples_<split>[_<weights>]_step_<N>.jsonl (older runs: eval_samples_step_<N>.jsonl)
 EVAL_FILE_RE = re.compile(r"eval_samples_(?:[a-z]+_)*step_(\d+)\.jsonl$")
@@ -96,10 +97,10 @@ def paired_against(records: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
             "difference": (test["a_only"] - test["b_only"]) / len(both), "p_value": test["p_value"]}
 
 
-def information_flow(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """``bridged − shuffled`` with its exact McNemar test: does the target read anything from the
-    source about *this* item? ``no_information`` unless bridged beats shuffled at p < 0.05."""
-    paired = paired_against(records, "bridged", "shuffled")
+def information_flow(records: Sequence[dict[str, Any]], control: str = "shuffled") -> dict[str, Any] | None:
+    """``bridged − <control>`` (by default ``shuffled``) with its exact McNemar test: does the target read
+    anything from the source about *this* item? ``no_information`` unless bridged beats the control at p < 0.05."""
+    paired = paired_against(records, "bridged", control)
     if paired is None:
         return None
     paired["no_information"] = not (paired["difference"] > 0 and paired["p_value"] < NO_INFORMATION_P)
@@ -111,8 +112,10 @@ def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     information-flow figure (bridged vs the shuffled control)."""
     systems = {s: system_summary(records, s) for s in systems_in(records)}
     vs_target = paired_against(records, "bridged", "target")
+    by_control = {c: flow for c in systems if system_role(c) == "control" and (flow := information_flow(records, c))}
     return {"n_items": len(records), "split": records[0].get("split", "test") if records else None, "systems": systems,
-            "mcnemar_bridged_vs_target": vs_target, "information_flow": information_flow(records)}
+            "mcnemar_bridged_vs_target": vs_target, "information_flow": information_flow(records),
+            "information_flow_by_control": by_control}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
