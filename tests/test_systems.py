@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
+from latentbridge.plugins.systems.controls import gaussian_like, random_rotation
 from typer.testing import CliRunner
 
 from latentbridge.cli import app
 from latentbridge.eval.harness import EvalSettings, Evaluator
-from latentbridge.plugins.systems.controls import gaussian_like, random_rotation
 
 from .helpers import make_experiment
 from .test_messages import experiment, train
@@ -198,7 +198,7 @@ def test_fusion_controls_change_the_deltas(random_pair, tmp_path):
 
     with torch.no_grad():
         base = ev.bridge.bridged_inputs(own, ev.prompts[chunk], with_answer=False)
-        same = ev.bridge.bridged_inputs(own.with_deltas(lambda l, w, d, m: d), ev.prompts[chunk], with_answer=False)
+        same = ev.bridge.bridged_inputs(own.with_deltas(lambda layer, which, d, m: d), ev.prompts[chunk], with_answer=False)
         ev.bridge.bridged_inputs(own.with_deltas(spy), ev.prompts[chunk], with_answer=False)
         drawn = ev.bridge.bridged_inputs(ev.systems["covgauss"].message_for(ev)(chunk), ev.prompts[chunk],
                                          with_answer=False)
