@@ -12,7 +12,12 @@ from pathlib import Path
 
 from latentbridge.eval.stats import paired_t, sign_flip_test
 from latentbridge.report.runs import RunRecord, load_run, seed_groups
-from latentbridge.report.seeds import format_mean_interval, format_signed_mean_interval, test_accuracies
+from latentbridge.report.seeds import (
+    format_mean_interval,
+    format_seeds_items,
+    format_signed_mean_interval,
+    test_accuracies,
+)
 
 MESSAGE_SWEEPS = ("messages_soft", "messages_kv", "messages_relay")
 
@@ -87,7 +92,8 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
     if not groups:
         return []
     latency = _latency()
-    header = ("recipe", "translator", "seeds", "bridged (test: best)", "shuffled", "bridged − shuffled", "target alone",
+    header = ("recipe", "translator", "seeds", "bridged (test: best)", "bridged, seeds+items 95%", "shuffled",
+              "bridged − shuffled", "target alone",
               "source alone", "text relay", "message bytes per item", "relay bytes per item",
               "latency vs text relay (batch 1)")
     lines = ["# Message kinds on the tiny pair (arith)", "",
@@ -95,7 +101,9 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
              "`kv_prefix c2c_fusion` (`messages_kv`) and `latent_relay` (`messages_relay`), then",
              "`python benchmarks/outcome_tables.py`; latency from `python benchmarks/latency.py` (results/latency.md,",
              "batch 1, untrained translators unless stated there). Test accuracy of the dev-chosen weights, mean ± 95%",
-             "t interval over seeds (seeds are the units); shuffled: the message from another item's source states.",
+             "t interval over seeds (seeds are the units; the test items held fixed); seeds+items 95%: a bootstrap",
+             "interval that resamples the seeds and the test items (with 3 seeds its seed part is too narrow: see the",
+             "README). shuffled: the message from another item's source states.",
              "answer_softplus and kv_prefix read the question too (`soft_plus_text`), c2c_fusion reads it (its cache is",
              "fused), latent_relay reads only the message and the cue (`soft_only`).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -110,7 +118,7 @@ def messages_text(sweeps: dict[str, list[Path]]) -> list[str]:
         relay = [(r.test_best["systems"].get("relay") or {}).get("message_bytes") for r in done]
         ratio = latency.get(name)
         lines.append("| " + " | ".join((
-            name, kind, str(n), format_mean_interval(test_accuracies(done, "best"), n),
+            name, kind, str(n), format_mean_interval(test_accuracies(done, "best"), n), format_seeds_items(done),
             format_mean_interval(test_accuracies(done, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
             f"{RunRecord.accuracy(done[0].test_best, 'target'):.3f}", f"{RunRecord.accuracy(done[0].test_best, 'source'):.3f}",
             f"{RunRecord.accuracy(done[0].test_best, 'relay'):.3f}",
@@ -202,20 +210,23 @@ def communicate_text(sweeps: dict[str, list[Path]]) -> list[str]:
             size = statistics.mean(r.test_best["systems"]["bridged"].get("message_bytes") or 0 for r in runs)
             rows.append("| " + " | ".join((
                 goal, task, f"`{name}`", f"{recipe['translator']['name']}, {injection}, view {view}", str(n),
-                format_mean_interval(test_accuracies(runs, "best"), n),
+                format_mean_interval(test_accuracies(runs, "best"), n), format_seeds_items(runs),
                 format_mean_interval(test_accuracies(runs, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
                 f"{RunRecord.accuracy(runs[0].test_best, 'target'):.3f}", f"{RunRecord.accuracy(runs[0].test_best, 'source'):.3f}",
                 f"{RunRecord.accuracy(runs[0].test_best, 'relay'):.3f}", gains,
                 ", ".join(_source_answers(r) for r in runs), f"{size:,.0f}", _goal(sweep, runs))) + " |")
     if not rows:
         return []
-    header = ("goal", "task", "recipe", "translator, injection, source view", "seeds", "bridged (test: best)", "shuffled",
+    header = ("goal", "task", "recipe", "translator, injection, source view", "seeds", "bridged (test: best)",
+              "bridged, seeds+items 95%", "shuffled",
               "bridged − shuffled", "target alone", "source alone", "text relay", "bridged − target per seed (McNemar p)",
               "bridged answer = the source's, per seed (of 200)",
               "message bytes", "verdict")
     return ["# Communication on the tiny pair: does the target gain from the source?", "",
             "Command: `benchmarks/communicate.sh` (resumable sweeps: 5 seeds each, facts_mc and the comparisons 3), then",
             "`python benchmarks/outcome_tables.py`. Test accuracy (200 items) of the weights chosen on 200 dev items,",
-            "mean ± 95% t interval over seeds (seeds are the units). facts: train, dev and test are disjoint by entity;",
+            "mean ± 95% t interval over seeds (seeds are the units; the test items held fixed); seeds+items 95%: a",
+            "bootstrap interval that resamples the seeds and the test items (with few seeds its seed part is too narrow:",
+            "see the README). facts: train, dev and test are disjoint by entity;",
             "the source learned every entity, the target none. shuffled: the message from another item's source states.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""]

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from latentbridge.cli import app
 from latentbridge.errors import LatentBridgeError
-from latentbridge.eval.stats import sign_flip_exact
+from latentbridge.eval.stats import hierarchical_bootstrap, sign_flip_exact
 from latentbridge.io.rundir import claim, new_run_dir, read_index
 from latentbridge.report.document import write_report
 from latentbridge.report.runs import load_run
@@ -92,24 +92,32 @@ def test_over_seeds_the_seed_is_the_unit(fixture_runs):
     folders = [f for fs in groups.values() for f in fs]
     text = write_report(folders, root / "out", groups={k: list(v) for k, v in groups.items()}).read_text()
     group = {r[0]: r for r in table_rows(text, "Over seeds")}
-    assert group["phase1_full"][1:5] == ["3", f"0.767 ± {half_width([0.7, 0.8, 0.8]):.3f}",
-                                         f"0.700 ± {half_width([0.6, 0.7, 0.8]):.3f}", f"0.700 ± {half_width([0.7, 0.6, 0.8]):.3f}"]
-    assert group["phase1_full"][4] == "0.700 ± 0.248"  # dev peaks 0.7, 0.6, 0.8
+    assert group["phase1_full"][1:3] == ["3", f"0.767 ± {half_width([0.7, 0.8, 0.8]):.3f}"]
+    assert group["phase1_full"][4:6] == [f"0.700 ± {half_width([0.6, 0.7, 0.8]):.3f}", f"0.700 ± {half_width([0.7, 0.6, 0.8]):.3f}"]
+    assert group["phase1_full"][5] == "0.700 ± 0.248"  # dev peaks 0.7, 0.6, 0.8
+    # beside test: best, seeds and items resampled: the seeds' 10 items each (the first k right), crossed
+    low, high = hierarchical_bootstrap([[int(i < k) for i in range(10)] for k in (7, 8, 8)])[1:]
+    assert group["phase1_full"][3] == f"[{low:.3f}, {high:.3f}]" and high - low > 2 * half_width([0.7, 0.8, 0.8])
     assert group["ablB_kl_only"][2] == f"0.467 ± {half_width([0.5, 0.5, 0.4]):.3f}"
-    assert group["ablB_kl_only"][8:] == ["1/3", "3/3"]  # collapsed runs, no-information runs
-    assert group["phase1_full"][8:] == ["0/3", "1/3"]  # seed 0's final weights read nothing from the source
+    assert group["ablB_kl_only"][9:] == ["1/3", "3/3"]  # collapsed runs, no-information runs
+    assert group["phase1_full"][9:] == ["0/3", "1/3"]  # seed 0's final weights read nothing from the source
 
     paired = {(r[0], r[1]): r[2:] for r in table_rows(text, "Paired over seeds")}
     # best weights, per seed: 0.5 - 0.7, 0.5 - 0.8, 0.4 - 0.8 = -0.2, -0.3, -0.4
     low, high = -0.3 - T2 * 0.1 / math.sqrt(3), -0.3 + T2 * 0.1 / math.sqrt(3)
     t = -0.3 / (0.1 / math.sqrt(3))
     p_t = 1 - abs(t) / math.sqrt(2 + t * t)  # df = 2: P(|T| >= t) = 1 - t / sqrt(2 + t^2)
-    assert paired[("ablB_kl_only", "best")] == ["3", "-0.300", f"[{low:+.3f}, {high:+.3f}]", "0.25", f"{p_t:.3g}"]
+    assert paired[("ablB_kl_only", "best")][:3] == ["3", "-0.300", f"[{low:+.3f}, {high:+.3f}]"]
+    assert paired[("ablB_kl_only", "best")][4:] == ["0.25", f"{p_t:.3g}"]
+    # seeds+items: per seed and item, ablB_kl_only's answer minus phase1_full's (seeds 0, 1, 2 in the two orders)
+    items = [[int(i < b) - int(i < a) for i in range(10)] for a, b in ((7, 5), (8, 5), (8, 4))]
+    both = hierarchical_bootstrap(items)[1:]
+    assert paired[("ablB_kl_only", "best")][3] == f"[{both[0]:+.3f}, {both[1]:+.3f}]"
     # final weights: -0.2, -0.2, -0.5
     sd = math.sqrt(((0.1) ** 2 * 2 + 0.2**2) / 2)
     t = -0.3 / (sd / math.sqrt(3))
     assert paired[("ablB_kl_only", "final")][:2] == ["3", "-0.300"]
-    assert paired[("ablB_kl_only", "final")][3:] == ["0.25", f"{1 - abs(t) / math.sqrt(2 + t * t):.3g}"]
+    assert paired[("ablB_kl_only", "final")][4:] == ["0.25", f"{1 - abs(t) / math.sqrt(2 + t * t):.3g}"]
     assert "(3 paired seeds: 2/2^3 = 0.25)" in text
 
 
@@ -128,7 +136,7 @@ def test_the_dev_choice_is_quoted_even_when_the_final_weights_test_better(tmp_pa
     text = write_report([chosen, other], tmp_path / "out", groups={"a": [chosen], "b": [other]}).read_text()
     row = dict(zip(EXPERIMENT_HEADER, table_rows(text, "Experiment table")[0], strict=True))
     assert (row["dev peak (step)"], row["test: best"], row["test: final (step)"]) == ("0.700 (100)", "0.600", "0.800 (200)")
-    assert table_rows(text, "Over seeds")[0][2:4] == ["0.600", "0.800"]
+    assert table_rows(text, "Over seeds")[0][2:5] == ["0.600", "-", "0.800"]  # one seed: no interval
     assert table_rows(text, "Paired over seeds")[0][:4] == ["b", "best", "1", "+0.100"]  # 0.7 - 0.6, not 0.7 - 0.8
 
 
@@ -145,7 +153,7 @@ def test_pooling_items_over_seeds_is_not_the_test(tmp_path):
     assert test["t_p"] == 0.0 and test["low"] == test["high"] == pytest.approx(-0.8)  # no spread over seeds
     text = write_report([r.folder for r in a + b], tmp_path / "out", groups={"a": [r.folder for r in a],
                                                                             "b": [r.folder for r in b]}).read_text()
-    assert table_rows(text, "Paired over seeds")[0][5] == "0.25"
+    assert table_rows(text, "Paired over seeds")[0][6] == "0.25"
 
 
 def test_pairs_are_by_seed_and_only_shared_seeds_count(tmp_path):

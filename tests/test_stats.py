@@ -1,5 +1,6 @@
 """Statistics over seeds, the seed being the unit: the exact sign-flip test, the paired t test (its
-Student t distribution computed here, no SciPy), the t interval and the hierarchical bootstrap."""
+Student t distribution computed here, no SciPy) and the t interval (the hierarchical bootstrap
+over seeds and items: test_bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import random
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from latentbridge.eval.stats import (
     betainc,
-    hierarchical_bootstrap,
     paired_t,
     percentile,
     sign_flip_exact,
@@ -194,39 +194,6 @@ def test_all_differences_equal_and_positive_give_exactly_the_floor(x, n):
 @given(st.lists(st.integers(-3, 3), max_size=12))
 def test_sign_flip_on_integers_is_the_item_test(d):
     assert sign_flip_test(d) == sign_flip_exact(d)
-
-
-# -- the hierarchical bootstrap ----------------------------------------------------------------------
-
-def test_the_bootstrap_is_fixed_by_its_seed_and_brackets_the_mean():
-    groups = [[1, 0, 1, 1, 0], [0, 0, 1, 0, 0], [1, 1, 1, 0, 1]]
-    low, high = hierarchical_bootstrap(groups, resamples=500, seed=3)
-    assert (low, high) == hierarchical_bootstrap(groups, resamples=500, seed=3)
-    assert hierarchical_bootstrap(groups, resamples=500, seed=4) != (low, high)
-    assert 0 <= low < sum(map(sum, groups)) / 15 < high <= 1
-    assert hierarchical_bootstrap([[0.5, 0.5], [0.5]], resamples=50) == (0.5, 0.5)
-    with pytest.raises(ValueError):
-        hierarchical_bootstrap([[1.0], []])
-
-
-def test_the_bootstrap_sees_seed_to_seed_variance():
-    """The same 60 item values, split between three seeds either alike or each seed its own level:
-    resampling seeds first widens the interval when the seeds differ (pooling items would not)."""
-    alike = [[1, 0, 0] * 7 for _ in range(3)]
-    apart = [[0] * 21, [0] * 21, [1] * 21]
-    assert sorted(sum(alike, [])) == sorted(sum(apart, []))
-    a_low, a_high = hierarchical_bootstrap(alike, resamples=400, seed=0)
-    b_low, b_high = hierarchical_bootstrap(apart, resamples=400, seed=0)
-    assert b_high - b_low > 2 * (a_high - a_low)
-    assert b_low == 0.0 and b_high >= 2 / 3  # seed levels 0, 0, 1: draws of three seeds
-
-
-@settings(max_examples=30)
-@given(st.lists(st.lists(st.floats(-1, 1, width=32), min_size=1, max_size=6), min_size=1, max_size=4))
-def test_the_bootstrap_interval_lies_within_the_values(groups):
-    low, high = hierarchical_bootstrap(groups, resamples=60)
-    values = [v for g in groups for v in g]
-    assert min(values) - 1e-9 <= low <= high <= max(values) + 1e-9
 
 
 def test_percentile_interpolates():

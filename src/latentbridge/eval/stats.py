@@ -3,7 +3,8 @@
 Within one run the unit is the item (exact McNemar of two systems on the same items). Across runs
 the unit is the seed: a configuration's runs are compared with another's run of the same seed, by
 the exact sign-flip test and the paired Student t test over the per-seed differences
-(:func:`sign_flip_test`, :func:`paired_t`); :func:`hierarchical_bootstrap` resamples seeds, then items.
+(:func:`sign_flip_test`, :func:`paired_t`), with the t interval over seeds (:func:`t_interval`: the items
+held fixed) beside :func:`hierarchical_bootstrap`, which resamples seeds and items (other items too).
 """
 
 from __future__ import annotations
@@ -197,27 +198,53 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def hierarchical_bootstrap(
-    groups: Sequence[Sequence[float]], resamples: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile interval of the mean over seeds of each seed's item mean, resampling seeds with
-    replacement and then, within each drawn seed, its items with replacement (fixed ``seed``:
-    the same input gives the same interval). ``groups``: per seed, the per-item values (0/1
-    correctness, or paired per-item differences). With few seeds it understates the spread between
-    seeds (three seeds give ten distinct draws); the t interval over seeds does not."""
+    groups: Sequence[Sequence[float]], resamples: int = 2000, level: float = 0.95, seed: int = 0,
+    shared_items: bool = True,
+) -> tuple[float, float, float]:
+    """Mean over seeds of each seed's item mean, and its percentile interval when both the seeds and
+    the items are resampled: ``(mean, low, high)``. ``groups``: per seed, the per-item values (0/1
+    correctness, or per-item paired differences).
+
+    Each replicate draws the seeds with replacement and the items with replacement. With
+    ``shared_items`` (every seed was evaluated on the same items; ``groups[s][i]`` is item ``i`` for
+    every ``s``) the item draw is made once per replicate and used for every drawn seed: the seeds
+    and the items are crossed, not nested, so an easy item is easy for every seed, and drawing items
+    afresh for each seed would average item difficulty out over the seeds and shrink the item part by
+    about sqrt(n seeds). This is the two-way ("pigeonhole", Owen 2007) bootstrap of a crossed design;
+    it is a little conservative (the seed-by-item interaction counts in both parts). Without
+    ``shared_items`` (each seed read its own items) each drawn seed's items are drawn on their own.
+
+    What the interval says: how much the mean would move with other seeds and another sample of
+    items of the same kind; the t interval over seeds (:func:`t_interval`) holds the items fixed.
+    With few seeds the bootstrap's seed part is too narrow (three seeds give ten distinct draws, and
+    there is no t correction), so where seeds, not items, dominate it can be narrower than the t
+    interval. Deterministic: the seeds and the items are drawn from two generators fixed by ``seed``,
+    so the seed draws do not depend on how many items there are. Pure Python; 5 seeds x 200 items x
+    2000 replicates take well under a second.
+    """
     if not groups or any(not g for g in groups):
         raise ValueError("hierarchical_bootstrap needs at least one seed, each with at least one item")
-    rng = random.Random(seed)
-    n_seeds = len(groups)
+    n_items = len(groups[0])
+    if shared_items and any(len(g) != n_items for g in groups):
+        raise ValueError("with shared_items every seed needs the same items (the same number, in the same order)")
+    rows = [[float(v) for v in g] for g in groups]
+    n_seeds = len(rows)
+    mean = math.fsum(math.fsum(r) / len(r) for r in rows) / n_seeds
+    seed_rng, item_rng = random.Random(f"{seed}:seeds"), random.Random(f"{seed}:items")
+    seed_range, item_range = range(n_seeds), range(n_items)
     stats = []
     for _ in range(resamples):
-        total = 0.0
-        for _ in range(n_seeds):
-            items = groups[rng.randrange(n_seeds)]
-            total += math.fsum(rng.choices(items, k=len(items))) / len(items)
+        drawn = Counter(seed_rng.choices(seed_range, k=n_seeds))
+        if shared_items:
+            items = item_rng.choices(item_range, k=n_items)
+            total = math.fsum(c * math.fsum(map(rows[s].__getitem__, items)) for s, c in drawn.items()) / n_items
+        else:
+            total = math.fsum(math.fsum(item_rng.choices(rows[s], k=len(rows[s]))) / len(rows[s])
+                              for s in sorted(drawn.elements()))
         stats.append(total / n_seeds)
     stats.sort()
     tail = (1.0 - level) / 2.0
-    return percentile(stats, tail), percentile(stats, 1.0 - tail)
+    return mean, percentile(stats, tail), percentile(stats, 1.0 - tail)
 
 
 COLLAPSE_SHARE = 0.5

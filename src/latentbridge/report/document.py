@@ -14,12 +14,16 @@ from latentbridge.report.tables import EXPERIMENT_NOTE, differences_section, exp
 OVER_SEEDS_NOTE = (
     "Seeds are the unit. Mean ± 95% Student-t interval over seeds of the test accuracy of the dev-chosen "
     "best weights and of the final weights (bridged), of the dev peak, of the shuffled control and of "
-    "bridged − shuffled (best weights).")
+    "bridged − shuffled (best weights): the test items held fixed. Beside test: best, its seeds+items 95% "
+    "interval: a percentile bootstrap that resamples the seeds and the test items (the same items for every "
+    "seed), so it also says what another sample of items would move the figure by; with few seeds its seed "
+    "part is too narrow, so where it is narrower than the t interval the seeds, not the items, dominate.")
 PAIRED_NOTE = (
     "Each configuration against {first}, paired by seed: per seed, its bridged test accuracy minus that of "
     "{first}'s run with the same seed; the mean of those differences, their 95% paired t interval, the "
     "exact two-sided sign-flip p (the share of the 2^n sign patterns of the n differences whose mean is "
-    "at least as far from 0) and the paired t p (n − 1 degrees of freedom). Items are not pooled over seeds.")
+    "at least as far from 0) and the paired t p (n − 1 degrees of freedom). Items are not pooled over seeds. "
+    "95% seeds+items: the same bootstrap as above over the per-item differences, paired by seed and item.")
 
 
 def write_report(

@@ -89,6 +89,25 @@ class RunRecord:
         bridged = summary["systems"].get("bridged") if summary else None
         return None if bridged is None else bridged.get("sample")
 
+    def item_correct(self, weights: str = "best", system: str = "bridged") -> dict[str, int] | None:
+        """Per test item (by id), 1 if ``system`` answered it right with the ``weights`` ("best" or
+        "final"), else 0, read from the run's per-item evaluation file; the items the system did not run
+        on are left out, as in its summary. None when the run has no such evaluation, the system was not
+        run, the file is missing, or it does not give the summary's counts (ids not unique, say)."""
+        summary = self.test.get(weights)
+        if summary is None or summary["systems"].get(system) is None:
+            return None
+        step = summary["step"]
+        names = ([f"eval_samples_test_best_step_{step}.jsonl"] if weights == "best" else []) + [
+            f"eval_samples_test_step_{step}.jsonl"]
+        path = next((self.folder / n for n in names if (self.folder / n).is_file()), None)
+        if path is None:
+            return None
+        items = {str(r.get("id", r.get("index"))): int(bool(r[f"{system}_correct"]))
+                 for r in read_jsonl(path) if r.get(f"{system}_full") is not None}
+        s = summary["systems"][system]
+        return items if (len(items), sum(items.values())) == (s["n"], s["correct"]) else None  # not the summary's items
+
     def flags(self) -> list[str]:
         """What is wrong with the run's test results: collapse (one answer for most items), no
         information from the source (bridged not better than shuffled at p < 0.05), each tagged

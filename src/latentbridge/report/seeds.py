@@ -1,7 +1,11 @@
 """Comparisons over seeds, the seed being the unit: mean and t interval per configuration, and each
 configuration against the first, paired by seed (exact sign-flip and paired t over the per-seed
 differences in test accuracy). Items are never pooled over seeds: that would treat the trained models
-as fixed and ignore how much a result moves from one seed to the next."""
+as fixed and ignore how much a result moves from one seed to the next.
+
+The t interval holds the test items fixed. Beside it, the seeds+items interval (a hierarchical
+bootstrap over the seeds and the items, read from the runs' per-item files) says how much the figure
+would also move on another sample of items of the same kind."""
 
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from latentbridge.eval.stats import paired_t, sign_flip_test, smallest_sign_flip_p, t_interval
+from latentbridge.eval.stats import (
+    hierarchical_bootstrap,
+    paired_t,
+    sign_flip_test,
+    smallest_sign_flip_p,
+    t_interval,
+)
 from latentbridge.report.runs import RunRecord
 from latentbridge.report.tables import format_p
 
@@ -71,18 +81,65 @@ def paired_over_seeds(runs: Sequence[RunRecord], baseline: Sequence[RunRecord], 
             "smallest_p": smallest_sign_flip_p(len(differences))}
 
 
+def _bootstrap(items: Sequence[dict[str, float]]) -> tuple[float, float] | None:
+    """The seeds+items 95% interval of per-seed item values keyed by item id (None with under two seeds):
+    the items crossed with the seeds when every seed has the same item ids, else resampled per seed."""
+    if len(items) < 2:
+        return None
+    order = list(items[0])
+    shared = all(d.keys() == items[0].keys() for d in items)
+    groups = [[d[i] for i in order] for d in items] if shared else [list(d.values()) for d in items]
+    _, low, high = hierarchical_bootstrap(groups, shared_items=shared)
+    return low, high
+
+
+def seeds_items_interval(runs: Sequence[RunRecord], weights: str = "best", system: str = "bridged"
+                         ) -> tuple[float, float] | None:
+    """95% interval of the mean test accuracy of ``system`` over the runs tested with ``weights``, the
+    seeds and the test items resampled (:func:`~latentbridge.eval.stats.hierarchical_bootstrap`); None
+    with under two such runs, or when one of them lacks its per-item file."""
+    tested = [r for r in runs if RunRecord.accuracy(r.test.get(weights), system) is not None]
+    items = [r.item_correct(weights, system) for r in tested]
+    return None if any(d is None for d in items) else _bootstrap(items)  # type: ignore[arg-type]
+
+
+def format_seeds_items(runs: Sequence[RunRecord], weights: str = "best", system: str = "bridged") -> str:
+    """``[low, high]``: the seeds+items 95% interval of :func:`seeds_items_interval`, or ``-``."""
+    interval = seeds_items_interval(runs, weights, system)
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def paired_seeds_items(runs: Sequence[RunRecord], baseline: Sequence[RunRecord], weights: str = "best"
+                       ) -> tuple[float, float] | None:
+    """The seeds+items 95% interval of the mean paired difference in bridged test accuracy (``runs``
+    minus ``baseline``, paired by seed and by item); None with under two paired seeds, a missing
+    per-item file, or a pair of runs tested on different items."""
+    theirs = {r.seed: r for r in baseline if exact_accuracy(r.test.get(weights)) is not None}
+    differences = []
+    for run in runs:
+        other = theirs.get(run.seed)
+        if other is None or exact_accuracy(run.test.get(weights)) is None:
+            continue  # the seeds paired_differences pairs
+        mine, base = run.item_correct(weights), other.item_correct(weights)
+        if mine is None or base is None or mine.keys() != base.keys():
+            return None
+        differences.append({i: float(mine[i] - base[i]) for i in mine})
+    return _bootstrap(differences)
+
+
 def _count(runs: Sequence[RunRecord], flag: str) -> str:
     return f"{sum(any(f.startswith(flag) for f in r.flags()) for r in runs)}/{len(runs)}"
 
 
-GROUP_HEADER = ("configuration", "seeds", "test: best", "test: final", "dev peak", "shuffled (test: best)",
-                "bridged − shuffled (test: best)", "distinct answers", "collapsed runs", "no-information runs")
+GROUP_HEADER = ("configuration", "seeds", "test: best", "test: best, seeds+items 95%", "test: final", "dev peak",
+                "shuffled (test: best)", "bridged − shuffled (test: best)", "distinct answers", "collapsed runs", "no-information runs")
 
 
 def group_table(groups: dict[str, list[RunRecord]]) -> list[str]:
     """Per configuration, mean ± 95% t interval over seeds: test accuracy of the dev-chosen best
     and of the final weights, the dev peak, the shuffled control and bridged − shuffled (best
-    weights); mean distinct answers; runs flagged collapsed or with no information from the source."""
+    weights); beside the first, its seeds+items 95% interval (seeds and test items resampled); mean
+    distinct answers; runs flagged collapsed or with no information from the source."""
     lines = ["| " + " | ".join(GROUP_HEADER) + " |", "|" + "---|" * len(GROUP_HEADER)]
     for name, runs in groups.items():
         n = len(runs)
@@ -90,7 +147,7 @@ def group_table(groups: dict[str, list[RunRecord]]) -> list[str]:
                  if r.test_best and r.test_best.get("information_flow")]
         distinct = [r.test_best["systems"]["bridged"]["distinct"] for r in runs if r.test_best]
         lines.append("| " + " | ".join((
-            name, str(n), format_mean_interval(test_accuracies(runs, "best"), n),
+            name, str(n), format_mean_interval(test_accuracies(runs, "best"), n), format_seeds_items(runs),
             format_mean_interval(test_accuracies(runs, "final"), n),
             format_mean_interval([RunRecord.accuracy(r.dev_peak, "bridged") for r in runs], n),
             format_mean_interval(test_accuracies(runs, "best", "shuffled"), n), format_signed_mean_interval(flows, n),
@@ -106,13 +163,14 @@ def format_signed_mean_interval(values: Sequence[float], of: int | None = None) 
 
 
 PAIRED_HEADER = ("configuration", "weights", "paired seeds", "mean difference", "95% t interval",
-                 "sign-flip p", "paired t p")
+                 "95% seeds+items", "sign-flip p", "paired t p")
 
 
 def paired_table(groups: dict[str, list[RunRecord]]) -> list[str]:
     """Every configuration but the first against the first, seed by seed, for the best and for the
-    final weights; then the smallest p the exact sign-flip test allows with those seeds. Empty
-    with one configuration."""
+    final weights (the t interval over seeds, and beside it the seeds+items interval, seeds and items
+    resampled); then the smallest p the exact sign-flip test allows with those seeds. Empty with one
+    configuration."""
     names = list(groups)
     if len(names) < 2:
         return []
@@ -123,12 +181,14 @@ def paired_table(groups: dict[str, list[RunRecord]]) -> list[str]:
         for weights in WEIGHTS:
             test = paired_over_seeds(groups[name], first, weights)
             if test is None:
-                lines.append(f"| {name} | {weights} | 0 | - | - | - | - |")
+                lines.append(f"| {name} | {weights} | 0 | - | - | - | - | - |")
                 continue
             counts.add(test["n"])
             interval = "-" if math.isnan(test["low"]) else f"[{test['low']:+.3f}, {test['high']:+.3f}]"
+            both = paired_seeds_items(groups[name], first, weights)
             lines.append("| " + " | ".join((
-                name, weights, str(test["n"]), f"{test['mean']:+.3f}", interval, format_p(test["sign_flip_p"]),
+                name, weights, str(test["n"]), f"{test['mean']:+.3f}", interval,
+                "-" if both is None else f"[{both[0]:+.3f}, {both[1]:+.3f}]", format_p(test["sign_flip_p"]),
                 format_p(test["t_p"]))) + " |")
     return [*lines, "", smallest_p_line(sorted(counts))]
 
