@@ -4,6 +4,7 @@
     python benchmarks/outcome_tables.py tables                     # results/runs/ -> every table
     python benchmarks/outcome_tables.py check                      # regenerate, compare with the committed tables
     python benchmarks/outcome_tables.py [--runs runs/sweeps]       # pack (the sweeps found), then tables
+    ... tables|check --allow-unverified 'communicate_*'             # publish refused runs anyway, with a warning each
 
 `pack` keeps of each run folder what the tables are computed from (recipe.yaml, run.json, summary.json,
 metrics.jsonl, speed.jsonl and every eval_samples_*.jsonl, in one deterministic eval_samples.tar.xz;
@@ -14,6 +15,11 @@ checks every summary against the per-item files, and writes results/seed_table/r
 results/softonly.md, results/translators.md, results/format_penalty.md and results/messages.md
 (the last two from extra_tables.py). `check` does the same into a temporary folder and exits
 1 when a markdown table differs from the committed one (the curves are drawn, not compared).
+
+Only runs made from committed code are published: `tables` and `check` refuse (exit 2, one line per
+run) a kept run whose run.json says its tree was dirty, or whose recorded commit lacks its recipe
+(see latentbridge.report.provenance). `--allow-unverified PATTERN` (repeatable; matched against
+`<sweep>/<run id>`, or a sweep name) publishes such runs anyway, each named in a warning on stderr.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import json
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # extra_tables, beside this file, also when loaded by path
@@ -33,9 +40,11 @@ from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.stats import wilson_interval
 from latentbridge.report.archive import pack_sweep, unpack_runs, verify_run
 from latentbridge.report.document import write_report
+from latentbridge.report.provenance import provenance_problems
 from latentbridge.report.runs import RunRecord, load_run, seed_groups
 from latentbridge.report.seeds import (
     format_mean_interval,
+    format_seeds_items,
     format_signed_mean_interval,
     paired_table,
     test_accuracies,
@@ -47,6 +56,8 @@ SWEEPS = ("seed_table", "translators_softplus", "translators_softplus_dit", "sof
 # every published table this script writes
 TABLES = ("seed_table/report.md", "softonly.md", "translators.md", "format_penalty.md", "messages.md", "communicate.md")
 SOFTONLY_BASELINE = "prompt_softonly_phase2_swap"
+REPO = Path(__file__).resolve().parents[1]  # whose history must hold each kept run's commit and recipe
+ALLOW_UNVERIFIED: tuple[str, ...] = ()  # patterns --allow-unverified adds to (none by default)
 Groups = dict[str, list[RunRecord]]
 
 
@@ -94,15 +105,15 @@ def _setup(runs: list[RunRecord]) -> str:
 
 
 def softonly_table(groups: Groups) -> list[str]:
-    header = ("recipe", "seeds", "test: best, mean ± 95%", "test: final, mean ± 95%", "per seed, test: best (Wilson 95%)",
-              "dev peak", "shuffled (test: best)", "null (test: best)", "target alone", "distinct answers (per seed)",
+    header = ("recipe", "seeds", "test: best, mean ± 95%", "test: best, seeds+items 95%", "test: final, mean ± 95%",
+              "per seed, test: best (Wilson 95%)", "dev peak", "shuffled (test: best)", "null (test: best)", "target alone", "distinct answers (per seed)",
               "top share (per seed)", "flags")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in groups.items():
         b = [r.test_best["systems"]["bridged"] for r in runs if r.test_best]
         n = len(runs)
         lines.append("| " + " | ".join((
-            name, str(n), format_mean_interval(test_accuracies(runs, "best"), n),
+            name, str(n), format_mean_interval(test_accuracies(runs, "best"), n), format_seeds_items(runs),
             format_mean_interval(test_accuracies(runs, "final"), n), per_seed(runs),
             format_mean_interval([RunRecord.accuracy(r.dev_peak, "bridged") for r in runs], n),
             format_mean_interval(test_accuracies(runs, "best", "shuffled"), n),
@@ -118,8 +129,11 @@ def softonly_text(groups: Groups) -> list[str]:
             "the runs are kept in `benchmarks/results/runs/softonly/`.", "",
             f"Llama -> Mistral direction (tiny-llama -> tiny-mistral), prompt teacher, `soft_only`; {_setup(groups[next(iter(groups))])}.",
             "test: best is the test accuracy of the weights chosen on dev (best/), test: final that of the final weights;",
-            "mean ± 95% Student-t interval over seeds. Collapse: one answer covers >= 50% of the valid answers. No",
-            "information: bridged not better than shuffled (the message from another item's source states) at p < 0.05.",
+            "mean ± 95% Student-t interval over seeds (the test items held fixed); seeds+items 95%: the percentile",
+            "interval of a bootstrap that resamples the seeds and the test items (what another sample of items",
+            "would move it by too; with 3 seeds its seed part is too narrow: see the README). Collapse: one answer",
+            "covers >= 50% of the valid answers. No information: bridged not better than shuffled (the message from",
+            "another item's source states) at p < 0.05.",
             "", *softonly_table(groups), "",
             f"Against `{next(iter(groups))}`, paired by seed (seeds are the unit; items are not pooled over seeds):",
             "", *paired_table(groups), ""]
@@ -136,7 +150,8 @@ def translator_rows(groups: Groups, setting: str) -> list[str]:
         n = len(runs)
         rows.append("| " + " | ".join((
             setting, label, "-" if params is None else f"{params:,}", str(n),
-            format_mean_interval(test_accuracies(runs, "best"), n), format_mean_interval(test_accuracies(runs, "final"), n),
+            format_mean_interval(test_accuracies(runs, "best"), n), format_seeds_items(runs),
+            format_mean_interval(test_accuracies(runs, "final"), n),
             format_mean_interval([RunRecord.accuracy(r.dev_peak, "bridged") for r in runs], n),
             format_signed_mean_interval(flows, n), flag_counts(runs), _target(runs),
             f"{statistics.median(speeds):.1f}" if speeds else "-")) + " |")
@@ -156,15 +171,17 @@ def translators_text(sweeps: dict[str, list[Path]]) -> list[str]:
             rows += translator_rows({"dit": dit}, setting) if dit else []
     if not rows:
         return []
-    header = ("setting", "translator", "parameters", "seeds", "test: best", "test: final", "dev peak",
-              "bridged − shuffled (test: best)", "flags", "target alone", "train examples/s")
+    header = ("setting", "translator", "parameters", "seeds", "test: best", "test: best, seeds+items 95%", "test: final",
+              "dev peak", "bridged − shuffled (test: best)", "flags", "target alone", "train examples/s")
     return ["# Translators on the tiny pair", "",
             "Command: `benchmarks/outcomes.sh` (the `translators_*` and `softonly` sweeps), then",
             "`python benchmarks/outcome_tables.py`; the runs are kept in `benchmarks/results/runs/<sweep>/`.",
             "Bridged accuracy on the arith test items of the weights chosen on dev (test: best) and of the final",
             "weights (test: final), and the dev peak that chose them: mean ± 95% t interval over the seeds of the",
-            "seeds column. bridged − shuffled: the information-flow figure (shuffled: the message from another",
-            "item's source states). examples/s: median training throughput over the logged windows (speed.jsonl).",
+            "seeds column (the test items held fixed); seeds+items 95%: a bootstrap interval that resamples the seeds",
+            "and the test items (with 3 seeds its seed part is too narrow: see the README). bridged − shuffled: the",
+            "information-flow figure (shuffled: the message from another item's source states). examples/s: median",
+            "training throughput over the logged windows (speed.jsonl).",
             "soft_plus_text: `answer_softplus` (the DiT with `dit_flow` 0.1). soft_only: `prompt_softonly_phase2_swap`",
             "(kl + prompt alignment + RoPE phase; the DiT adds `dit_flow` 1.0). identity uses a linear projection.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""]
@@ -181,7 +198,31 @@ def pack(runs_root: Path, results: Path, log: Callable[[str], None] = print) -> 
     return packed
 
 
-def write_tables(results: Path, out: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
+def refuse_unverified(sweeps: dict[str, list[Path]], allow: Sequence[str] = ()) -> None:
+    """Refuse to publish kept runs that were not made from committed code holding their recipe
+    (:func:`latentbridge.report.provenance.provenance_problems`): a LatentBridgeError naming each run
+    and why, unless an ``allow`` pattern (fnmatch on ``<sweep>/<run id>`` or the sweep name) names it;
+    an allowed run is published with a warning line on stderr."""
+    refused = []
+    for sweep, folders in sweeps.items():
+        for folder in folders:
+            problems = provenance_problems(folder, REPO)
+            if not problems:
+                continue
+            line = f"{sweep}/{folder.name}: {'; '.join(problems)}"
+            if any(fnmatchcase(f"{sweep}/{folder.name}", p) or fnmatchcase(sweep, p) for p in allow):
+                print(f"warning: published by --allow-unverified: {line}", file=sys.stderr)
+            else:
+                refused.append(line)
+    if refused:
+        raise LatentBridgeError(
+            f"{len(refused)} kept run{'s were' if len(refused) > 1 else ' was'} not made from committed code holding "
+            "the recipe; rerun from a clean checkout, or publish anyway with --allow-unverified PATTERN:\n  "
+            + "\n  ".join(refused))
+
+
+def write_tables(results: Path, out: Path | None = None, log: Callable[[str], None] = print,
+                 allow_unverified: Sequence[str] = ()) -> list[Path]:
     """Every table whose sweeps ``results/runs/`` holds, written into ``out`` (default ``results``)."""
     out = results if out is None else out
     written = []
@@ -190,6 +231,7 @@ def write_tables(results: Path, out: Path | None = None, log: Callable[[str], No
         problems = [p for folders in sweeps.values() for f in folders for p in verify_run(f)]
         if problems:
             raise LatentBridgeError("the kept runs do not give their own summaries:\n  " + "\n  ".join(problems))
+        refuse_unverified(sweeps, (*ALLOW_UNVERIFIED, *allow_unverified))
         if sweeps.get("seed_table"):
             groups = grouped(sweeps["seed_table"], first="phase1_full")  # against phase 1, as the seed did
             written.append(write_report(
@@ -209,11 +251,12 @@ def write_tables(results: Path, out: Path | None = None, log: Callable[[str], No
     return written
 
 
-def check(results: Path, log: Callable[[str], None] = print) -> list[str]:
+def check(results: Path, log: Callable[[str], None] = print, allow_unverified: Sequence[str] = ()) -> list[str]:
     """Regenerate into a temporary folder; the tables (relative paths) that differ from ``results``',
     a committed table that the kept runs no longer give among them."""
     with tempfile.TemporaryDirectory() as tmp:
-        written = {str(p.relative_to(tmp)): p.read_bytes() for p in write_tables(results, Path(tmp), log=lambda _: None)}
+        written = {str(p.relative_to(tmp)): p.read_bytes()
+                   for p in write_tables(results, Path(tmp), log=lambda _: None, allow_unverified=allow_unverified)}
         names = sorted(set(written) | {t for t in TABLES if (results / t).is_file()})
         differ = [n for n in names if n not in written or not (results / n).is_file()
                   or (results / n).read_bytes() != written[n]]
@@ -226,15 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", choices=("pack", "tables", "check"))
     parser.add_argument("--runs", default="runs/sweeps", help="the sweep folders of benchmarks/outcomes.sh")
     parser.add_argument("--results", default=str(RESULTS), help="the results folder (runs/ and the tables)")
+    parser.add_argument("--allow-unverified", action="append", default=[], metavar="PATTERN",
+                        help="publish the kept runs matching PATTERN (<sweep>/<run id>, or a sweep name; fnmatch) "
+                             "although they were not made from committed code holding their recipe")
     args = parser.parse_args(argv)
     results = Path(args.results)
     try:
         if args.command in (None, "pack"):
             pack(Path(args.runs), results)
         if args.command in (None, "tables"):
-            write_tables(results)
+            write_tables(results, allow_unverified=args.allow_unverified)
         if args.command == "check":
-            return 1 if check(results) else 0
+            return 1 if check(results, allow_unverified=args.allow_unverified) else 0
     except LatentBridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

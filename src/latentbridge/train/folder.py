@@ -1,7 +1,8 @@
 """The run folder of one training run, as the runner writes it: header, status, index, weights, summary.
 
 Only the main process writes (under torchrun every method is a no-op elsewhere). ``run.json`` holds
-what was run (models by hash, plugins, versions, command) and the current status; each status change
+what was run (models by hash, plugins, versions, command, the source checkout's commit and whether its
+tree was clean, at the start and at each resume) and the current status; each status change
 replaces the previous status's details (an old ``error`` never stands beside ``finished``).
 """
 
@@ -20,7 +21,7 @@ from safetensors.torch import save_file
 from latentbridge._version import __version__
 from latentbridge.io import card, checkpoint
 from latentbridge.io.atomic import write_json_atomic
-from latentbridge.io.rundir import claim, git_commit, index_run
+from latentbridge.io.rundir import claim, git_state, index_run
 from latentbridge.io.weights import OBJECTIVES_FILE, save_translator
 from latentbridge.train.state import RunState
 
@@ -39,12 +40,14 @@ class RunFolder:
 
     def header(self) -> dict[str, Any]:
         b = self.exp.bridge
+        git = git_state()
         return {
             "recipe": self.recipe.name,
             "recipe_hash": self.card["recipe_hash"],
             "overrides": list(self.recipe.overrides),
             "latentbridge": __version__,
-            "git_commit": git_commit(),
+            "git_commit": git["commit"],  # kept for older readers; the same as git.commit
+            "git": git,  # commit, clean, diff_digest: see latentbridge.io.rundir.git_state
             "command": sys.argv,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "plugins": self.exp.plugin_versions(),
@@ -130,4 +133,6 @@ class RunFolder:
             shutil.copytree(ckpt.folder / "best", best)
         if state.evaluations:
             self.write_summary(state)
-        self.set_status("running", state, resumed_from=step)
+        # the tree each resume ran from: a run resumed from changed code is not the committed code's run
+        resumes = [*self.read_info().get("resumes", []), {"step": step, "git": git_state()}]
+        self.set_status("running", state, resumed_from=step, resumes=resumes)
