@@ -153,13 +153,13 @@ def preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch) -> 
 
 def test_preempted_during_evaluation_resumes_that_evaluation(random_pair, tmp_path, monkeypatch):
     def patch(runner):
-        original = runner.evaluators["dev"]._generate
+        original = runner.evaluators["dev"].generate
 
         def generate(*args, **kwargs):  # a signal arrives while the step-3 evaluation is generating
             runner.signal_name = "SIGTERM"
             return original(*args, **kwargs)
 
-        runner.evaluators["dev"]._generate = generate
+        runner.evaluators["dev"].generate = generate
 
     preempt_at_step_3_then_resume(random_pair, tmp_path, monkeypatch, patch)
 
@@ -265,14 +265,14 @@ def test_preempted_during_the_test_evaluations_resumes_them(random_pair, tmp_pat
         pytest.skip("the dev-chosen weights are the final ones in this run")
     runner = Runner(make_experiment(random_pair, *OVERRIDES), run_dir)
     test = runner.evaluators["test"]
-    original = test._generate
+    original = test.generate
 
     def generate(*args, **kwargs):
         if which == "final" or runner.state.test.get("final") is not None:
             runner.signal_name = "SIGTERM"
         return original(*args, **kwargs)
 
-    test._generate = generate
+    test.generate = generate
     with pytest.raises(Preempted):
         runner.run()
     newest = list_checkpoints(run_dir)[0]

@@ -16,10 +16,19 @@ CARD_FILE = "bridge_card.json"
 # -- the bridge card ----------------------------------------------------------------------------------
 
 
+# evaluation systems that became defaults after runs were made: left out of the hash (as options added later
+# are left out at their defaults), so a run made before them resumes, its later evaluations gaining them
+LATER_DEFAULT_SYSTEMS = ("covgauss", "randomrot")
+
+
 def recipe_hash(recipe_dict: dict[str, Any]) -> str:
     """Hash of the resolved recipe: what is trained and evaluated. Where the run is written and what
-    watches it (its loggers) are left out, so adding a logger to a resumed run is allowed."""
+    watches it (its loggers) are left out, so adding a logger to a resumed run is allowed; so are the
+    evaluation systems that became defaults later (:data:`LATER_DEFAULT_SYSTEMS`)."""
     data = {k: v for k, v in recipe_dict.items() if k not in ("run_dir", "loggers")}
+    evaluation = data.get("eval")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("systems"), list):
+        data["eval"] = {**evaluation, "systems": [s for s in evaluation["systems"] if s not in LATER_DEFAULT_SYSTEMS]}
     return json_digest(data, 16)
 
 
