@@ -16,34 +16,33 @@ from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.eval.choices import relay_prompt
 
 
-class Source(System):
+class Alone(System):
+    """One model alone, reading the prompt (``side``: ``source`` or ``target``)."""
+
+    side = "source"
+    default = always_recorded = True
+
+    def generate(self, ev: Any) -> list[str]:
+        model, encoder = getattr(ev.bridge, self.side), getattr(ev.bridge, f"{self.side}_encoder")
+        return ev.generate_text(model, [encoder.prompt_ids(p) for p in ev.prompts], self.name)
+
+    def score(self, ev: Any) -> list[list[float]]:
+        model, encoder = getattr(ev.bridge, self.side), getattr(ev.bridge, f"{self.side}_encoder")
+        return ev.score_text(model, encoder, ev.prompts, self.name)
+
+
+class Source(Alone):
     """The source model alone, reading the prompt."""
 
-    name = "source"
-    default = always_recorded = True
+    name = side = "source"
     rank = 0
 
-    def generate(self, ev: Any) -> list[str]:
-        b = ev.bridge
-        return ev.generate_text(b.source, [b.source_encoder.prompt_ids(p) for p in ev.prompts], "source")
 
-    def score(self, ev: Any) -> list[list[float]]:
-        return ev.score_text(ev.bridge.source, ev.bridge.source_encoder, ev.prompts, "source")
-
-
-class Target(System):
+class Target(Alone):
     """The target model alone, reading the prompt: what the bridge must beat."""
 
-    name = "target"
-    default = always_recorded = True
+    name = side = "target"
     rank = 1
-
-    def generate(self, ev: Any) -> list[str]:
-        b = ev.bridge
-        return ev.generate_text(b.target, [b.target_encoder.prompt_ids(p) for p in ev.prompts], "target")
-
-    def score(self, ev: Any) -> list[list[float]]:
-        return ev.score_text(ev.bridge.target, ev.bridge.target_encoder, ev.prompts, "target")
 
 
 class Relay(System):
