@@ -91,9 +91,10 @@ def test_the_skyline_reads_what_the_source_reads(random_pair, tmp_path, monkeypa
     ev = evaluator(exp, tmp_path, systems=["bridged", "target", "skyline"])
     seen = rows_read(monkeypatch, ev)
     ev.outputs()
+    encoder, tokenizer = exp.bridge.target_encoder, exp.bridge.target.tokenizer
     for example, row, target_row in zip(ev.items, seen["skyline"], seen["target"], strict=True):
         assert f"item {example.id} is special" in row and "is special" not in target_row
-        assert row.endswith(ev.prompts[0].cue) or ev.prompts[0].cue in row
+        assert row == tokenizer.decode(encoder.prompt_ids(with_context(example)))
 
 
 def test_two_stage_hands_over_the_background_never_the_answer(random_pair, tmp_path, monkeypatch):
@@ -209,3 +210,20 @@ def test_fusion_controls_change_the_deltas(random_pair, tmp_path):
         logits = [model(**inputs.model_kwargs()).logits[:, -1] for inputs in (base, same, drawn)]
     assert torch.allclose(logits[0], logits[1], atol=1e-5)  # an identity change is the bridged input
     assert not torch.allclose(logits[0], logits[2], atol=1e-3)  # covgauss's deltas are not the message's
+
+
+@pytest.mark.parametrize(("name", "role", "says"), [("gold", "baseline", "takes a name the evaluation records already use"),
+                                                    ("fine_name", "judge", "needs `role`")])
+def test_a_system_with_a_reserved_name_or_unknown_role_is_a_load_problem(name, role, says):
+    """A system named like a record field ("gold" would write ``gold_full`` beside the gold answer) or with a
+    role the harness does not know is refused at load, and the rest of the registry works."""
+    from latentbridge import System
+    from latentbridge.registry.host import Registry
+
+    from .test_registry import plugin_module, registers
+
+    bad = type("Bad", (System,), {"name": name, "role": role})
+    registry = Registry.load(autoload=False, extra=[plugin_module("bad_systems", register_systems=registers(bad))])
+    problems = [p for p in registry.problems if p.kind == "system"]
+    assert len(problems) == 1 and problems[0].problem == "invalid-class" and says in problems[0].message
+    assert name not in registry.names("system") and "bridged" in registry.names("system")

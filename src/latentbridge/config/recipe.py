@@ -190,7 +190,7 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
             problems.extend(_unmet_needs(objectives, registry))
     problems.extend(_message_problems(specs, objectives, curriculum, registry))
     problems.extend(_layers_problems(models, specs, cache, registry))
-    problems.extend(system_problems(evaluation, data.get("eval"), {**data, "specs": specs}, registry))
+    problems.extend(system_problems(evaluation, {**data, "specs": specs}, registry))
     reader = specs.get("translator")
     if reader is not None and source_view is not None and source_view.view == "generation" \
             and registry.get("translator", reader.name).cls.reads_cache:

@@ -66,15 +66,12 @@ class TrainConfig:
         return problems
 
 
-def default_systems() -> list[str]:
-    """The built-in systems marked ``default``, in record order: what a recipe evaluates unless it lists
-    ``eval.systems`` (a third-party plugin never changes what other runs evaluate)."""
-    from latentbridge.registry.host import get_registry
+def _default_systems() -> list[str]:
+    from latentbridge.config.systems import (
+        default_systems,  # config.systems reads the registry, which reads this
+    )
 
-    registry = get_registry()
-    names = [n for n in registry.names("system")
-             if registry.get("system", n).cls.default and registry.get("system", n).provider.builtin]
-    return sorted(names, key=lambda n: (registry.get("system", n).cls.rank, n))
+    return default_systems()
 
 
 @dataclass
@@ -86,7 +83,7 @@ class EvalConfig:
     batch_size: int = option(32, gt=0, help="items per generation batch")
     max_new_tokens: int = option(96, gt=0, help="generation limit per answer")
     systems: list[str] = option(
-        default_factory=lambda: default_systems(),
+        default_factory=lambda: _default_systems(),
         help="evaluation systems (`latentbridge list-plugins --kind system`); the default: every built-in "
         "marked default (source, target, bridged, the controls, relay); baselines are computed once and cached"
     )

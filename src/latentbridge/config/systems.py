@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from latentbridge.config.schema import show_value
 from latentbridge.registry.host import Registry
 
 
-def system_problems(evaluation: Any, raw_eval: Any, recipe: Mapping[str, Any], registry: Registry) -> list[str]:
+def in_record_order(names: Iterable[str], registry: Registry) -> list[str]:
+    """Registered system names in the order records and tables give them: by ``rank``, then by name."""
+    return sorted(names, key=lambda n: (registry.get("system", n, "eval.systems").cls.rank, n))
+
+
+def default_systems() -> list[str]:
+    """The built-in systems marked ``default``, in record order: what a recipe evaluates unless it lists
+    ``eval.systems`` (a third-party plugin never changes what other runs evaluate)."""
+    from latentbridge.registry.host import get_registry
+
+    registry = get_registry()
+    return in_record_order((n for n in registry.names("system") if registry.get("system", n).cls.default
+                            and registry.get("system", n).provider.builtin), registry)
+
+
+def system_problems(evaluation: Any, recipe: Mapping[str, Any], registry: Registry) -> list[str]:
     """Every problem with ``eval.systems`` and ``eval.system_config``: unknown or repeated names (with a
     did-you-mean), settings that fail a system's config, and a system's own refusal of this recipe
     (:meth:`~latentbridge.api.system.System.problems`), each one line with its key path."""

@@ -8,7 +8,6 @@ models read for these items, and the decoding settings; a cached entry whose key
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +49,3 @@ def baseline_key(bridge: Any, task: Any, items_digest: str, settings: Any) -> di
         "decoding": {"max_new_tokens": settings.max_new_tokens, "stop": settings.stop, "greedy": True},
     }
 
-
-def generate_baselines(
-    wanted: Sequence[str], cached: dict[str, list[str]], generate: Callable[[str, dict[str, list[str]]], list[str]]
-) -> tuple[dict[str, list[str]], bool]:
-    """The outputs of ``wanted`` systems: cached ones reused, missing ones generated in order (the
-    relay needs the source's outputs first). Returns every output and whether any was generated."""
-    outputs = dict(cached)
-    missing = [s for s in wanted if s not in outputs]
-    if "relay" in missing and "source" not in outputs:
-        missing.insert(0, "source")
-    for system in dict.fromkeys(missing):
-        outputs[system] = generate(system, outputs)
-    return outputs, bool(missing)

@@ -10,7 +10,6 @@ per models, items and decoding). The harness (:mod:`latentbridge.eval.harness`) 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,6 @@ class EvalContext:
         self.seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
         self.shuffle = derangement(len(self.items), seed)  # shuffled: item i reads item shuffle[i]'s source
         self.choices = isinstance(task, MultipleChoiceTask)  # items scored by each choice's log-likelihood
-        self.timings: dict[str, float] = {}  # seconds spent per part (what), summed over this context's life
         self._stores: dict[str, tuple[BaselineCache, dict[str, Any]]] = {}
 
     # -- batches -------------------------------------------------------------------------------------
@@ -95,11 +93,9 @@ class EvalContext:
 
         Under torchrun the batches are dealt out whole, round-robin, and the results gathered: every
         item is computed exactly once, in the same batch as in a single process, so the files match."""
-        n, size = len(self.items), self.settings.batch_size
-        chunks = [slice(s, min(s + size, n)) for s in range(0, n, size)]
+        n, chunks = len(self.items), self.chunks()
         world, me = world_size(), rank()
         mine: dict[int, list[Any]] = {}
-        started = time.perf_counter()
         for round_start in range(0, len(chunks), world):
             if self.should_stop():  # collective: every process asks the same number of times
                 raise Interrupted
@@ -110,7 +106,6 @@ class EvalContext:
             mine[chunk.start] = work(chunk)
             if self.progress:
                 self.progress(what, (chunk.stop - chunk.start) * world, n)
-        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - started
         merged: dict[int, list[Any]] = {}
         for part in gather_objects(mine):
             merged.update(part)
@@ -163,10 +158,7 @@ class EvalContext:
     def message(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None, seeds: torch.Tensor) -> Message:
         """The translator's message for the source reading ``prompts`` (``examples``: for the source
         cache, or None; ``seeds``: per row)."""
-        started = time.perf_counter()
-        message = self.bridge.message(prompts, seeds, examples=examples)
-        self.timings["message"] = self.timings.get("message", 0.0) + time.perf_counter() - started
-        return message
+        return self.bridge.message(prompts, seeds, examples=examples)
 
     def own_message(self, chunk: slice) -> Message:
         """The bridged message of a chunk of items: each from its own source states and seed."""

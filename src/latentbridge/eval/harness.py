@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from latentbridge.config.systems import in_record_order
 from latentbridge.eval.choices import choice_fields
 from latentbridge.eval.context import EvalContext, EvalSettings, Interrupted, Progress, item_seed
 from latentbridge.eval.summary import summarize_records
@@ -42,7 +43,7 @@ def recorded_systems(wanted: Sequence[str]) -> list[str]:
     in rank order (then by name)."""
     registry = get_registry()
     names = {n for n in registry.names("system") if registry.get("system", n).cls.always_recorded} | set(wanted)
-    return sorted(names, key=lambda n: (registry.get("system", n, "eval.systems").cls.rank, n))
+    return in_record_order(names, registry)
 
 
 class Evaluator(EvalContext):

@@ -2,7 +2,7 @@
 
 ``SYSTEMS`` keeps its old meaning for code written against it: the six systems every evaluation file has
 held from the start (``always_recorded``), in record order. New code asks the registry
-(:func:`system_names`, :func:`system_role`) or reads the systems a file or summary holds
+(:func:`system_role`, ``latentbridge.config.systems.in_record_order``) or reads the systems a file or summary holds
 (:func:`latentbridge.eval.summary.systems_in`).
 """
 
@@ -11,12 +11,6 @@ from __future__ import annotations
 from latentbridge.registry.host import get_registry
 
 SYSTEMS = ("source", "target", "bridged", "shuffled", "null", "relay")
-
-
-def system_names() -> list[str]:
-    """Every registered system, in record order (rank, then name)."""
-    registry = get_registry()
-    return sorted(registry.names("system"), key=lambda n: (registry.get("system", n).cls.rank, n))
 
 
 def system_role(name: str) -> str | None:
