@@ -12,7 +12,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -101,5 +100,8 @@ def write(name: str, result: dict[str, Any], table: list[tuple[str, ...]], notes
 
 
 def git_commit() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or None
+    """The latentbridge checkout's HEAD, abbreviated (``latentbridge.io.rundir.git_commit``: with a timeout)."""
+    from latentbridge.io.rundir import git_commit as full
+
+    commit = full()
+    return commit[:7] if commit else None

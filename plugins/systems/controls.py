@@ -19,17 +19,17 @@ Draws are seeded per item, so a control's outputs do not depend on the batch an 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from latentbridge.plugins.systems.bridged import Control
 
 from latentbridge import KVFusion, Message, hookimpl
+from latentbridge.eval.context import item_seed
 
 
 def _seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+    return item_seed(":".join(map(str, parts)))
 
 
 def _normal(shape: tuple[int, ...], seed: int) -> torch.Tensor:

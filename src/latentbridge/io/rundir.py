@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from latentbridge.errors import LatentBridgeError
-from latentbridge.io.atomic import dumps, json_safe
+from latentbridge.io.atomic import dumps, file_sha256, json_safe
 
 
 def new_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -110,14 +110,10 @@ def _file_digest(path: Path) -> str:
     """sha256 of a file's bytes (of a link's target text, for a symbolic link)."""
     if path.is_symlink():
         return hashlib.sha256(os.fsencode(os.readlink(path))).hexdigest()
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as exc:  # unreadable: still counts, by its name and the error
-        digest.update(f"unreadable: {exc.strerror}".encode())
-    return digest.hexdigest()
+        return hashlib.sha256(f"unreadable: {exc.strerror}".encode()).hexdigest()
 
 
 def git_state(start: Path | None = None) -> dict[str, Any]:
