@@ -30,7 +30,7 @@ def _window(ctx: StepContext) -> int:
 
 def _logits(ctx: StepContext) -> torch.Tensor:
     # logits_to_keep: the vocabulary projection runs on the answer window only, not on the prompt
-    logits = ctx.target.model(**ctx.inputs.model_kwargs(), logits_to_keep=ctx.get("window")).logits
+    logits = ctx.inputs.forward(ctx.target.model, logits_to_keep=ctx.get("window")).logits
     return logits.to(ctx.inputs.labels.device)  # a model spread over devices returns them on its last
 
 

@@ -16,7 +16,7 @@ from latentbridge._version import __version__
 from latentbridge.api.context import BuildContext, StepContext
 from latentbridge.api.hookspecs import hookimpl
 from latentbridge.api.injection import InjectionConfig, InjectionMode, TargetText
-from latentbridge.api.messages import KVFusion, KVPrefix, Message, SoftTokens, SourceStates
+from latentbridge.api.messages import ActivationPatch, KVFusion, KVPrefix, Message, SoftTokens, SourceStates
 from latentbridge.api.objective import Objective, ObjectiveConfig
 from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
@@ -37,6 +37,7 @@ _LIBRARY = {
 
 __all__ = [
     "IGNORE_INDEX",
+    "ActivationPatch",
     "BuildContext",
     "ConfigError",
     "Example",

@@ -9,7 +9,10 @@ and in generation:
   the target's attention reads them before the text, as if they were cached;
 - :class:`KVFusion` — a change to the target's own key/value cache of the prompt, C2C-style: the target
   reads the prompt, its cache is fused with the source's aligned cache by the translator's fuser, and
-  the answer (or generation) continues on the fused cache.
+  the answer (or generation) continues on the fused cache;
+- :class:`ActivationPatch` — one vector per row written into the target's residual stream at one layer,
+  at the prompt's last token (activation communication): the target reads its own prompt, and at that
+  position the state entering the layer is replaced by, summed with or averaged with the vector.
 
 A plugin adds a message kind by subclassing :class:`Message` and implementing
 :meth:`Message.target_inputs` (what the target reads for it); an injection mode says which kinds it
@@ -204,3 +207,34 @@ class KVFusion(Message):
         idx = list(index)
         return KVFusion([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx],
                         [self.offsets[i] for i in idx], [self.text[i] for i in idx], self.fuse, self.layers, self.extra)
+
+
+@dataclass
+class ActivationPatch(Message):
+    """``states``: ``b d_tgt``, one per row, combined at target layer ``layer`` (the state entering that
+    decoder layer, ``hidden_states[layer]``) at the last token of the row's prompt by ``mode``: ``replace``
+    (the row's vector), ``sum`` (state + vector) or ``mean`` ((state + vector) / 2)."""
+
+    states: torch.Tensor
+    layer: int
+    mode: str = "replace"
+    kind: ClassVar[str] = "activation"
+
+    def rows(self) -> int:
+        return self.states.shape[0]
+
+    def ntokens(self) -> list[int]:
+        return [1] * self.rows()
+
+    def nbytes(self) -> list[int]:
+        return [self.states.shape[1] * _bytes(self.states)] * self.rows()
+
+    def select(self, index: Sequence[int]) -> ActivationPatch:
+        return ActivationPatch(self.states[list(index)], self.layer, self.mode)
+
+    def vectors(self) -> list[torch.Tensor]:
+        return [self.states[:, None, :]]
+
+    def with_vectors(self, groups: Sequence[torch.Tensor]) -> ActivationPatch:
+        (states,) = groups
+        return ActivationPatch(states[:, 0].to(self.states.dtype), self.layer, self.mode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,10 @@ class TargetInputs:
 
     ``soft_mask`` marks the positions the soft tokens occupy or are added onto. ``cache``: for a key/value
     message, a function giving the model a fresh cache that the input follows (then ``attention_mask``
-    covers the cache's positions and the input's, ``position_ids`` the input's only)."""
+    covers the cache's positions and the input's, ``position_ids`` the input's only). ``patch``: for an
+    activation message, a function of the model giving a context manager inside which one forward pass
+    over exactly these inputs has the message written into the model's residual stream (decoding steps
+    after it run outside it); :meth:`forward` applies it."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
@@ -44,6 +48,7 @@ class TargetInputs:
     labels: torch.Tensor
     soft_mask: torch.Tensor | None = None
     cache: Callable[[], dict[str, Any]] | None = None
+    patch: Callable[[Any], AbstractContextManager[Any]] | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -54,3 +59,8 @@ class TargetInputs:
         if self.cache is not None:
             kwargs.update(self.cache())
         return kwargs
+
+    def forward(self, model: Any, **kwargs: Any) -> Any:
+        """``model`` on these inputs (its cache and its patch, when it has them), with ``kwargs``."""
+        with self.patch(model) if self.patch is not None else nullcontext():
+            return model(**self.model_kwargs(), **kwargs)

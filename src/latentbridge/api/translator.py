@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -97,6 +98,12 @@ class Translator(nn.Module):
     def message(self, states: SourceStates, seeds: torch.Tensor | None = None) -> Message:
         """The message for a batch: by default the soft tokens of :meth:`forward` on ``states.hidden``."""
         return SoftTokens(self(states.hidden, states.mask, seeds=seeds))
+
+    def fit(self, bridge: Any, task: Any, log: Callable[[str], None]) -> None:
+        """Fit what a training-free translator computes from the models before it is used (``ac``'s least
+        squares map): called once when a run builds a new translator, with the bridge and the task, of
+        which it reads the ``train`` split only (never dev or test). What it fits is saved with the
+        weights (as buffers), so an evaluation of a run folder reads it back instead of fitting again."""
 
     def set_progress(self, step: int, total: int) -> None:
         """Training is at ``step`` of ``total`` (called before every step; nothing by default)."""

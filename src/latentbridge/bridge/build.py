@@ -107,6 +107,9 @@ class Experiment:
         experiment = cls(recipe, registry, task, bridge, objectives)
         if translator_dir is not None:
             experiment.load_translator(Path(translator_dir))
+        else:  # a training-free translator fits what it needs on train items (a no-op for the others)
+            with blame("translator", recipe.translator.name, translator):
+                translator.fit(bridge, task, log)
         return experiment
 
     def build_loggers(self, run_dir: Path) -> list:

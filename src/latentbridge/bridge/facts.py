@@ -118,7 +118,9 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
     for kind, name, config, path in plugins:
         check = getattr(registry.get(kind, name).cls, "check_models", None)
         if check is not None:
-            problems += [f"{path}: {p}" for p in check(source, target, config)]
+            # a problem is a line, or (key, line) for one of the plugin's settings: "<path>.<key>: <line>"
+            problems += [f"{path}.{p[0]}: {p[1]}" if isinstance(p, tuple) else f"{path}: {p}"
+                         for p in check(source, target, config)]
     return problems
 
 

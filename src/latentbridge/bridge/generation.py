@@ -48,8 +48,8 @@ def greedy_generate(
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
     positions = inputs.position_ids
-    out = model(  # a key/value message's cache comes in model_kwargs; the text continues it
-        **inputs.model_kwargs(), use_cache=True, logits_to_keep=1,  # only the last position's logits to start
+    out = inputs.forward(  # a key/value message's cache (or an activation patch) comes with the inputs
+        model, use_cache=True, logits_to_keep=1,  # only the last position's logits to start
     )
     past = cache_of(out)
     logits = out.logits[:, -1]

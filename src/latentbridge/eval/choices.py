@@ -42,7 +42,7 @@ def supervised_logprobs(model: Any, inputs: TargetInputs) -> tuple[list[float], 
         raise ValueError("supervised_logprobs: a row without supervised tokens")
     first = int(supervised.float().argmax(1).min())  # the earliest supervised position of any row
     keep = width - first + 1  # the logits at first-1 .. width-1 (the last is never needed)
-    logits = model(**inputs.model_kwargs(), logits_to_keep=keep).logits[:, :-1].float()
+    logits = inputs.forward(model, logits_to_keep=keep).logits[:, :-1].float()
     targets = labels[:, width - keep + 1 :].to(logits.device)
     mask = targets != IGNORE_INDEX
     picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
