@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from latentbridge.zoo import facts as facts_task
 from latentbridge.zoo.arith import Example, generate_splits, read_jsonl, write_jsonl
 from latentbridge.zoo.evaluate import evaluate_accuracy
-from latentbridge.zoo.specs import N_TEST, N_TRAIN, PAIR, TORCH_THREADS, ModelSpec
+from latentbridge.zoo.specs import N_TEST, N_TRAIN, TORCH_THREADS, ZOO, ModelSpec
 from latentbridge.zoo.tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
 from latentbridge.zoo.train import eval_prompt, make_model, train_model, train_text
 
@@ -86,7 +87,10 @@ def build_model(
     examples = list(train) + taught * spec.facts_repeat
     texts = [train_text(e["question"], e["answer"]) for e in examples]
     prompts = [eval_prompt(e["question"]) for e in examples]
-    tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
+    if spec.tokenizer_of is not None:  # the very tokenizer files of a model built before it
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / spec.tokenizer_of)
+    else:
+        tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
     model = make_model(spec, tokenizer, seed + spec.seed_offset)
     losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress)
 
@@ -186,7 +190,7 @@ def build_pair(
     out_dir: str | Path,
     seed: int = 0,
     progress: Progress | None = None,
-    specs: tuple[ModelSpec, ...] = PAIR,
+    specs: tuple[ModelSpec, ...] = ZOO,
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,
     isolate: bool = True,

@@ -59,6 +59,7 @@ class ModelSpec:
     seed_offset: int = 0  # added to the build seed, so the two inits differ
     facts: str = "none"  # which facts it learns: "task" (every task entity), "public" (the format only), "none"
     facts_repeat: int = 1  # how many times each facts example appears in its training data
+    tokenizer_of: str | None = None  # share this (earlier built) model's tokenizer instead of training one
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for ``zoo.json``)."""
@@ -113,4 +114,28 @@ MISTRAL = ModelSpec(
     facts_repeat=8,
 )
 
+# tiny-llama-b: tiny-llama's architecture, width and tokenizer (the very files), trained from another seed
+# on arith only. (tiny-llama -> tiny-llama-b) is a same-geometry pair for the training-free channels (ac,
+# kvcomm) in which the target lacks the source's facts.
+LLAMA_B = ModelSpec(
+    name="tiny-llama-b",
+    arch="llama",
+    tokenizer="llama",
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=384,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    rope_theta=500_000.0,
+    steps=4000,
+    batch_size=32,
+    lr=3e-3,
+    warmup=100,
+    seed_offset=2,
+    facts="none",
+    tokenizer_of="tiny-llama",
+)
+
 PAIR: tuple[ModelSpec, ModelSpec] = (LLAMA, MISTRAL)
+ZOO: tuple[ModelSpec, ...] = (LLAMA, MISTRAL, LLAMA_B)  # what `zoo build` builds, in order (tokenizers first)
