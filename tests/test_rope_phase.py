@@ -212,7 +212,7 @@ def test_a_layer_that_bypasses_the_attention_interface_is_named(random_pair, mon
 
 def test_an_attention_module_without_an_eager_kernel_is_a_clear_error():
     from latentbridge.errors import LatentBridgeError
-    from latentbridge.nn.keys import _kernel
+    from latentbridge.nn.keys import kernel as _kernel
 
     class Odd(torch.nn.Module):
         pass

@@ -16,7 +16,15 @@ from latentbridge._version import __version__
 from latentbridge.api.context import BuildContext, StepContext
 from latentbridge.api.hookspecs import hookimpl
 from latentbridge.api.injection import InjectionConfig, InjectionMode, TargetText
-from latentbridge.api.messages import ActivationPatch, KVFusion, KVPrefix, Message, SoftTokens, SourceStates
+from latentbridge.api.messages import (
+    ActivationPatch,
+    KVFusion,
+    KVPrefix,
+    KVShare,
+    Message,
+    SoftTokens,
+    SourceStates,
+)
 from latentbridge.api.objective import Objective, ObjectiveConfig
 from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
@@ -45,6 +53,7 @@ __all__ = [
     "InjectionMode",
     "KVFusion",
     "KVPrefix",
+    "KVShare",
     "LatentBridgeError",
     "Message",
     "Objective",

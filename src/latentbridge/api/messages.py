@@ -10,6 +10,8 @@ and in generation:
 - :class:`KVFusion` — a change to the target's own key/value cache of the prompt, C2C-style: the target
   reads the prompt, its cache is fused with the source's aligned cache by the translator's fuser, and
   the answer (or generation) continues on the fused cache;
+- :class:`KVShare` — the source's own key/value cache of what it read, in front of the target's text at a
+  subset of the target's layers (KVComm); the other layers see none of its positions;
 - :class:`ActivationPatch` — one vector per row written into the target's residual stream at one layer,
   at the prompt's last token (activation communication): the target reads its own prompt, and at that
   position the state entering the layer is replaced by, summed with or averaged with the vector.
@@ -238,3 +240,33 @@ class ActivationPatch(Message):
     def with_vectors(self, groups: Sequence[torch.Tensor]) -> ActivationPatch:
         (states,) = groups
         return ActivationPatch(states[:, 0].to(self.states.dtype), self.layer, self.mode)
+
+
+@dataclass
+class KVShare(Message):
+    """The source's cache of what it read, shared with a target of the same architecture (KVComm).
+    ``keys[l]``, ``values[l]``: ``b kv_heads t_src head_dim`` for every layer, as the source caches them
+    (rotated at the source's own positions, which the target's text then follows); ``mask``: ``b t_src``
+    (1 on real source tokens; rows left-padded); ``shared``: the target layers that read them (the others
+    see none of these positions)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    shared: list[int]
+    kind: ClassVar[str] = "kv_share"
+
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    def ntokens(self) -> list[int]:
+        return [int(n) for n in self.mask.sum(1).tolist()]
+
+    def nbytes(self) -> list[int]:
+        """The shared layers' keys and values over each row's real tokens: what the target receives."""
+        per_token = sum(self.keys[layer][0, :, 0].numel() * _bytes(self.keys[layer]) * 2 for layer in self.shared)
+        return [n * per_token for n in self.ntokens()]
+
+    def select(self, index: Sequence[int]) -> KVShare:
+        idx = list(index)
+        return KVShare([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx], self.shared)

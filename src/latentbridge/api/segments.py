@@ -37,10 +37,10 @@ class TargetInputs:
 
     ``soft_mask`` marks the positions the soft tokens occupy or are added onto. ``cache``: for a key/value
     message, a function giving the model a fresh cache that the input follows (then ``attention_mask``
-    covers the cache's positions and the input's, ``position_ids`` the input's only). ``patch``: for an
-    activation message, a function of the model giving a context manager inside which one forward pass
-    over exactly these inputs has the message written into the model's residual stream (decoding steps
-    after it run outside it); :meth:`forward` applies it."""
+    covers the cache's positions and the input's, ``position_ids`` the input's only). ``patch``: for a
+    message that acts inside the model (an activation written into the residual stream; cache positions
+    that some layers must not see), a function of the model giving a context manager around every pass
+    over these inputs and the decoding that continues them (:meth:`patched`, :meth:`forward`)."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
@@ -60,7 +60,11 @@ class TargetInputs:
             kwargs.update(self.cache())
         return kwargs
 
+    def patched(self, model: Any) -> AbstractContextManager[Any]:
+        """The context these inputs are read in: the message's patch, or nothing."""
+        return self.patch(model) if self.patch is not None else nullcontext()
+
     def forward(self, model: Any, **kwargs: Any) -> Any:
-        """``model`` on these inputs (its cache and its patch, when it has them), with ``kwargs``."""
-        with self.patch(model) if self.patch is not None else nullcontext():
+        """One pass of ``model`` over these inputs (their cache and patch, when they have them), with ``kwargs``."""
+        with self.patched(model):
             return model(**self.model_kwargs(), **kwargs)

@@ -17,12 +17,20 @@ from typing import Any
 import torch
 
 from latentbridge.api.injection import InjectionMode
-from latentbridge.api.messages import ActivationPatch, KVFusion, KVPrefix, Message, SoftTokens, SourceStates
+from latentbridge.api.messages import (
+    ActivationPatch,
+    KVFusion,
+    KVPrefix,
+    KVShare,
+    Message,
+    SoftTokens,
+    SourceStates,
+)
 from latentbridge.api.segments import TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
-from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs
+from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
@@ -194,6 +202,8 @@ class Bridge:
             return kv_prefix_inputs(self.target, message, rows)
         if isinstance(message, KVFusion):
             return kv_fusion_inputs(self.target, self.target_encoder, message, rows, texts, prompts)
+        if isinstance(message, KVShare):
+            return kv_share_inputs(self.target, message, rows)
         if isinstance(message, ActivationPatch):
             return activation_inputs(self.target, message, rows, texts)
         return message.target_inputs(self, rows, texts, prompts)

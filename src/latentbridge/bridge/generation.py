@@ -45,11 +45,17 @@ def greedy_generate(
     stop: Sequence[str] = (),
 ) -> list[Generation]:
     """Greedy continuations of every row of ``inputs`` (``b L d`` embeddings)."""
+    with inputs.patched(model):  # a message acting inside the model acts on the prompt and every decoding step
+        return _decode(model, tokenizer, inputs, max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop)
+
+
+def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens: int, eos_ids: set[int],
+            stop: Sequence[str]) -> list[Generation]:
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
     positions = inputs.position_ids
-    out = inputs.forward(  # a key/value message's cache (or an activation patch) comes with the inputs
-        model, use_cache=True, logits_to_keep=1,  # only the last position's logits to start
+    out = model(  # a key/value message's cache comes in model_kwargs; the text continues it
+        **inputs.model_kwargs(), use_cache=True, logits_to_keep=1,  # only the last position's logits to start
     )
     past = cache_of(out)
     logits = out.logits[:, -1]

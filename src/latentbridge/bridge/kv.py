@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from latentbridge.api.messages import KVFusion, KVPrefix
+from latentbridge.api.messages import KVFusion, KVPrefix, KVShare
 from latentbridge.api.segments import Segment, Soft, TargetInputs, Text
+from latentbridge.bridge.hide import hidden_from
 from latentbridge.bridge.layout import assemble, left_pad, positions_from_mask
 from latentbridge.bridge.models import cache_of, with_cache
 from latentbridge.errors import LatentBridgeError
@@ -86,6 +87,24 @@ def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Seg
         kv.append((vk, vv))
     cache_mask = torch.cat([pmask, torch.ones(b, k, dtype=pmask.dtype, device=device)], 1)
     return _with_cache(target, kv, cache_mask, [rest for _, rest in split])
+
+
+def kv_share_inputs(target: Any, message: KVShare, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
+    """``[pad][source's tokens] | [pad][bos][prompt][answer]``: the source's cache of what it read, at its
+    own positions, then the target's text from position (source tokens) on. Every layer holds the source's
+    positions; the layers not in ``message.shared`` do not see them (:func:`~latentbridge.bridge.hide.hidden_from`)."""
+    if any(isinstance(seg, Soft) for row in rows for seg in row):
+        raise LatentBridgeError("a kv_share message goes before the target's own text: the injection mode must "
+                                "place no soft tokens (after_cache)")
+    device = target.device
+    kv = [(k.to(device=device, dtype=target.dtype), v.to(device=device, dtype=target.dtype))
+          for k, v in zip(message.keys, message.values, strict=True)]
+    inputs = _with_cache(target, kv, message.mask.to(device), rows)
+    hidden = [layer for layer in range(len(kv)) if layer not in set(message.shared)]
+    width = message.mask.shape[1]
+    if hidden:
+        inputs.patch = lambda model: hidden_from(model, hidden, width)
+    return inputs
 
 
 def align(receiver: Sequence[tuple[int, int]], source: Sequence[tuple[int, int]], same_text: bool) -> list[int]:

@@ -5,7 +5,8 @@ The target reads its own prompt (``[pad][bos][prompt][answer]``, laid out as for
 one forward pass over those inputs, a pre-hook on decoder layer ``j`` changes, in every row, the state
 entering that layer at the row's last prompt token: replaced by the row's vector, summed with it, or
 averaged with it. Later positions read the changed state through attention, and generation continues
-from the cache that pass wrote, so each patch is applied exactly once. ``hidden_states[j]`` (the
+from the cache that pass wrote: the patch acts on the first pass over the inputs only, so it is applied
+exactly once. ``hidden_states[j]`` (the
 transformers convention: ``0`` the embeddings, ``j`` the output of block ``j - 1``) is the state patched.
 """
 
@@ -56,11 +57,16 @@ def patched(model: Any, message: ActivationPatch, columns: Sequence[int], width:
     rows = torch.arange(len(columns))
     cols = torch.tensor(list(columns))
 
-    def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    done: list[bool] = []
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if done:  # decoding steps: the prompt's pass already wrote the patch into the cache they read
+            return None
         hidden = args[0] if args else kwargs["hidden_states"]
-        if hidden.shape[1] != width:  # the patch is for the one pass over these inputs (decoding runs outside it)
-            raise LatentBridgeError(f"activation patch: a forward pass over {hidden.shape[1]} positions inside a "
-                                    f"patch made for {width}")
+        if hidden.shape[1] != width:
+            raise LatentBridgeError(f"activation patch: the first pass covers {hidden.shape[1]} positions, the "
+                                    f"patch was made for {width}")
+        done.append(True)
         vectors = message.states.to(device=hidden.device, dtype=hidden.dtype)
         hidden = hidden.clone()
         hidden[rows, cols] = combine(message.mode, hidden[rows, cols], vectors).to(hidden.dtype)

@@ -44,7 +44,8 @@ class _Enough(Exception):
     """Raised once the layers asked for have run: the rest of the forward pass is skipped."""
 
 
-def _kernel(original: str, module: Any):
+def kernel(original: str, module: Any):
+    """The model's own attention kernel, ``sdpa`` or ``eager``."""
     if original == "sdpa":
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -58,7 +59,7 @@ def _kernel(original: str, module: Any):
 def _capturing(original: str):
     def attention(module, query, key, value, attention_mask, **kwargs):
         layer = getattr(module, "layer_idx", None)
-        out = _kernel(original, module)(module, query, key, value, attention_mask, **kwargs)
+        out = kernel(original, module)(module, query, key, value, attention_mask, **kwargs)
         if _ACTIVE and layer is not None:
             captured = _ACTIVE[-1]
             captured[layer] = Captured(query, key, value, float(kwargs.get("scaling") or module.scaling))
@@ -72,13 +73,15 @@ def _capturing(original: str):
 captured_limit: list[int] = []
 
 
-def _register(original: str) -> str:
+def _register(original: str, prefix: str = _PREFIX, factory: Any = None) -> str:
+    """Register (once) the attention function ``factory(original)`` (default: the capturing one) under
+    ``prefix + original``, with the original's mask function; return its name."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    name = _PREFIX + original
+    name = prefix + original
     if name not in AttentionInterface._global_mapping:
-        AttentionInterface.register(name, _capturing(original))
+        AttentionInterface.register(name, (factory or _capturing)(original))
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
     return name
 
@@ -90,13 +93,15 @@ def _attention_configs(model: Any) -> list[Any]:
 
 
 @contextlib.contextmanager
-def _implementation(model: Any) -> Iterator[None]:
+def _implementation(model: Any, prefix: str = _PREFIX, factory: Any = None) -> Iterator[None]:
+    """Within the block, ``model``'s attention layers call ``factory(original)`` (default: the capturing
+    function), which wraps the model's own kernel (``sdpa`` or ``eager``)."""
     configs = _attention_configs(model)
     saved = [c._attn_implementation for c in configs]
     for config, original in zip(configs, saved, strict=True):
         if original not in ("sdpa", "eager"):
-            raise LatentBridgeError(f"capturing attention needs the 'sdpa' or 'eager' implementation, not {original!r}")
-        config._attn_implementation = _register(original)
+            raise LatentBridgeError(f"looking inside attention needs the 'sdpa' or 'eager' implementation, not {original!r}")
+        config._attn_implementation = _register(original, prefix, factory)
     try:
         yield
     finally:
@@ -126,3 +131,9 @@ def capture_attention(model: Any, inputs: TargetInputs, layers: int) -> list[Cap
         raise LatentBridgeError(f"{type(model).__name__}: attention layers {missing} did not run through the "
                                 "attention interface (an architecture latentbridge cannot look inside)")
     return [captured[i] for i in range(layers)]
+
+
+def swapped_attention(model: Any, prefix: str, factory: Any) -> contextlib.AbstractContextManager[None]:
+    """Within the block, every attention layer of ``model`` calls ``factory(original)(module, query, key,
+    value, attention_mask, **kwargs)``, a function that wraps the model's own kernel (:func:`kernel`)."""
+    return _implementation(model, prefix, factory)
