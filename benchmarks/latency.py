@@ -52,9 +52,9 @@ def per_query(exp, recipe, tmp, queries: int, size: int, run) -> tuple[float, fl
 
 
 def text_system(ev: Evaluator, system: str) -> list[str]:
-    ev.settings.systems = ["relay"] if system == "relay" else [system]
-    ev._baselines = None
-    return ev.baselines()[system]
+    """A system that reads nothing trained (target, relay, two_stage, ...), generated afresh: what it needs
+    of another (the relay's source solutions, two_stage's background) is generated inside the timing."""
+    return ev.system(system).generate(ev)
 
 
 def main() -> None:
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL RECIPE OVERRIDE",
                         help="a bridged system named LABEL: RECIPE with its own overrides (repeatable)")
     parser.add_argument("--name", default="latency", help="results file name (results/NAME.md, .json)")
+    parser.add_argument("--systems", nargs="+", default=["target", "relay"],
+                        help="text systems timed beside the bridged ones (target, relay, two_stage, skyline, ...)")
+    parser.add_argument("--against", default="relay", help="the system every latency is divided by")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     weights = dict(w.split("=", 1) for w in args.weights)
@@ -82,7 +85,8 @@ def main() -> None:
             exp = Experiment.build(recipe, translator_dir=weights.get(name))
             exp.translator.eval()
             if i == 0:
-                for system, label in (("target", "target alone"), ("relay", "text relay")):
+                labels = {"target": "target alone", "relay": "text relay"}
+                for system, label in ((s, labels.get(s, s)) for s in args.systems):
                     rows[label] = {}
                     for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
                         t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev, s=system: text_system(ev, s))
@@ -92,14 +96,16 @@ def main() -> None:
             for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
                 t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev: ev.generate_bridged())
                 rows[label][key], rows[label]["tokens"] = t, n
-    relay = rows["text relay"]
+    against = {"target": "target alone", "relay": "text relay"}.get(args.against, args.against)
+    relay = rows[against]
     keys = ["batch 1", f"batch {args.batch}"]
-    table = [("system", *(f"ms per query, {k}" for k in keys), *(f"vs text relay, {k}" for k in keys),
+    table = [("system", *(f"ms per query, {k}" for k in keys), *(f"vs {against}, {k}" for k in keys),
               "generated tokens")]
     for label, r in rows.items():
         table.append((label, *(f"{r[k] * 1000:.1f}" for k in keys), *(f"{r[k] / relay[k]:.2f}" for k in keys),
                       f"{r['tokens']:.1f}"))
     write(args.name, {"recipes": args.recipes, "variants": args.variant, "queries": args.queries, "batch": args.batch,
+                      "systems_timed": args.systems, "against": args.against,
                       "weights": weights or "untrained", "systems": rows}, table,
           notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (and, for the latent relay, the "
                 "source's generation) + translator + target generation; text relay: source generation + target "

@@ -39,6 +39,28 @@ def test_the_pair_is_listed_with_accuracies_in_bounds(listed):
     assert llama["vocab_size"] != mistral["vocab_size"] and llama["tokenizer"] != mistral["tokenizer"]
 
 
+def test_tiny_llama_b_is_tiny_llama_s_geometry_without_its_facts(listed, tmp_path, monkeypatch):
+    """tiny-llama-b: tiny-llama's architecture, width and very tokenizer, another seed, arith only; the
+    harness reproduces its listed arith and facts accuracies, and on facts it is near chance."""
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import validate_recipe
+
+    b, llama = listed["tiny-llama-b"], listed["tiny-llama"]
+    for key in ("architecture", "hidden_size", "num_layers", "rope_theta", "vocab_size", "parameters"):
+        assert b[key] == llama[key], key
+    root = zoo_dir()
+    assert (root / "tiny-llama-b" / "tokenizer.json").read_bytes() == (root / "tiny-llama" / "tokenizer.json").read_bytes()
+    assert (root / "tiny-llama-b" / "model.safetensors").read_bytes() != (root / "tiny-llama" / "model.safetensors").read_bytes()
+    assert b["facts_taught"] == "none" and b["facts_accuracy"] <= 0.14  # a constant guess scores at most 0.14
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    for task, key in (("arith", "accuracy"), ("facts", "facts_accuracy")):
+        recipe = validate_recipe({**BASE, "task": {"name": task}, "models": {"source": "tiny-llama", "target": "tiny-llama-b"}})
+        exp = Experiment.build(recipe)
+        settings = EvalSettings(n=200, batch_size=50, max_new_tokens=96, stop=["\n\n"], systems=["target"])
+        result = Evaluator(exp.bridge, exp.task, settings, tmp_path / task).evaluate(step=0)
+        assert abs(result["systems"]["target"]["accuracy"] - b[key]) <= 0.01, (task, result["systems"]["target"])
+
+
 def test_tokenizers_segment_differently():
     llama, mistral = load_frozen("tiny-llama"), load_frozen("tiny-mistral")
     text = "Tom has 123 apples and buys 45 more."

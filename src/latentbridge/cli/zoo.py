@@ -58,7 +58,8 @@ def print_zoo(rows: list[dict], title: str) -> None:
             f"{_accuracy(r['taught_facts_accuracy'])} ({r['facts_taught']})",
         )
     table.caption = (
-        "tiny-llama is a LlamaForCausalLM, tiny-mistral a MistralForCausalLM (see --json)\n"
+        "tiny-llama and tiny-llama-b (its architecture and tokenizer, another seed, arith only) are LlamaForCausalLM, "
+        "tiny-mistral a MistralForCausalLM (see --json)\n"
         f"tokenizer: 1-digit = every digit its own token; n-digit = numbers in multi-digit pieces\n"
         f"accuracy: greedy, strict '#### N' match, on the {rows[0]['n_eval']} arith test problems and the facts "
         "test questions;\nfacts taught: on facts it was trained on (task: every task entity; public: the "

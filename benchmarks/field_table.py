@@ -1,0 +1,136 @@
+"""The field's table on the tiny models: every system and channel, with controls, bytes and latency.
+
+Reads the kept runs under ``results/runs/field/`` (one folder per run: ``run.json``, ``recipe.yaml``,
+``summary.json`` and the test evaluation files) and the latency measurement ``results/field_latency.json``,
+and writes ``results/field_table.md`` and ``.json``. Per task, the rows are the systems that read nothing
+trained (target, source, skyline, relay, two_stage: the same in every run of one pair and task, read from
+the first), then each run's channel (its ``bridged`` system, named by its recipe). Columns: test accuracy
+of the final weights with its Wilson 95% interval over the items (one run per channel: the training-free
+channels are deterministic), each control's accuracy, the message's bytes per item, and latency per query
+against ``two_stage`` at batch 1 and 16.
+
+    python benchmarks/field_table.py            # write the table
+    python benchmarks/field_table.py check      # regenerate and compare byte for byte (exit 1 on a change)
+    python benchmarks/field_table.py pack RUN_DIR...   # keep runs (their small files) under results/runs/field/
+
+Every kept run must pass the provenance check (made from a clean, committed tree that holds its recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS
+
+from latentbridge.report.provenance import provenance_problems
+
+RUNS = RESULTS / "runs" / "field"
+LATENCY = RESULTS / "field_latency.json"
+BASELINES = ("target", "source", "skyline", "relay", "two_stage")
+CONTROLS = ("shuffled", "null", "covgauss", "randomrot")
+KEEP = ("run.json", "recipe.yaml", "summary.json")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _acc(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "-"
+    low, high = s["ci95"]
+    return f"{s['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _bytes(s: dict[str, Any] | None) -> str:
+    return "-" if not s or s.get("message_bytes") is None else f"{s['message_bytes']:,.0f}"
+
+
+def read_runs() -> list[dict[str, Any]]:
+    runs = []
+    for folder in sorted(p for p in RUNS.iterdir() if p.is_dir()):
+        problems = provenance_problems(folder, REPO)
+        if problems:
+            raise SystemExit(f"{folder.name}: not publishable: {'; '.join(problems)}")
+        recipe = json.loads(json.dumps(__import__("yaml").safe_load((folder / "recipe.yaml").read_text())))
+        summary = json.loads((folder / "summary.json").read_text())
+        runs.append({"run": folder.name, "recipe": recipe, "test": summary["test"]["final"]})
+    return runs
+
+
+def build() -> tuple[dict[str, Any], list[str]]:
+    runs = read_runs()
+    latency = json.loads(LATENCY.read_text()) if LATENCY.is_file() else {"systems": {}}
+    timed = latency["systems"]
+    batch = latency.get("batch", 16)
+    out: dict[str, Any] = {"tasks": {}, "latency": latency.get("command")}
+    lines = ["# The field's table on the tiny models", "",
+             "Test accuracy of the final weights on 200 items with its Wilson 95% interval over the items; each "
+             "control's accuracy; the message's bytes per item; latency per query against `two_stage` (median "
+             f"over {latency.get('queries', '-')} queries, batch 1 and {batch}). Regenerate: "
+             "`python benchmarks/field_table.py`.", ""]
+    for task in sorted({r["recipe"]["task"]["name"] for r in runs}):
+        mine = [r for r in runs if r["recipe"]["task"]["name"] == task]
+        pair = f"{mine[0]['recipe']['models']['source']} -> {mine[0]['recipe']['models']['target']}"
+        lines += [f"## {task} ({pair})", "",
+                  "| system | kind | accuracy [95% CI] | " + " | ".join(CONTROLS)
+                  + f" | bytes | latency vs two_stage, batch 1 | batch {batch} |",
+                  "|---|---|---|" + "---|" * len(CONTROLS) + "---|---|---|"]
+        rows = []
+        systems = mine[0]["test"]["systems"]
+        for name in BASELINES:
+            rows.append((name, "baseline", systems.get(name), {}, timed.get(name)))
+        for r in mine:
+            label = r["recipe"]["name"]
+            s = r["test"]["systems"]
+            rows.append((label, f"channel ({r['recipe']['translator']['name']})", s.get("bridged"),
+                         {c: s.get(c) for c in CONTROLS}, timed.get(label)))
+        reference = timed.get("two_stage")
+        table = []
+        for name, kind, s, controls, t in rows:
+            ratio = [f"{t[k] / reference[k]:.2f}" if t and reference else "-" for k in ("batch 1", f"batch {batch}")]
+            lines.append(f"| {name} | {kind} | {_acc(s)} | " + " | ".join(_acc(controls.get(c)) if controls else "-"
+                                                                         for c in CONTROLS)
+                         + f" | {_bytes(s)} | {ratio[0]} | {ratio[1]} |")
+            table.append({"system": name, "kind": kind, "accuracy": s and s["accuracy"], "ci95": s and s["ci95"],
+                          "controls": {c: (v or {}).get("accuracy") for c, v in controls.items()},
+                          "bytes": s and s.get("message_bytes"), "latency_vs_two_stage": ratio})
+        out["tasks"][task] = {"pair": pair, "runs": [r["run"] for r in mine], "rows": table}
+        lines.append("")
+    return out, lines
+
+
+def write() -> dict[str, str]:
+    out, lines = build()
+    return {"field_table.md": "\n".join(lines) + "\n", "field_table.json": json.dumps(out, indent=2) + "\n"}
+
+
+def pack(folders: list[str]) -> None:
+    for raw in folders:
+        folder = Path(raw)
+        dest = RUNS / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            shutil.copy2(folder / name, dest / name)
+        for file in folder.glob("eval_samples_test_*.jsonl"):
+            shutil.copy2(file, dest / file.name)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "pack":
+        pack(argv[1:])
+        return 0
+    files = write()
+    if argv and argv[0] == "check":
+        changed = [n for n, text in files.items() if not (RESULTS / n).is_file() or (RESULTS / n).read_text() != text]
+        print("every table regenerates byte for byte" if not changed else f"changed: {', '.join(changed)}")
+        return 1 if changed else 0
+    for name, text in files.items():
+        (RESULTS / name).write_text(text)
+        print(f"wrote {RESULTS / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
