@@ -62,3 +62,33 @@ def test_a_dev_split_too_large_for_train_is_a_clear_error(random_pair):
                                          "task.data_dir=tests/data/gsm8k"))
     with pytest.raises(Exception, match="eval.dev_n=150 is too large for task 'gsm8k': its train split has 64"):
         Experiment.build(recipe)
+
+
+def test_arith_names_the_masked_twins_of_training_questions_in_every_record(tmp_path, monkeypatch):
+    """arith's test items are ``twin`` (equal to a training question once names are masked: 119 of 200, as
+    benchmarks/results/arith_overlap.md counts) or ``fresh``; every record names its subset, and every
+    system's summary gives its accuracy on each, which adds up to the whole."""
+    from latentbridge.api.task import DEV_SIZE
+    from latentbridge.eval.harness import EvalSettings, Evaluator
+    from latentbridge.zoo.arith import masked
+
+    task = Arith(ArithConfig())
+    task.dev_size = DEV_SIZE
+    subsets = task.subsets("test")
+    train = {masked(e.question) for e in task.examples("train")}
+    assert sum(v == "twin" for v in subsets.values()) == 119 and len(subsets) == 200
+    assert all((masked(e.question) in train) == (subsets[e.id] == "twin") for e in task.examples("test"))
+    assert task.subsets("train") == {}
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    exp = Experiment.build(validate_recipe({**recipe_dict({"llama": "tiny-llama", "mistral": "tiny-mistral"}),
+                                            "task": {"name": "arith"}}))
+    settings = EvalSettings(n=20, batch_size=10, max_new_tokens=48, stop=["\n\n"], systems=["target", "bridged"])
+    result = Evaluator(exp.bridge, exp.task, settings, tmp_path).evaluate(step=0)
+    records = [json.loads(x) for x in (tmp_path / "eval_samples_test_step_0.jsonl").read_text().splitlines()]
+    assert [r["subset"] for r in records] == [subsets[r["id"]] for r in records]
+    target = result["systems"]["target"]
+    parts = target["by_subset"]
+    assert sum(p["n"] for p in parts.values()) == 20 and sum(p["correct"] for p in parts.values()) == target["correct"]
+    for name, part in parts.items():
+        mine = [r for r in records if r["subset"] == name]
+        assert part["correct"] == sum(r["target_correct"] for r in mine)

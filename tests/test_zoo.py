@@ -99,20 +99,20 @@ def test_loading_needs_no_network_and_no_environment_variable():
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['tiny-llama', 'tiny-mistral']"
+    assert out.stdout.strip() == "['tiny-llama', 'tiny-llama-b', 'tiny-mistral']"
 
 
 def test_shipped_size_is_at_most_10_mb():
     total = sum(p.stat().st_size for p in zoo_dir().rglob("*") if p.is_file())
     assert total <= 10 * 2**20, total
-    assert set(builtin_models()) == {"tiny-llama", "tiny-mistral"}
+    assert set(builtin_models()) == {"tiny-llama", "tiny-mistral", "tiny-llama-b"}
 
 
 def test_a_short_build_is_deterministic_and_loadable(tmp_path):
     from latentbridge.zoo.build import build_pair
-    from latentbridge.zoo.specs import PAIR
+    from latentbridge.zoo.specs import ZOO
 
-    short = tuple(dataclasses.replace(s, steps=6, warmup=2, batch_size=8) for s in PAIR)
+    short = tuple(dataclasses.replace(s, steps=6, warmup=2, batch_size=8) for s in ZOO)
     stages = []
     infos = [build_pair(tmp_path / run, seed=3, specs=short, n_train=200, n_test=10, isolate=run == "b",
                         progress=lambda stage, done, total: stages.append(stage)) for run in ("a", "b")]
@@ -122,7 +122,13 @@ def test_a_short_build_is_deterministic_and_loadable(tmp_path):
         model = load_frozen(str(tmp_path / "a" / name))
         assert model.num_layers == {"tiny-llama": 4, "tiny-mistral": 3}[name]
         assert 0.0 <= infos[0]["models"][name]["accuracy"] <= 1.0
-    assert {"data", "train tiny-llama", "train tiny-mistral"} <= set(stages)
+    assert {"data", "train tiny-llama", "train tiny-mistral", "train tiny-llama-b"} <= set(stages)
+    # tiny-llama-b reads with tiny-llama's very tokenizer; every model's arith accuracy is given per subset
+    tokenizer = (tmp_path / "a" / "tiny-llama" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "a" / "tiny-llama-b" / "tokenizer.json").read_bytes() == tokenizer
+    for name, model in infos[0]["models"].items():
+        parts = model["arith_by_subset"]
+        assert sum(p["n"] for p in parts.values()) == 10, name
 
 
 def test_zoo_build_refuses_a_folder_that_is_not_empty(tmp_path):

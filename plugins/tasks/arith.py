@@ -50,6 +50,11 @@ def _splits(seed: int, n_train: int, n_test: int, n_dev: int) -> dict[str, list[
     }
 
 
+@cache
+def _masked_train(seed: int, n_train: int, n_test: int, n_dev: int) -> frozenset[str]:
+    return frozenset(arith.masked(e.question) for e in _splits(seed, n_train, n_test, n_dev)["train"])
+
+
 class Arith(Task):
     """Synthetic one- and two-step arithmetic word problems (GSM8K format), labelled by template."""
 
@@ -60,6 +65,14 @@ class Arith(Task):
     def load(self, split: Split) -> list[Example]:
         c = self.config
         return _splits(c.data_seed, c.n_train, c.n_test, self.dev_size)[split]
+
+    def subsets(self, split: Split) -> dict[str, str]:
+        """``twin``: the question equals a training question once every name and pronoun is masked (the same
+        numbers, items and answer about someone else: 119 of the 200 test questions); ``fresh``: the rest."""
+        if split == "train":
+            return {}
+        seen = _masked_train(self.config.data_seed, self.config.n_train, self.config.n_test, self.dev_size)
+        return {e.id: "twin" if arith.masked(e.question) in seen else "fresh" for e in self.examples(split)}
 
 
 @hookimpl

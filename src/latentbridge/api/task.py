@@ -140,6 +140,13 @@ class Task:
         dev = [e for i, e in enumerate(full) if i in chosen]
         return dev, [e for i, e in enumerate(full) if i not in chosen]
 
+    def subsets(self, split: Split) -> dict[str, str]:
+        """Item id -> the subset it belongs to, where a split holds items of two kinds whose figures must be
+        read apart (``arith``: ``twin`` for a question equal to a training question once names are masked,
+        ``fresh`` for the others); every record then names its subset and every summary gives each
+        system's accuracy per subset. Empty (the default): no subsets."""
+        return {}
+
     def labels(self) -> list[str]:
         """The categorical labels this task provides (sorted), or an empty list."""
         return sorted({e.label for e in self.examples("train") if e.label is not None})

@@ -104,6 +104,12 @@ def _paired_caption(table: Table, summary: dict[str, Any]) -> None:
         table.caption += "\nagainst the other controls: " + " | ".join(
             f"bridged − {c} = {f['difference']:+.3f} (p = {f['p_value']:.3g}){' NO INFORMATION' if f['no_information'] else ''}"
             for c, f in others.items())
+    subsets = sorted({n for s in summary["systems"].values() if s for n in s.get("by_subset", {})})
+    for name in subsets:
+        per = [f"{system} {s['by_subset'][name]['accuracy']:.3f}" for system, s in summary["systems"].items()
+               if s and name in s.get("by_subset", {})]
+        n = next(s["by_subset"][name]["n"] for s in summary["systems"].values() if s and name in s.get("by_subset", {}))
+        table.caption += f"\nsubset {name} ({n} items): " + " | ".join(per)
     sizes = [f"{name} {s['message_bytes']:,.0f} bytes ({s['message_tokens']:.1f} positions)"
              for name, s in summary["systems"].items() if s and "message_bytes" in s]
     if sizes:

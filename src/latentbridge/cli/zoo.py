@@ -18,7 +18,8 @@ from latentbridge.errors import LatentBridgeError
 zoo_app = typer.Typer(no_args_is_help=True, help="The built-in tiny model pair (tiny-llama, tiny-mistral).")
 app.add_typer(zoo_app, name="zoo")
 
-COLUMNS = ("name", "params", "tokenizer", "vocab", "hidden", "layers", "rope", "arith", "facts", "facts taught")
+COLUMNS = ("name", "params", "tokenizer", "vocab", "hidden", "layers", "rope", "arith", "arith fresh / twin", "facts",
+           "facts taught")
 
 
 def zoo_rows(info: dict) -> list[dict]:
@@ -38,6 +39,7 @@ def zoo_rows(info: dict) -> list[dict]:
             "facts_accuracy": m.get("facts_accuracy"),
             "taught_facts_accuracy": m.get("taught_facts_accuracy"),
             "facts_taught": m.get("spec", {}).get("facts", "none"),
+            "arith_by_subset": {k: v["accuracy"] for k, v in m.get("arith_by_subset", {}).items()},
         })
     return rows
 
@@ -54,13 +56,17 @@ def print_zoo(rows: list[dict], title: str) -> None:
         table.add_row(
             r["name"], f"{r['parameters']:,}", escape(r["tokenizer"]),
             str(r["vocab_size"]), str(r["hidden_size"]), str(r["num_layers"]), f"{r['rope_theta']:g}",
-            f"{r['accuracy']:.3f}", _accuracy(r["facts_accuracy"]),
+            f"{r['accuracy']:.3f}",
+            " / ".join(_accuracy(r["arith_by_subset"].get(k)) for k in ("fresh", "twin")) if r["arith_by_subset"] else "-",
+            _accuracy(r["facts_accuracy"]),
             f"{_accuracy(r['taught_facts_accuracy'])} ({r['facts_taught']})",
         )
     table.caption = (
         "tiny-llama and tiny-llama-b (its architecture and tokenizer, another seed, arith only) are LlamaForCausalLM, "
         "tiny-mistral a MistralForCausalLM (see --json)\n"
         f"tokenizer: 1-digit = every digit its own token; n-digit = numbers in multi-digit pieces\n"
+        "arith fresh / twin: on its 81 test problems that no training problem equals once names are masked, and "
+        "on the 119 that one does\n"
         f"accuracy: greedy, strict '#### N' match, on the {rows[0]['n_eval']} arith test problems and the facts "
         "test questions;\nfacts taught: on facts it was trained on (task: every task entity; public: the "
         "format, from other entities)"

@@ -110,6 +110,7 @@ class Evaluator(EvalContext):
         outputs = {**self.baselines(), **given}
         task = self.task
         primary, *others = task.filters
+        subsets = task.subsets(self.split)
         records = []
         for index, example in enumerate(self.items):
             record: dict[str, Any] = {
@@ -122,6 +123,7 @@ class Evaluator(EvalContext):
                 "gold_extracted": task.gold_answer(example),
                 **({"choices": list(example.choices), "gold_index": example.gold} if self.choices else {}),
                 "primary_filter": primary,
+                **({"subset": subsets[example.id]} if subsets else {}),
             }
             for system in self.recorded:
                 texts = outputs.get(system)

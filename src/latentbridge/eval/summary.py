@@ -47,7 +47,23 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         "by_filter": (by_filter := filter_accuracies(ran, system)),
         **choice_summary(ran, system, by_filter),
         **message_size(ran, system),
+        **subset_accuracies(ran, system),
     }
+
+
+def subset_accuracies(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any]:
+    """Where the task splits its items into subsets (``subset`` in the records: arith's ``fresh`` and
+    ``twin``), the system's accuracy on each, with its Wilson 95% interval: ``by_subset``."""
+    names = sorted({r["subset"] for r in records if r.get("subset") is not None})
+    if not names:
+        return {}
+    out = {}
+    for name in names:
+        mine = [r for r in records if r.get("subset") == name]
+        correct = sum(1 for r in mine if r[f"{system}_correct"])
+        out[name] = {"n": len(mine), "correct": correct, "accuracy": correct / len(mine),
+                     "ci95": list(wilson_interval(correct, len(mine)))}
+    return {"by_subset": out}
 
 
 def choice_summary(records: Sequence[dict[str, Any]], system: str, by_filter: dict[str, float]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from latentbridge.zoo import facts as facts_task
-from latentbridge.zoo.arith import Example, generate_splits, read_jsonl, write_jsonl
+from latentbridge.zoo.arith import Example, generate_splits, masked, read_jsonl, write_jsonl
 from latentbridge.zoo.evaluate import evaluate_accuracy
 from latentbridge.zoo.specs import N_TEST, N_TRAIN, TORCH_THREADS, ZOO, ModelSpec
 from latentbridge.zoo.tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
@@ -69,6 +69,20 @@ def taught_facts(spec: ModelSpec, facts: dict[str, list[Example]]) -> list[Examp
     if spec.facts == "none":
         return []
     raise ValueError(f"unknown facts setting {spec.facts!r}")
+
+
+def arith_by_subset(model: Any, tokenizer: Any, train: list[Example], test: list[Example],
+                    progress: Any = None) -> dict[str, Any]:
+    """Accuracy on the test problems equal to a training problem once names are masked (``twin``) and on the
+    others (``fresh``): the subsets the ``arith`` task names in every record."""
+    seen = {masked(e["question"]) for e in train}
+    out = {}
+    for name, rows in (("fresh", [e for e in test if masked(e["question"]) not in seen]),
+                       ("twin", [e for e in test if masked(e["question"]) in seen])):
+        if rows:
+            accuracy = evaluate_accuracy(model, tokenizer, rows, progress=progress)
+            out[name] = {"correct": round(accuracy * len(rows)), "n": len(rows), "accuracy": accuracy}
+    return out
 
 
 def build_model(
@@ -99,7 +113,7 @@ def build_model(
             progress(f"eval {spec.name}", done, total)
 
     accuracy = evaluate_accuracy(model, tokenizer, test, progress=eval_progress)
-    measured = {}
+    measured: dict[str, Any] = {"arith_by_subset": arith_by_subset(model, tokenizer, train, test, eval_progress)}
     if facts:
         measured["facts_accuracy"] = evaluate_accuracy(model, tokenizer, facts["test"], progress=eval_progress)
         measured["n_facts_eval"] = len(facts["test"])
