@@ -159,6 +159,10 @@ def pack(folders: list[str]) -> None:
             shutil.copy2(folder / name, dest / name)
         for file in folder.glob("eval_samples_test_*.jsonl"):
             shutil.copy2(file, dest / file.name)
+        if (folder / "best" / "translator.safetensors").is_file():  # the dev-chosen weights (latency reads them)
+            (dest / "best").mkdir(exist_ok=True)
+            for name in ("translator.safetensors", "translator.json"):
+                shutil.copy2(folder / "best" / name, dest / "best" / name)
 
 
 def main(argv: list[str]) -> int:
