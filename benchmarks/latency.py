@@ -38,9 +38,14 @@ def evaluator(exp, recipe, tmp, start: int, size: int) -> Evaluator:
     return ev
 
 
+PARTS: dict[str, list[float]] = {}  # the parts of the last per_query call's latency, seconds per query
+
+
 def per_query(exp, recipe, tmp, queries: int, size: int, run) -> tuple[float, float]:
-    """Median seconds per query and mean generated characters, over ``queries`` in batches of ``size``."""
+    """Median seconds per query and mean generated characters, over ``queries`` in batches of ``size``;
+    the parts (``Evaluator.timings``: each generation the system ran, and its messages) in ``PARTS``."""
     times, lengths = [], []
+    PARTS.clear()
     for start in range(0, queries, size):
         ev = evaluator(exp, recipe, tmp, start, size)
         if exp.bridge.solutions is not None:
@@ -48,7 +53,13 @@ def per_query(exp, recipe, tmp, queries: int, size: int, run) -> tuple[float, fl
         out: list[list[str]] = []
         times.append(timed(lambda ev=ev, out=out: out.append(run(ev))) / size)
         lengths += [len(exp.bridge.target.tokenizer(t)["input_ids"]) for t in out[0]]
+        for part, seconds in ev.timings.items():
+            PARTS.setdefault(part, []).append(seconds / size)
     return statistics.median(times), statistics.mean(lengths)
+
+
+def parts() -> dict[str, float]:
+    return {part: statistics.median(values) for part, values in PARTS.items()}
 
 
 def text_system(ev: Evaluator, system: str) -> list[str]:
@@ -91,19 +102,22 @@ def main() -> None:
                     for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
                         t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev, s=system: text_system(ev, s))
                         rows[label][key], rows[label]["tokens"] = t, n
+                        rows[label][f"parts, {key}"] = parts()
             label = f"bridged: {name} ({exp.translator.emits})"
             rows[label] = {}
             for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
                 t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev: ev.generate_bridged())
                 rows[label][key], rows[label]["tokens"] = t, n
+                rows[label][f"parts, {key}"] = parts()
     against = {"target": "target alone", "relay": "text relay"}.get(args.against, args.against)
     relay = rows[against]
     keys = ["batch 1", f"batch {args.batch}"]
     table = [("system", *(f"ms per query, {k}" for k in keys), *(f"vs {against}, {k}" for k in keys),
-              "generated tokens")]
+              "generated tokens", "parts at batch 1, ms per query")]
     for label, r in rows.items():
+        split = ", ".join(f"{part} {sec * 1000:.1f}" for part, sec in r.get("parts, batch 1", {}).items())
         table.append((label, *(f"{r[k] * 1000:.1f}" for k in keys), *(f"{r[k] / relay[k]:.2f}" for k in keys),
-                      f"{r['tokens']:.1f}"))
+                      f"{r['tokens']:.1f}", split or "-"))
     write(args.name, {"recipes": args.recipes, "variants": args.variant, "queries": args.queries, "batch": args.batch,
                       "systems_timed": args.systems, "against": args.against,
                       "weights": weights or "untrained", "systems": rows}, table,

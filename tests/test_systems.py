@@ -227,3 +227,18 @@ def test_a_system_with_a_reserved_name_or_unknown_role_is_a_load_problem(name, r
     problems = [p for p in registry.problems if p.kind == "system"]
     assert len(problems) == 1 and problems[0].problem == "invalid-class" and says in problems[0].message
     assert name not in registry.names("system") and "bridged" in registry.names("system")
+
+
+def test_the_parts_of_a_systems_latency_are_recorded(random_pair, tmp_path):
+    """Each generation a system runs is timed under its own name (two_stage: the source's background, then
+    the target's answer; the relay: the source's solution, then the target), and the bridged system's
+    messages apart from its generation."""
+    exp = make_experiment(random_pair)
+    ev = evaluator(exp, tmp_path, systems=["bridged", "two_stage"], two_stage={"max_new_tokens": 3})
+    ev.system("two_stage").generate(ev)
+    assert set(ev.timings) == {"two_stage background", "two_stage"} and all(t > 0 for t in ev.timings.values())
+    ev.system("relay").generate(ev)
+    assert {"source", "relay"} <= set(ev.timings)
+    ev.timings.clear()
+    ev.system("bridged").generate(ev)
+    assert set(ev.timings) == {"message", "bridged"} and ev.timings["message"] < ev.timings["bridged"]

@@ -26,7 +26,10 @@ evaluation's context, an object with these members (``latentbridge.eval.context.
 - ``baseline(name)``: another baseline system's outputs (the relay reads the source's), generated once
   and cached;
 - ``cached(entry, compute)``: a value kept in the evaluation's baseline cache (for a baseline system's
-  intermediate products, such as a background the source wrote).
+  intermediate products, such as a background the source wrote);
+- ``timings``: the parts of the latency, seconds per part named by the ``what`` each generation or scoring
+  call was given (``two_stage background``, ``two_stage``), and ``message`` (the source's read and the
+  translator, inside the bridged system's own part); ``benchmarks/latency.py`` reports them per query.
 
 ``role`` says how a system is run: ``baseline`` (reads nothing trained: generated once per models,
 items and decoding, cached on disk, never regenerated at an evaluation), ``bridged`` (the trained

@@ -10,6 +10,7 @@ per models, items and decoding). The harness (:mod:`latentbridge.eval.harness`) 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,9 @@ class EvalContext:
         self.seeds = torch.tensor([item_seed(e.id) for e in self.items], dtype=torch.long)
         self.shuffle = derangement(len(self.items), seed)  # shuffled: item i reads item shuffle[i]'s source
         self.choices = isinstance(task, MultipleChoiceTask)  # items scored by each choice's log-likelihood
+        # the parts of each system's latency: seconds per batch-dealt part (``what``: "source", "two_stage
+        # background", "bridged", ...) and "message" (the source read and the translator), summed over calls
+        self.timings: dict[str, float] = {}
         self._stores: dict[str, tuple[BaselineCache, dict[str, Any]]] = {}
 
     # -- batches -------------------------------------------------------------------------------------
@@ -96,6 +100,7 @@ class EvalContext:
         n, chunks = len(self.items), self.chunks()
         world, me = world_size(), rank()
         mine: dict[int, list[Any]] = {}
+        started = time.perf_counter()
         for round_start in range(0, len(chunks), world):
             if self.should_stop():  # collective: every process asks the same number of times
                 raise Interrupted
@@ -106,6 +111,7 @@ class EvalContext:
             mine[chunk.start] = work(chunk)
             if self.progress:
                 self.progress(what, (chunk.stop - chunk.start) * world, n)
+        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - started
         merged: dict[int, list[Any]] = {}
         for part in gather_objects(mine):
             merged.update(part)
@@ -158,7 +164,10 @@ class EvalContext:
     def message(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None, seeds: torch.Tensor) -> Message:
         """The translator's message for the source reading ``prompts`` (``examples``: for the source
         cache, or None; ``seeds``: per row)."""
-        return self.bridge.message(prompts, seeds, examples=examples)
+        started = time.perf_counter()
+        message = self.bridge.message(prompts, seeds, examples=examples)
+        self.timings["message"] = self.timings.get("message", 0.0) + time.perf_counter() - started
+        return message
 
     def own_message(self, chunk: slice) -> Message:
         """The bridged message of a chunk of items: each from its own source states and seed."""
