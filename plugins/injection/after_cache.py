@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from latentbridge import InjectionMode, TargetText, hookimpl
-from latentbridge.api.injection import answer_segment
-from latentbridge.api.segments import Segment, Text
+from latentbridge.plugins.injection.fused_prompt import FusedPrompt
+
+from latentbridge import hookimpl
 
 
-class AfterCache(InjectionMode):
+class AfterCache(FusedPrompt):
     """[source's cache][bos][prompt]: a ``kv_share`` message (the ``kvcomm`` translator) is the cache the
     target's own text follows, at the layers it shares."""
 
     name = "after_cache"
     accepts = ("kv_share",)
-
-    def segments(self, text: TargetText) -> list[Segment]:
-        return [Text(text.prefix), Text(text.prompt), *answer_segment(text)]
 
 
 @hookimpl

@@ -25,7 +25,7 @@ Training runs at ~95 ms/step (llama) and ~37 ms/step (mistral) on 2 cores.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 # Task: the test split is fixed at 200 problems (the accuracy yardstick). The
@@ -117,25 +117,8 @@ MISTRAL = ModelSpec(
 # tiny-llama-b: tiny-llama's architecture, width and tokenizer (the very files), trained from another seed
 # on arith only. (tiny-llama -> tiny-llama-b) is a same-geometry pair for the training-free channels (ac,
 # kvcomm) in which the target lacks the source's facts.
-LLAMA_B = ModelSpec(
-    name="tiny-llama-b",
-    arch="llama",
-    tokenizer="llama",
-    vocab_size=512,
-    hidden_size=128,
-    intermediate_size=384,
-    num_layers=4,
-    num_heads=4,
-    num_kv_heads=2,
-    rope_theta=500_000.0,
-    steps=4000,
-    batch_size=32,
-    lr=3e-3,
-    warmup=100,
-    seed_offset=2,
-    facts="none",
-    tokenizer_of="tiny-llama",
-)
+LLAMA_B = replace(LLAMA, name="tiny-llama-b", steps=4000, seed_offset=2, facts="none", facts_repeat=1,
+                  tokenizer_of="tiny-llama")
 
 PAIR: tuple[ModelSpec, ModelSpec] = (LLAMA, MISTRAL)
 ZOO: tuple[ModelSpec, ...] = (LLAMA, MISTRAL, LLAMA_B)  # what `zoo build` builds, in order (tokenizers first)
