@@ -95,10 +95,18 @@ def test_the_layers_are_chosen_by_the_score_and_the_prior():
 
 
 def test_calibration_chooses_and_saves_the_layers(random_pair, tmp_path):
+    from latentbridge.plugins.translators.kvcomm import attention_to_source
+
     exp = same_model(random_pair, "translator.layer_share=0.5")
     chosen = exp.translator.chosen
     assert chosen.sum() == 1 and exp.translator.shared == chosen.nonzero().flatten().tolist()
     assert "chosen" in exp.translator.state_dict()
+    example = exp.task.examples("train")[0]
+    scores = attention_to_source(exp.bridge, exp.task.prompt(example), example)
+    # a share of each layer's attention: the source's positions take some of it, never all (each query
+    # also sees itself), and the chosen layer is the one that gives them most
+    assert scores.shape == (2,) and bool(((scores > 0) & (scores < 1)).all())
+    assert exp.translator.shared == [int(scores.argmax())]
 
 
 @pytest.mark.parametrize(("overrides", "says"), [

@@ -68,8 +68,9 @@ def patched(model: Any, message: ActivationPatch, columns: Sequence[int], width:
                                     f"patch was made for {width}")
         done.append(True)
         vectors = message.states.to(device=hidden.device, dtype=hidden.dtype)
+        r, c = rows.to(hidden.device), cols.to(hidden.device)
         hidden = hidden.clone()
-        hidden[rows, cols] = combine(message.mode, hidden[rows, cols], vectors).to(hidden.dtype)
+        hidden[r, c] = combine(message.mode, hidden[r, c], vectors).to(hidden.dtype)
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
