@@ -95,6 +95,10 @@ class CovGauss(StatisticsControl):
             seeds = [_seed("covgauss", ev.seed, int(s)) for s in ev.seeds[chunk]]
             if isinstance(own, KVFusion):
                 return own.with_deltas(self._fusion_draws(ev, state, seeds))
+            if own.vector_mask() is not None:  # rows of different lengths: a Gaussian per group, drawn per position
+                if "positions" not in state:
+                    state["positions"] = _position_statistics(ev)
+                return own.with_vectors(_position_draws(own, state["positions"], seeds))
             if "samples" not in state:
                 state["samples"] = _whole_messages(ev)
             shapes = [g.shape for g in own.vectors()]
@@ -159,6 +163,35 @@ def _whole_messages(ev: Any) -> torch.Tensor:
             vectors = ev.own_message(chunk).vectors()
             rows.append(torch.cat([v.detach().double().flatten(1).cpu() for v in vectors], 1))
     return torch.cat(rows)
+
+
+def _position_statistics(ev: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per vector group of a message whose rows differ in length (``Message.vector_mask``), the mean and
+    covariance factor of its vectors at every real position of the evaluated items."""
+    seen: list[list[torch.Tensor]] = []
+    with torch.no_grad():
+        for chunk in ev.chunks():
+            message = ev.own_message(chunk)
+            real = message.vector_mask().bool().cpu()
+            for g, vectors in enumerate(message.vectors()):
+                if g == len(seen):
+                    seen.append([])
+                seen[g].append(vectors.detach().double().cpu()[real])
+    return [gaussian_of_vectors(torch.cat(parts)) for parts in seen]
+
+
+def _position_draws(own: Any, stats: list[tuple[torch.Tensor, torch.Tensor]], seeds: list[int]) -> list[torch.Tensor]:
+    """``own``'s vectors with every real position drawn from its group's Gaussian (padding left as it is)."""
+    real = own.vector_mask().bool()
+    out = []
+    for g, (vectors, (mean, factor)) in enumerate(zip(own.vectors(), stats, strict=True)):
+        drawn = vectors.detach().clone()
+        for row, seed in enumerate(seeds):
+            at = real[row].to(vectors.device)
+            z = _normal((int(at.sum()), factor.shape[1]), _seed(seed, g))
+            drawn[row, at] = (mean + z @ factor.T).to(drawn.dtype).to(drawn.device)
+        out.append(drawn)
+    return out
 
 
 def _fusion_statistics(ev: Any) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:

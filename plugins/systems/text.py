@@ -22,17 +22,21 @@ class Alone(System):
     side = "source"
     default = always_recorded = True
 
+    def prompts(self, ev: Any) -> list[Prompt]:
+        """What this model reads: the source a context split's context and question, the target its prompt."""
+        return [p.for_source for p in ev.prompts] if self.side == "source" else list(ev.prompts)
+
     def generate(self, ev: Any) -> list[str]:
         model, encoder = getattr(ev.bridge, self.side), getattr(ev.bridge, f"{self.side}_encoder")
-        return ev.generate_text(model, [encoder.prompt_ids(p) for p in ev.prompts], self.name)
+        return ev.generate_text(model, [encoder.prompt_ids(p) for p in self.prompts(ev)], self.name)
 
     def score(self, ev: Any) -> list[list[float]]:
         model, encoder = getattr(ev.bridge, self.side), getattr(ev.bridge, f"{self.side}_encoder")
-        return ev.score_text(model, encoder, ev.prompts, self.name)
+        return ev.score_text(model, encoder, self.prompts(ev), self.name)
 
 
 class Source(Alone):
-    """The source model alone, reading the prompt."""
+    """The source model alone, reading its prompt (in a context split, the context and the question)."""
 
     name = side = "source"
     rank = 0
@@ -118,8 +122,9 @@ class TwoStage(System):
     rank = 11
 
     def source_prompt(self, prompt: Prompt) -> Prompt:
-        """What the source reads to write the background: the prompt with the instruction as its cue."""
-        return dataclasses.replace(prompt, cue=self.config.instruction, answer="")
+        """What the source reads to write the background: its prompt (in a context split, the context and the
+        question) with the instruction as its cue."""
+        return dataclasses.replace(prompt.for_source, cue=self.config.instruction, answer="")
 
     def backgrounds(self, ev: Any) -> list[str]:
         """The source's background for every item (written once, cached beside the outputs)."""

@@ -93,7 +93,8 @@ class AC(Translator):
             batch = chosen[start : start + self.config.fit_batch]
             prompts = [task.prompt(e) for e in batch]
             xs.append(bridge.source_states(prompts, batch).hidden[:, -1].double().cpu())
-            ys.append(target_states(bridge, prompts, self.config.layer).double().cpu())
+            # the target reads what the source read (in a context split, the context too), as in the paper's fit
+            ys.append(target_states(bridge, [p.for_source for p in prompts], self.config.layer).double().cpu())
         x, y = torch.cat(xs), torch.cat(ys)
         design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if self.config.bias else x
         solution = torch.linalg.lstsq(design, y).solution  # (d_src [+ 1]) x d_tgt

@@ -67,6 +67,7 @@ class C2C(Translator):
     Config = C2CConfig
     emits = "kv_fusion"
     reads_cache = True
+    fuses_target_prompt = True
 
     def __init__(self, config: C2CConfig):
         super().__init__(config)

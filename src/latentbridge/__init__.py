@@ -29,7 +29,7 @@ from latentbridge.api.objective import Objective, ObjectiveConfig
 from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
 from latentbridge.api.system import System, SystemConfig
-from latentbridge.api.task import Example, Prompt, Task, TaskConfig
+from latentbridge.api.task import ContextTask, ContextTaskConfig, Example, Prompt, Task, TaskConfig
 from latentbridge.api.translator import Translator, TranslatorConfig
 from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
 
@@ -72,6 +72,8 @@ __all__ = [
     "TargetText",
     "Task",
     "TaskConfig",
+    "ContextTask",
+    "ContextTaskConfig",
     "Text",
     "Translator",
     "TranslatorConfig",

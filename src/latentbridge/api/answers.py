@@ -8,6 +8,9 @@ an exact string match. No match is ``None`` (written as ``[invalid]`` in reports
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
+from collections.abc import Sequence
 from typing import Literal
 
 INVALID = "[invalid]"
@@ -52,3 +55,35 @@ def is_correct(generated_text: str, gold_answer_text: str, mode: Mode = "strict"
     if gold is None:
         raise ValueError(f"gold answer has no '#### <number>' line: {gold_answer_text[-60:]!r}")
     return extract_answer(generated_text, mode) == gold
+
+
+# -- SQuAD's answer normalisation, exact match and F1 (as the official script, HF evaluate's `squad` and
+# lm-evaluation-harness compute them) --
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def squad_normalize(text: str) -> str:
+    """Lower case, punctuation removed, the articles a/an/the removed, whitespace collapsed."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def squad_exact(prediction: str, golds: Sequence[str]) -> bool:
+    """Whether the normalised prediction equals any normalised gold answer."""
+    mine = squad_normalize(prediction)
+    return any(mine == squad_normalize(g) for g in golds)
+
+
+def squad_f1(prediction: str, golds: Sequence[str]) -> float:
+    """The best token-overlap F1 of the normalised prediction against any gold answer."""
+    best = 0.0
+    mine = squad_normalize(prediction).split()
+    for gold in golds:
+        theirs = squad_normalize(gold).split()
+        same = sum((Counter(mine) & Counter(theirs)).values())
+        if same:
+            precision, recall = same / len(mine), same / len(theirs)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best  # no token in common (an empty prediction included) scores 0, as in SQuAD v1.1's script

@@ -6,7 +6,9 @@ and in generation:
 - :class:`SoftTokens` — ``b k d_tgt`` vectors placed in the target's input embeddings (where the injection
   mode's ``Soft()`` segment is);
 - :class:`KVPrefix` — ``k`` virtual tokens' keys and values at every target layer (deep prompt tuning):
-  the target's attention reads them before the text, as if they were cached;
+  the target's attention reads them before the text, as if they were cached; with a ``mask``, rows of
+  different lengths (``kv_translate``'s translated context), and with ``rotated=False`` keys before the
+  target's rotary embedding, which the layout applies at the positions they take;
 - :class:`KVFusion` — a change to the target's own key/value cache of the prompt, C2C-style: the target
   reads the prompt, its cache is fused with the source's aligned cache by the translator's fuser, and
   the answer (or generation) continues on the fused cache;
@@ -41,7 +43,11 @@ class SourceStates:
     ``b t d_src`` each, in the order given (else empty). For a translator that reads the cache
     (``reads_cache``): ``kv``, per source layer the keys and values ``b kv_heads t head_dim`` as the
     source caches them; ``offsets``, per row, each real token's character span in ``text`` (special
-    tokens ``(0, 0)``); ``text``, per row, the prompt text the source read."""
+    tokens ``(0, 0)``); ``text``, per row, the prompt text the source read; ``positions``, ``b t`` the
+    position of each token (what its key was rotated at); ``rope(layer, positions)``, the source's rotary
+    tables ``(cos, sin)`` at that layer (see :mod:`latentbridge.nn.rope`; None for a model without rotary
+    positions); ``context``, in a context split (:class:`~latentbridge.api.task.ContextTask`), per row the
+    ``[start, end)`` token indices of the context in the padded row (``(t, t)`` where it holds none)."""
 
     hidden: torch.Tensor
     mask: torch.Tensor
@@ -49,6 +55,9 @@ class SourceStates:
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     offsets: list[list[tuple[int, int]]] | None = None
     text: list[str] | None = None
+    positions: torch.Tensor | None = None
+    rope: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    context: list[tuple[int, int]] | None = None
 
 
 class Message:
@@ -56,6 +65,11 @@ class Message:
     :meth:`rows`, :meth:`select`; a kind the core does not know also implements :meth:`target_inputs`."""
 
     kind: ClassVar[str]
+
+    def vector_mask(self) -> torch.Tensor | None:
+        """``b n``: which of :meth:`vectors`' positions are real, for a kind whose rows differ in length
+        (None: every position of every row is). The statistics controls then draw per position."""
+        return None
 
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
@@ -127,15 +141,23 @@ class SoftTokens(Message):
 class KVPrefix(Message):
     """``keys[l]``, ``values[l]``: ``b kv_heads k head_dim`` for every target layer ``l``, the keys as the
     target caches them (after its rotary embedding: the virtual tokens sit at fixed positions, right
-    after the target's special prefix, so a learned key holds its rotation)."""
+    after the target's special prefix, so a learned key holds its rotation).
+
+    ``mask`` (``b k``, rows left-padded): rows of different lengths, their real positions counted on from
+    the special prefix (None: all ``k`` are real). ``rotated=False``: the keys are given before the
+    target's rotary embedding, which the layout applies at the positions they take (a translated context
+    sits where the target would have read it)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    mask: torch.Tensor | None = None
+    rotated: bool = True
     kind: ClassVar[str] = "kv_prefix"
 
     def nbytes(self) -> list[int]:
-        per_row = sum(k[0].numel() * _bytes(k) + v[0].numel() * _bytes(v) for k, v in zip(self.keys, self.values, strict=True))
-        return [per_row] * self.rows()
+        per_position = sum(k[0, :, 0].numel() * _bytes(k) + v[0, :, 0].numel() * _bytes(v)
+                           for k, v in zip(self.keys, self.values, strict=True))
+        return [n * per_position for n in self.ntokens()]
 
     def rows(self) -> int:
         return self.keys[0].shape[0]
@@ -145,11 +167,17 @@ class KVPrefix(Message):
         return self.keys[0].shape[2]
 
     def ntokens(self) -> list[int]:
-        return [self.length] * self.rows()
+        if self.mask is None:
+            return [self.length] * self.rows()
+        return [int(n) for n in self.mask.sum(1).tolist()]
+
+    def vector_mask(self) -> torch.Tensor | None:
+        return self.mask
 
     def select(self, index: Sequence[int]) -> KVPrefix:
         idx = list(index)
-        return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values])
+        return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values],
+                        None if self.mask is None else self.mask[idx], self.rotated)
 
     def vectors(self) -> list[torch.Tensor]:
         """Per layer, its keys then its values, ``b k (kv_heads head_dim)``."""
@@ -159,7 +187,7 @@ class KVPrefix(Message):
         shaped = [g.reshape(t.shape[0], t.shape[2], t.shape[1], t.shape[3]).transpose(1, 2).to(t.dtype)
                   for g, t in zip(groups, [t for pair in zip(self.keys, self.values, strict=True) for t in pair],
                                   strict=True)]
-        return KVPrefix(shaped[0::2], shaped[1::2])
+        return KVPrefix(shaped[0::2], shaped[1::2], self.mask, self.rotated)
 
 
 # fuse(layer, receiver_keys, receiver_values, source_keys, source_values) -> fused keys, values; all

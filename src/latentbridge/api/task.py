@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import random
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar, Literal
@@ -32,6 +32,8 @@ class Example:
     label: str | None = None
     choices: tuple[str, ...] = ()
     gold: int | None = None
+    context: str = ""  # a context-split task's context: what the source reads beside the question
+    answers: tuple[str, ...] = ()  # every gold answer of a free-text task (``answer`` is the first)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,10 @@ class Prompt:
     """The text of one prompt, in pieces: ``header + question + cue`` is what a model reads, ``answer``
     the continuation it is trained to produce. ``header`` holds the k-shot exemplars; ``question`` is
     this question as the template writes it (``Question: ...\n``), and ``question_span`` the character
-    range of the question's own text inside it (without the template's words, the same for every item)."""
+    range of the question's own text inside it (without the template's words, the same for every item).
+
+    ``source``: in a context-split task (:class:`ContextTask`), the source's own prompt, which holds the
+    context the target does not read; None where both models read the same prompt (:attr:`for_source`)."""
 
     header: str
     question: str
@@ -47,19 +52,35 @@ class Prompt:
     answer: str
     separator: str = " "  # what ``answer`` starts with: the text between cue and solution
     question_span: tuple[int, int] | None = None  # [start, end) in `question`; None: all of it
+    source: Prompt | None = None  # what the source reads instead, when it reads more than the target
+    context_span: tuple[int, int] | None = None  # [start, end) of a context task's context in `question`
 
     @property
     def text(self) -> str:
         return self.header + self.question + self.cue
+
+    @property
+    def for_source(self) -> Prompt:
+        """The prompt the source reads: :attr:`source` in a context split, this very prompt elsewhere."""
+        return self.source if self.source is not None else self
 
     def own_question_span(self) -> tuple[int, int]:
         """``[start, end)`` of the question's own text in :attr:`text`."""
         start, end = self.question_span if self.question_span is not None else (0, len(self.question))
         return len(self.header) + start, len(self.header) + end
 
+    def own_context_span(self) -> tuple[int, int] | None:
+        """``[start, end)`` of the item's context in :attr:`text` (None: this prompt holds no context)."""
+        if self.context_span is None:
+            return None
+        return len(self.header) + self.context_span[0], len(self.header) + self.context_span[1]
+
     def without_question(self) -> Prompt:
-        """The prompt with this question removed: the header and the cue only."""
-        return dataclasses.replace(self, question="", question_span=(0, 0))
+        """The prompt with this question removed: the header and the cue only (on the source's side too:
+        a context split's context goes with the question)."""
+        source = self.source.without_question() if self.source is not None else None
+        return dataclasses.replace(self, question="", question_span=(0, 0), source=source,
+                                   context_span=None if self.context_span is None else (0, 0))
 
 
 @dataclass
@@ -110,6 +131,7 @@ class Task:
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     native_splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    context_split: bool = False  # the target reads less than the source (a :class:`ContextTask`'s setting)
 
     def __init__(self, config: TaskConfig):
         self.config = config
@@ -171,13 +193,19 @@ class Task:
         return chosen
 
     def prompt(self, example: Example) -> Prompt:
+        """What the target reads for ``example`` (and the source too, unless :attr:`Prompt.source` says
+        otherwise)."""
+        return self._prompt(example, self.question_text)
+
+    def _prompt(self, example: Example, text_of: Callable[[Example], str]) -> Prompt:
+        """The prompt of ``example`` with every question (the exemplars' too) written by ``text_of``."""
         c = self.config
         header = "".join(
-            c.question_template.format(question=self.question_text(e)) + c.cue + c.answer_separator + e.answer
+            c.question_template.format(question=text_of(e)) + c.cue + c.answer_separator + e.answer
             + c.exemplar_separator
             for e in self.exemplars(example)
         )
-        own = self.question_text(example)
+        own = text_of(example)
         question = c.question_template.format(question=own)
         before = c.question_template.format(question="\x00").index("\x00")  # where the template puts the text
         return Prompt(
@@ -219,6 +247,14 @@ class Task:
     filter ``f`` is also recorded (``<system>_correct_<f>``) and summarized. The default is GSM8K's,
     as lm-evaluation-harness names them: ``#### N`` (strict) and the last number (flexible)."""
 
+    metrics: ClassVar[tuple[str, ...]] = ()
+    """Graded scores beside the filters' right/wrong (``qa_context``: ``f1``): every metric ``m`` is recorded
+    per item (``<system>_<m>``, from :meth:`item_metric`) and its mean summarized (``metrics``)."""
+
+    def item_metric(self, generated: str, example: Example, metric: str) -> float:
+        """``metric`` of ``generated`` for ``example`` (one of :attr:`metrics`)."""
+        raise NotImplementedError(f"task '{self.name}' has no metric '{metric}'")
+
     def extract_answer(self, generated: str, filter: str) -> str | None:
         """The normalised answer ``filter`` finds in ``generated``, or None (invalid)."""
         return extract_answer(generated, _GSM8K_MODES[filter])
@@ -231,6 +267,56 @@ class Task:
         """Whether ``generated`` answers ``example`` correctly under ``filter`` (default: the primary)."""
         found = self.extract_answer(generated, filter or self.filters[0])
         return found is not None and found == self.gold_answer(example)
+
+
+@dataclass
+class ContextTaskConfig(TaskConfig):
+    """Prompt settings of a context-split task."""
+
+    target_reads: Literal["question", "context_and_question"] = option(
+        "question", help="what the target reads: 'question', the question only (the context reaches it only "
+        "through the message: the context split); 'context_and_question', what the source reads")
+    context_template: str = option(
+        "{context} {question}", help="how a model that reads the context sees the question's text (inside "
+        "question_template)")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        missing = [f"{{{k}}}" for k in ("context", "question") if f"{{{k}}}" not in self.context_template]
+        if missing:
+            problems.append(("context_template", f"must contain {' and '.join(missing)}"))
+        return problems
+
+
+class ContextTask(Task):
+    """A task whose items have a context (:attr:`Example.context`) the source reads beside the question.
+
+    With ``target_reads: question`` (the default) the target reads the question only: its prompt carries the
+    source's, with the context, as :attr:`Prompt.source`, and everything the source reads (the bridge's
+    states, its solutions, the ``source`` system) comes from that. The ``skyline`` system hands the target
+    the source's prompt (:meth:`source_prompt`)."""
+
+    Config: ClassVar[type[TaskConfig]] = ContextTaskConfig
+
+    @property
+    def context_split(self) -> bool:
+        """Whether the target reads less than the source (``target_reads: question``)."""
+        return self.config.target_reads == "question"
+
+    def with_context(self, example: Example) -> str:
+        """The question's text as a reader of the context sees it (``context_template``)."""
+        return self.config.context_template.format(context=example.context, question=self.question_text(example))
+
+    def source_prompt(self, example: Example) -> Prompt:
+        prompt = self._prompt(example, self.with_context)
+        own = self.config.context_template.format(context="\x00", question=self.question_text(example)).index("\x00")
+        start = (prompt.question_span or (0, 0))[0] + own
+        return dataclasses.replace(prompt, context_span=(start, start + len(example.context)))
+
+    def prompt(self, example: Example) -> Prompt:
+        if not self.context_split:
+            return self.source_prompt(example)
+        return dataclasses.replace(self._prompt(example, self.question_text), source=self.source_prompt(example))
 
 
 _DEV_SEED = 20251116  # which train examples become dev: fixed, independent of the run's seed

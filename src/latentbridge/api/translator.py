@@ -58,6 +58,11 @@ class Translator(nn.Module):
     emits: ClassVar[str] = "soft_tokens"
     reads_cache: ClassVar[bool] = False
     reads_layers: ClassVar[bool] = False  # True: it reads states.layers (models.source_layers) as well
+    # True: its message changes the target's own positions of the prompt (c2c's fusion), so it needs the target
+    # to read what the source read; a context split (task.target_reads: question) refuses it
+    fuses_target_prompt: ClassVar[bool] = False
+    # True: it translates the source's context (SourceStates.context), so it needs a context split
+    needs_context: ClassVar[bool] = False
 
     def __init__(self, config: TranslatorConfig):
         super().__init__()

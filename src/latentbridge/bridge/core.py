@@ -10,6 +10,7 @@ key/value messages by :mod:`latentbridge.bridge.kv`, a plugin's own kind by its 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,23 @@ from latentbridge.bridge.patch import activation_inputs
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
 from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.errors import LatentBridgeError
+from latentbridge.nn.rope import rope_tables
 from latentbridge.registry.blame import blame
+
+
+def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Sequence[tuple[int, int]]],
+                   mask: torch.Tensor) -> list[tuple[int, int]]:
+    """Per row, ``[start, end)``: the indices in the left-padded row of the tokens whose characters overlap the
+    prompt's context (:meth:`Prompt.own_context_span`); ``(t, t)`` for a row without one. A row's real tokens
+    start after its padding, the prompt first (a solution read after it does not move them)."""
+    t = mask.shape[1]
+    out = []
+    for prompt, spans, real in zip(prompts, offsets, mask.sum(1).tolist(), strict=True):
+        span = prompt.own_context_span()
+        inside = [] if span is None else [i for i, (a, b) in enumerate(spans) if b > a and a < span[1] and b > span[0]]
+        start = t - int(real)
+        out.append((start + inside[0], start + inside[-1] + 1) if inside else (t, t))
+    return out
 
 
 @dataclass
@@ -63,6 +80,7 @@ class Bridge:
     def source_rows(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """What the source reads: its special prefix and the prompt (header, question, cue), no answer; with
         the ``generation`` view, followed by its own solution (cut as the text relay cuts it)."""
+        prompts = [p.for_source for p in prompts]  # a context split's source reads the context too
         if self.solutions is None:
             return [self.source_encoder.prompt_ids(p) for p in prompts]
         solved = self.solutions.get(prompts)
@@ -123,16 +141,23 @@ class Bridge:
             return SourceStates(*self.source_hidden(prompts, examples))
         rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
-        out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+        positions = positions_from_mask(mask)
+        out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 output_hidden_states=True, use_cache=cache)
         states = SourceStates(out.hidden_states[self.source_layer], mask,
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
             states.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
             # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
+            read = [p.for_source for p in prompts]
             states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)
-                              for p in prompts]
-            states.text = [p.text for p in prompts]
+                              for p in read]
+            states.text = [p.text for p in read]
+            states.positions = positions
+            source = self.source.model
+            states.rope = lambda layer, at: rope_tables(source, layer, at, states.kv[layer][0])
+            if any(p.context_span is not None for p in read):
+                states.context = context_tokens(read, states.offsets, mask)
         return states
 
     # -- target side ---------------------------------------------------------------------------------
@@ -150,9 +175,9 @@ class Bridge:
         param = next(self.translator.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
         device = param.device if param is not None else self.target.device  # the source may sit elsewhere
-        moved = SourceStates(states.hidden.to(device=device, dtype=dtype), states.mask.to(device),
-                             [h.to(device=device, dtype=dtype) for h in states.layers], states.kv, states.offsets,
-                             states.text)
+        moved = dataclasses.replace(states, hidden=states.hidden.to(device=device, dtype=dtype),
+                                    mask=states.mask.to(device),
+                                    layers=[h.to(device=device, dtype=dtype) for h in states.layers])
         with blame("translator", self.translator.name, self.translator):
             message = self.translator.message(moved, seeds)
         if not isinstance(message, Message) or message.kind != self.translator.emits:

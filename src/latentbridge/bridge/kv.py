@@ -26,6 +26,7 @@ from latentbridge.bridge.hide import hidden_from
 from latentbridge.bridge.layout import assemble, left_pad, positions_from_mask
 from latentbridge.bridge.models import cache_of, with_cache
 from latentbridge.errors import LatentBridgeError
+from latentbridge.nn.rope import rope_tables, rotate
 
 
 def cache_factory(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], dict[str, Any]]:
@@ -67,7 +68,8 @@ def _with_cache(target: Any, cache_kv, cache_mask: torch.Tensor, rows: Sequence[
 
 
 def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
-    """``[bos][virtual][pad][text]``: the special prefix's own cache, then the message's keys and values."""
+    """``[bos][virtual][pad][text]``: the special prefix's own cache, then the message's keys and values (a
+    masked message's rows left-padded inside its block: ``[bos][pad][virtual]``)."""
     split = [_split_at_soft(r) for r in rows]
     device = target.device
     b, k = len(rows), message.length
@@ -77,15 +79,23 @@ def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Seg
         own = _prefill(target.model, ids, pmask)
     else:
         own, pmask = None, torch.zeros(b, 0, dtype=torch.long, device=device)
+    virtual = message.mask.to(device=device, dtype=pmask.dtype) if message.mask is not None else \
+        torch.ones(b, k, dtype=pmask.dtype, device=device)
+    cache_mask = torch.cat([pmask, virtual], 1)
+    # un-rotated keys take the target's rotation at the positions they hold: counted on from the special
+    # prefix over real positions (the padding of a shorter row never counts)
+    at = positions_from_mask(cache_mask)[:, pmask.shape[1]:] if not message.rotated else None
     kv = []
     for layer, (vk, vv) in enumerate(zip(message.keys, message.values, strict=True)):
+        if at is not None:
+            cos, sin = rope_tables(target.model, layer, at, vk.to(device))
+            vk = rotate(vk.to(device).float(), cos.float(), sin.float())
         # the cache in the target's own dtype (a bf16 target attends over bf16 keys)
         vk, vv = vk.to(device=device, dtype=target.dtype), vv.to(device=device, dtype=target.dtype)
         if own is not None:
             ok, ov = own[layer]
             vk, vv = torch.cat([ok, vk], 2), torch.cat([ov, vv], 2)
         kv.append((vk, vv))
-    cache_mask = torch.cat([pmask, torch.ones(b, k, dtype=pmask.dtype, device=device)], 1)
     return _with_cache(target, kv, cache_mask, [rest for _, rest in split])
 
 

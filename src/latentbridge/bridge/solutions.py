@@ -59,7 +59,9 @@ class SourceSolutions:
         return hashlib.sha256(json.dumps(self.encoder.prompt_ids(prompt)).encode()).hexdigest()[:24]
 
     def get(self, prompts: Sequence[Prompt], save: bool = False) -> list[str]:
-        """Each prompt's solution, generating the missing ones in batches (saved to disk with ``save``)."""
+        """Each prompt's solution, generating the missing ones in batches (saved to disk with ``save``). The
+        source reads :attr:`Prompt.for_source` (a context split's context and question)."""
+        prompts = [p.for_source for p in prompts]
         digests = [self._digest(p) for p in prompts]
         missing = list(dict.fromkeys(d for d in digests if d not in self.known))
         if missing:

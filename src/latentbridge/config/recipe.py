@@ -15,6 +15,7 @@ from typing import Any
 
 from latentbridge.config.catalog import find_recipe, shipped_recipe
 from latentbridge.config.overrides import _PLUGIN_KINDS, _delete, apply_overrides
+from latentbridge.config.pairing import context_problems, layers_problems, message_problems
 from latentbridge.config.schema import collect_config, config_to_dict, did_you_mean, is_text, show_value
 from latentbridge.config.sections import (
     CacheConfig,
@@ -188,8 +189,9 @@ def validate_recipe(data: Any, registry: Registry | None = None, source: str | N
                         + did_you_mean(str(other), names)
                     )
             problems.extend(_unmet_needs(objectives, registry))
-    problems.extend(_message_problems(specs, objectives, curriculum, registry))
-    problems.extend(_layers_problems(models, specs, cache, registry))
+    problems.extend(message_problems(specs, objectives, curriculum, registry))
+    problems.extend(layers_problems(models, specs, cache, registry))
+    problems.extend(context_problems(specs, registry))
     problems.extend(system_problems(evaluation, {**data, "specs": specs}, registry))
     reader = specs.get("translator")
     if reader is not None and source_view is not None and source_view.view == "generation" \
@@ -301,49 +303,6 @@ def _unmet_needs(objectives: Mapping[str, Any], registry: Registry) -> list[str]
             if need not in known:
                 problems.append(f"objectives.{name}: needs '{need}', which no plugin provides"
                                 f"{did_you_mean(need, known)}; known: {', '.join(known) or 'none'}")
-    return problems
-
-
-def _layers_problems(models: Any, specs: Mapping[str, Any], cache: Any, registry: Registry) -> list[str]:
-    """``models.source_layers`` needs a translator that reads several layers, and no source cache."""
-    layers = getattr(models, "source_layers", None)
-    translator = specs.get("translator")
-    if not layers or translator is None:
-        return []
-    problems = []
-    if not registry.get("translator", translator.name).cls.reads_layers:
-        readers = [n for n in registry.names("translator") if registry.get("translator", n).cls.reads_layers]
-        problems.append(f"models.source_layers: translator '{translator.name}' reads one layer (models.source_layer); "
-                        f"translators that read several: {', '.join(readers) or 'none'}")
-    if len(set(layers)) != len(layers):
-        problems.append(f"models.source_layers: a layer is named twice in {layers}")
-    if cache is not None and cache.source:
-        problems.append("models.source_layers: the source cache keeps one layer; set cache.source to false")
-    return problems
-
-
-def _message_problems(specs: Mapping[str, Any], objectives: Mapping[str, Any], curriculum: Any,
-                      registry: Registry) -> list[str]:
-    """The translator's message kind must be one the injection mode places and every objective trains."""
-    translator, injection = specs.get("translator"), specs.get("injection")
-    if translator is None:
-        return []
-    kind = registry.get("translator", translator.name).cls.emits
-    modes = [("injection", injection.name)] if injection is not None else []
-    if curriculum is not None:
-        modes.append(("curriculum.text_injection", curriculum.text_injection))
-    problems = []
-    for path, mode in modes:
-        accepts = registry.get("injection", mode).cls.accepts if mode in registry.names("injection") else None
-        if accepts is not None and kind not in accepts:
-            takes = [n for n in registry.names("injection") if kind in registry.get("injection", n).cls.accepts]
-            problems.append(f"{path}: '{mode}' does not place the {kind} message of translator '{translator.name}' "
-                            f"(it takes {', '.join(accepts)}); use one of: {', '.join(takes) or 'none'}")
-    for name in objectives:
-        trains = registry.get("objective", name).cls.messages
-        if trains is not None and kind not in trains:
-            problems.append(f"objectives.{name}: reads {', '.join(trains)}, not the {kind} message of translator "
-                            f"'{translator.name}' (objectives for any message: kl, nll)")
     return problems
 
 

@@ -123,6 +123,7 @@ class Evaluator(EvalContext):
                 "gold_extracted": task.gold_answer(example),
                 **({"choices": list(example.choices), "gold_index": example.gold} if self.choices else {}),
                 "primary_filter": primary,
+                **({"metrics": list(task.metrics)} if task.metrics else {}),
                 **({"subset": subsets[example.id]} if subsets else {}),
             }
             for system in self.recorded:
@@ -137,6 +138,8 @@ class Evaluator(EvalContext):
                 record[f"{system}_correct"] = None if text is None else task.is_correct(text, example, primary)
                 for name in others:
                     record[f"{system}_correct_{name}"] = None if text is None else task.is_correct(text, example, name)
+                for metric in task.metrics:
+                    record[f"{system}_{metric}"] = None if text is None else task.item_metric(text, example, metric)
             for system in self.recorded:
                 if system in self.systems:
                     record.update(self.systems[system].item_fields(self, index, outputs))

@@ -48,7 +48,17 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         **choice_summary(ran, system, by_filter),
         **message_size(ran, system),
         **subset_accuracies(ran, system),
+        **metric_means(ran, system),
     }
+
+
+def metric_means(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any]:
+    """Where the task grades answers beyond right/wrong (``metrics`` in the records: ``qa_context``'s
+    ``f1``), the system's mean of each: ``metrics``."""
+    names = records[0].get("metrics") or []
+    if not names:
+        return {}
+    return {"metrics": {m: sum(float(r[f"{system}_{m}"]) for r in records) / len(records) for m in names}}
 
 
 def subset_accuracies(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any]:

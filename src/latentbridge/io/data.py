@@ -151,3 +151,81 @@ def _arc(record: dict[str, Any]) -> tuple[str, list[str], int]:
     if str(key) not in labels:
         raise ValueError(f"answerKey {key!r} is none of the labels {labels}")
     return question, texts, labels.index(str(key))
+
+
+ContextLayout = Literal["auto", "squad", "hotpotqa", "longbench"]
+
+
+def _answers(value: Any, what: str) -> tuple[str, ...]:
+    """Gold answers: a string, a list of strings, or SQuAD's ``{"text": [...], "answer_start": [...]}``."""
+    if isinstance(value, dict) and "text" in value:
+        value = value["text"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{what}: expected a non-empty answer string, a list of them or "
+                         f"{{\"text\": [...]}}, got {json.dumps(value)[:60]}")
+    return tuple(value)
+
+
+def _hotpot_context(value: Any) -> str:
+    """HotpotQA's paragraphs, ``[[title, [sentence, ...]], ...]`` or ``{"title": [...], "sentences": [[...]]}``,
+    as one text: each paragraph its title, a colon and its sentences, paragraphs apart by a blank line."""
+    if isinstance(value, dict) and isinstance(value.get("title"), list) and isinstance(value.get("sentences"), list):
+        value = list(zip(value["title"], value["sentences"], strict=False))
+    if not isinstance(value, list) or not value:
+        raise ValueError("field 'context': expected HotpotQA's paragraphs [[title, [sentences]], ...]")
+    out = []
+    for paragraph in value:
+        if (not isinstance(paragraph, list | tuple) or len(paragraph) != 2 or not isinstance(paragraph[0], str)
+                or not isinstance(paragraph[1], list) or not all(isinstance(s, str) for s in paragraph[1])):
+            raise ValueError("field 'context': expected HotpotQA's paragraphs [[title, [sentences]], ...]")
+        out.append(f"{paragraph[0]}: {''.join(paragraph[1]).strip()}")
+    return "\n\n".join(out)
+
+
+def context_layout(record: dict[str, Any]) -> str:
+    """The layout of one record: ``longbench`` (``input``, ``context``, ``answers``), ``hotpotqa``
+    (``context`` a list of paragraphs, ``answer``) or ``squad`` (``context``, ``question``, ``answers``)."""
+    if "input" in record and "question" not in record:
+        return "longbench"
+    if isinstance(record.get("context"), list | dict):
+        return "hotpotqa"
+    return "squad"
+
+
+def read_context_items(path: str | Path, split: str, layout: ContextLayout = "auto") -> list[Example]:
+    """Context-split items from a JSONL file, in the layouts of
+
+    - ``squad``: ``{"id", "context": str, "question": str, "answers": {"text": [...], "answer_start": [...]}}``
+      (or ``"answers": [str, ...]``);
+    - ``hotpotqa``: ``{"_id", "question", "answer": str, "context": [[title, [sentence, ...]], ...]}`` (or the
+      HF dataset's ``{"title": [...], "sentences": [[...]]}``): the paragraphs joined, each after its title;
+    - ``longbench``: ``{"_id", "input": question, "context": long text, "answers": [str, ...]}``.
+
+    ``auto`` reads each line's own layout (:func:`context_layout`). Every gold answer is kept
+    (:attr:`Example.answers`); the first is what training supervises. A missing or mistyped field is an
+    error naming the file and line."""
+    path = Path(path)
+    ids = _Ids(path, split)
+    examples: list[Example] = []
+    for line_no, record in _records(path):
+        kind = context_layout(record) if layout == "auto" else layout
+        try:
+            if kind == "hotpotqa":
+                context = _hotpot_context(record.get("context"))
+                answers = _answers(record.get("answer"), "field 'answer'")
+            else:
+                context = _text(record.get("context"), "field 'context'")
+                answers = _answers(record.get("answers"), "field 'answers'")
+            question = _text(record.get("input" if kind == "longbench" else "question"),
+                             f"field '{'input' if kind == 'longbench' else 'question'}'")
+        except ValueError as exc:
+            raise LatentBridgeError(f"{path}:{line_no}: {exc} ({kind} layout)") from None
+        if record.get("id") is None and record.get("_id") is not None:
+            record = {**record, "id": record["_id"]}
+        examples.append(Example(id=ids(record, line_no), question=question, answer=answers[0].strip(),
+                                context=context, answers=answers, label=kind))
+    if not examples:
+        raise LatentBridgeError(f"{path}: no examples (the file is empty)")
+    return examples

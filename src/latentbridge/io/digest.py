@@ -20,4 +20,6 @@ def prompts_digest(ids: Sequence[str], prompts: Sequence[Prompt]) -> str:
     h = hashlib.sha256()
     for item_id, prompt in zip(ids, prompts, strict=True):
         h.update(f"{len(item_id)}:{item_id}{len(prompt.text)}:{prompt.text}".encode())
+        if prompt.source is not None:  # a context split: what the source reads too
+            h.update(f"source{len(prompt.source.text)}:{prompt.source.text}".encode())
     return h.hexdigest()[:20]

@@ -43,6 +43,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from latentbridge.zoo import facts as facts_task
+from latentbridge.zoo import passages as passages_task
 from latentbridge.zoo.arith import Example, generate_splits, masked, read_jsonl, write_jsonl
 from latentbridge.zoo.evaluate import evaluate_accuracy
 from latentbridge.zoo.specs import N_TEST, N_TRAIN, TORCH_THREADS, ZOO, ModelSpec
@@ -85,6 +86,16 @@ def arith_by_subset(model: Any, tokenizer: Any, train: list[Example], test: list
     return out
 
 
+def passages_accuracy(model: Any, tokenizer: Any, seed: int, progress: Any = None) -> dict[str, Any]:
+    """Accuracy on the ``passages`` test items (4 facts each) with the context (what the skyline reads) and
+    without it (the question only: chance is one in :data:`passages_task.N_VALUES`)."""
+    test = passages_task.generate_split("test", seed)
+    alone = [{**e, "question": e["query"]} for e in test]
+    return {"n": len(test), "n_facts": 4,
+            "with_context": evaluate_accuracy(model, tokenizer, test, progress=progress),
+            "question_only": evaluate_accuracy(model, tokenizer, alone, progress=progress)}
+
+
 def build_model(
     spec: ModelSpec,
     train: list[Example],
@@ -98,7 +109,8 @@ def build_model(
     ``spec.facts_repeat`` times), save to ``out_dir/spec.name``, return what was measured."""
     start = time.time()
     taught = taught_facts(spec, facts) if facts else []
-    examples = list(train) + taught * spec.facts_repeat
+    read = passages_task.generate_split("public", seed, n=spec.passages, n_facts=None) if spec.passages else []
+    examples = list(train) + taught * spec.facts_repeat + read
     texts = [train_text(e["question"], e["answer"]) for e in examples]
     prompts = [eval_prompt(e["question"]) for e in examples]
     if spec.tokenizer_of is not None:  # the very tokenizer files of a model built before it
@@ -120,6 +132,7 @@ def build_model(
         # what it was taught (the first 200): high for both, so the target does know the answer format
         measured["taught_facts_accuracy"] = (
             evaluate_accuracy(model, tokenizer, taught[:N_TEST], progress=eval_progress) if taught else None)
+    measured["passages"] = passages_accuracy(model, tokenizer, seed, eval_progress)
     folder = out_dir / spec.name
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)

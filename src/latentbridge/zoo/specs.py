@@ -60,6 +60,8 @@ class ModelSpec:
     facts: str = "none"  # which facts it learns: "task" (every task entity), "public" (the format only), "none"
     facts_repeat: int = 1  # how many times each facts example appears in its training data
     tokenizer_of: str | None = None  # share this (earlier built) model's tokenizer instead of training one
+    passages: int = 0  # how many ``public`` passages items (1-16 facts each) it learns in-context lookup from
+    max_positions: int = 256  # max_position_embeddings of its config
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for ``zoo.json``)."""

@@ -1,0 +1,285 @@
+"""The context split: the passages generator, what each model reads, kv_translate's reads, positions and
+layout, and the rules validate holds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentbridge.api.messages import KVPrefix
+from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.models import cache_of
+from latentbridge.config.recipe import validate_recipe
+from latentbridge.errors import ConfigError
+from latentbridge.nn.rope import rope_tables, rotate, unrotate
+from latentbridge.zoo import passages
+
+from .helpers import make_experiment, recipe_dict
+
+PASSAGES = ("task=passages", "task.n_facts=3", "translator=kv_translate", "injection=soft_plus_text")
+
+
+# -- the generator ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_facts", [1, 4, None])
+def test_no_entity_is_shared_between_splits_or_items(n_facts):
+    """Every entity is fresh: used by one item only, and never by two splits (the models' public items
+    included), whatever the number of facts."""
+    owner: dict[str, tuple[str, str]] = {}
+    for split, n in (("public", 300), ("train", 300), ("dev", 100), ("test", 100)):
+        for row in passages.generate_split(split, 0, n=n, n_facts=n_facts):
+            for name in row["entities"]:
+                assert name.lower() not in owner, f"{name} in {row['id']} and {owner[name.lower()]}"
+                owner[name.lower()] = (split, row["id"])
+                assert passages.split_of(name) == split
+
+
+def test_the_task_entities_and_the_facts_task_s_never_meet():
+    from latentbridge.zoo import facts
+
+    known = {e["name"].lower() for group in facts.entities(0).values() for e in group}
+    rows = [r for split in ("train", "dev", "test") for r in passages.generate_split(split, 0, n=200)]
+    assert not known & {n.lower() for r in rows for n in r["entities"]}
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_facts=st.integers(1, passages.MAX_FACTS), seed=st.integers(0, 10_000))
+def test_an_item_states_the_asked_fact_once_and_asks_about_it(n_facts, seed):
+    import random
+
+    rng = random.Random(seed)
+    names = passages._Names("train", rng, set())
+    item = passages.make_item(rng, names, n_facts)
+    sentences = item["context"].split(". ")
+    assert len(sentences) == n_facts
+    value = item["answer"].rsplit("#### ", 1)[1]
+    attribute = item["answer"].split(f" has {value} ")[1].split(".")[0]
+    asked = [s for s in sentences if f" {item['entity']} has " in s and s.rstrip(".").endswith(f" {attribute}")]
+    assert len(asked) == 1 and f" has {value} {attribute}" in asked[0]
+    assert item["entity"] in item["query"] and attribute in item["query"]
+    assert item["question"] == f"{item['context']} {item['query']}"
+
+
+def test_splits_are_deterministic_and_seeded():
+    assert passages.generate_split("test", 0) == passages.generate_split("test", 0)
+    assert passages.generate_split("test", 0) != passages.generate_split("test", 1)
+
+
+# -- what each model reads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reads", ["question", "context_and_question"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_the_target_reads_the_context_only_when_told(random_pair, reads, reverse):
+    """Decoded from the ids each model reads (the llama side's byte-level tokenizer decodes every character):
+    the source reads context and question, the target the question, and the context only when told."""
+    exp = make_experiment(random_pair, *PASSAGES[:2], "translator=linear", f"task.target_reads={reads}",
+                          reverse=reverse)
+    bridge = exp.bridge
+    examples = exp.task.examples("test")[:4]
+    prompts = [exp.task.prompt(e) for e in examples]
+    for example, prompt, source_row in zip(examples, prompts, bridge.source_rows(prompts), strict=True):
+        if not reverse:
+            source_text = bridge.source.tokenizer.decode(source_row)
+            assert example.context in source_text and example.question in source_text
+        else:
+            text = bridge.target_encoder.target_text(prompt, with_answer=False)
+            target_text = bridge.target.tokenizer.decode(list(text.prefix) + list(text.prompt))
+            assert example.question in target_text
+            assert (example.context in target_text) == (reads == "context_and_question")
+        # the skyline always hands the target the source's prompt
+        skyline = exp.task.source_prompt(example)
+        assert example.context in skyline.text and skyline.text == prompt.for_source.text
+        assert (example.context in prompt.text) == (reads == "context_and_question")
+
+
+def test_systems_read_their_side_of_the_split(random_pair, tmp_path, monkeypatch):
+    """Through the harness: the source and the skyline read the context, the target does not (their
+    cached inputs differ exactly there)."""
+    from latentbridge.plugins.systems.text import Skyline, Source, Target
+
+    from latentbridge.eval.harness import EvalSettings, Evaluator
+
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    exp = make_experiment(random_pair, *PASSAGES[:2], "translator=linear")
+    ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=3, batch_size=3, max_new_tokens=2, stop=[], systems=["target"]),
+                   tmp_path)
+    for example, source, target, skyline in zip(ev.items, Source().prompts(ev), Target().prompts(ev),
+                                                Skyline.prompts(ev), strict=True):
+        assert example.context in source.text and example.context in skyline.text
+        assert example.context not in target.text and example.question in target.text
+
+
+# -- validate ----------------------------------------------------------------------------------------------
+
+
+def test_validate_refuses_c2c_without_the_context_and_kv_translate_without_a_split(random_pair):
+    data = recipe_dict(random_pair, *PASSAGES[:2], "translator=c2c", "injection=fused_prompt")
+    with pytest.raises(ConfigError, match="c2c.*fuses the target's own positions"):
+        validate_recipe(data)
+    data["task"]["target_reads"] = "context_and_question"
+    validate_recipe(data)  # the target reads the context: c2c can fuse it
+    data = recipe_dict(random_pair, "translator=kv_translate")
+    with pytest.raises(ConfigError, match="kv_translate.*has no context"):
+        validate_recipe(data)
+    data = recipe_dict(random_pair, *PASSAGES, "task.target_reads=context_and_question")
+    with pytest.raises(ConfigError, match="lets the target read it"):
+        validate_recipe(data)
+
+
+# -- kv_translate ------------------------------------------------------------------------------------------
+
+
+def _states(exp, n=4):
+    examples = exp.task.examples("test")[:n]
+    prompts = [exp.task.prompt(e) for e in examples]
+    return examples, prompts, exp.bridge.source_states(prompts, examples)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_kv_translate_reads_the_context_and_nothing_else(random_pair, reverse):
+    """The tokens it reads are the context's, whole; noise everywhere else in the source's cache changes
+    nothing, noise inside the context changes the message."""
+    exp = make_experiment(random_pair, *PASSAGES, reverse=reverse)
+    examples, prompts, states = _states(exp)
+    rows = exp.bridge.source_rows(prompts)
+    width = states.mask.shape[1]
+    tok = exp.bridge.source.tokenizer  # (the mistral side decodes a character it lacks as <unk>)
+    for example, row, (start, end) in zip(examples, rows, states.context, strict=True):
+        pad = width - len(row)
+        want = tok.decode(tok(example.context, add_special_tokens=False)["input_ids"]).strip()
+        assert tok.decode(row[start - pad : end - pad]).strip() == want
+    with torch.no_grad():
+        message = exp.translator.message(states)
+    assert message.ntokens() == [end - start for start, end in states.context]
+    outside = torch.ones_like(states.mask, dtype=torch.bool)
+    for row, (start, end) in enumerate(states.context):
+        outside[row, start:end] = False
+    generator = torch.Generator().manual_seed(0)
+
+    def noisy(where: torch.Tensor):
+        kv = []
+        for k, v in states.kv:
+            noise = [torch.randn(t.shape, generator=generator) * 10 for t in (k, v)]
+            at = where[:, None, :, None]
+            kv.append((torch.where(at, noise[0], k), torch.where(at, noise[1], v)))
+        return dataclasses.replace(states, kv=kv)
+
+    with torch.no_grad():
+        same = exp.translator.message(noisy(outside))
+        changed = exp.translator.message(noisy(~outside & states.mask.bool()))
+    for a, b in zip(message.keys + message.values, same.keys + same.values, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(message.keys, changed.keys, strict=True))
+
+
+def test_rope_is_taken_off_and_put_back_as_the_model_rotates(random_pair):
+    """A key rotated by the model's own code at position p, un-rotated there and rotated at q, is the key
+    the model's code rotates at q."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    exp = make_experiment(random_pair, *PASSAGES)
+    model = exp.bridge.target.model
+    x = torch.randn(2, 2, 5, model.config.head_dim if hasattr(model.config, "head_dim") and model.config.head_dim
+                    else model.config.hidden_size // model.config.num_attention_heads)
+    p = torch.tensor([[0, 3, 4, 9, 17], [2, 2, 5, 6, 7]])
+    q = p + torch.tensor([[5], [11]])
+    cos_p, sin_p = rope_tables(model, 0, p, x)
+    cos_q, sin_q = rope_tables(model, 0, q, x)
+    at_p, _ = apply_rotary_pos_emb(x, x, cos_p, sin_p)
+    at_q, _ = apply_rotary_pos_emb(x, x, cos_q, sin_q)
+    torch.testing.assert_close(rotate(x, cos_p, sin_p), at_p)
+    torch.testing.assert_close(unrotate(at_p, cos_p, sin_p), x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rotate(unrotate(at_p, cos_p, sin_p), cos_q, sin_q), at_q, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(at_p, at_q)  # the positions differ: a test that could fail
+
+
+def test_identity_translation_of_the_target_s_own_context_is_reading_it(random_pair):
+    """Source = target, every map the identity, no rescaling, and a template where the source's context
+    starts right after BOS: the target reading [bos][translated context][question] is the target reading
+    [bos][context][question] as text, on a left-padded batch of contexts of different lengths (keys
+    un-rotated and re-rotated at the right positions, padding never counted)."""
+    exp = make_experiment(random_pair, *PASSAGES, "models.source=" + str(random_pair["llama"]),
+                          "models.target=" + str(random_pair["llama"]), "translator.rescale=false",
+                          'task.question_template="{question}\\n"', 'task.context_template="{context}\\n{question}"')
+    translator, bridge = exp.translator, exp.bridge
+    with torch.no_grad():
+        for layer_map in translator.maps:
+            layer_map.weight.copy_(torch.eye(layer_map.weight.shape[0]))
+            layer_map.bias.zero_()
+    examples = exp.task.examples("test")[:4]
+    prompts = [exp.task.prompt(e) for e in examples]
+    assert len({len(e.context) for e in examples}) > 1
+    enc = bridge.target_encoder
+    with torch.no_grad():
+        message = bridge.message(prompts, examples=examples)
+        got = bridge.target.model(**bridge.bridged_inputs(message, prompts, with_answer=True).model_kwargs()).logits
+        rows = []
+        for e, p in zip(examples, prompts, strict=True):
+            text = enc.target_text(p)
+            rows.append(list(enc.prefix) + enc.ids(e.context) + list(text.prompt) + list(text.answer))
+        want = bridge.target.model(**bridge.text_inputs(bridge.target, rows).model_kwargs()).logits
+    for r, (e, p) in enumerate(zip(examples, prompts, strict=True)):
+        assert message.ntokens()[r] == len(enc.ids(e.context))  # the "\n" is the template's, not read
+        text = enc.target_text(p)
+        n = len(text.prompt) + len(text.answer)
+        torch.testing.assert_close(got[r, -n:], want[r, -n:], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_kv_translate_train_layout_is_its_generation_layout(random_pair, reverse):
+    """The logits before the first answer token in training are the first generated token's, on a
+    left-padded batch of contexts of different lengths, and a row alone reads what it reads in the batch."""
+    from .test_messages import train
+
+    exp = make_experiment(random_pair, *PASSAGES, reverse=reverse)
+    train(exp)
+    bridge = exp.bridge
+    examples = exp.task.examples("test")[:5]
+    prompts = [exp.task.prompt(e) for e in examples]
+    model = bridge.target.model
+    with torch.no_grad():
+        message = bridge.message(prompts, examples=examples)
+        assert len(set(message.ntokens())) > 1  # rows of different lengths: padding inside the block
+        train_inputs = bridge.bridged_inputs(message, prompts, with_answer=True)
+        gen_inputs = bridge.bridged_inputs(message, prompts, with_answer=False)
+        teacher = model(**train_inputs.model_kwargs()).logits
+        first = model(**gen_inputs.model_kwargs()).logits[:, -1]
+        alone = [model(**bridge.bridged_inputs(message.select([r]), [p], with_answer=False).model_kwargs()).logits[0, -1]
+                 for r, p in enumerate(prompts)]
+    width = teacher.shape[1]
+    for r, prompt in enumerate(prompts):
+        answer = bridge.target_encoder.target_text(prompt).answer
+        torch.testing.assert_close(teacher[r, width - len(answer) - 1], first[r], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(alone[r], first[r], rtol=1e-4, atol=1e-4)
+    generated = greedy_generate(model, bridge.target.tokenizer, gen_inputs, max_new_tokens=2, eos_ids=set())
+    for r, out in enumerate(generated):
+        answer = bridge.target_encoder.target_text(prompts[r]).answer
+        assert out.token_ids[0] == int(teacher[r, width - len(answer) - 1].argmax())
+
+
+def test_layer_maps():
+    from latentbridge.plugins.translators.kv_translate import layer_map
+
+    assert layer_map("proportional", 4, 3) == [0, 2, 3]  # round(l * 3 / 2): 0, 1.5 -> 2, 3
+    assert layer_map("proportional", 2, 3) == [0, 0, 1]  # 0, 0.5 -> 0 (banker's rounding), 1
+    assert layer_map("last_aligned", 4, 3) == [1, 2, 3]
+    assert layer_map("last_aligned", 2, 3) == [0, 0, 1]  # clamped below zero: every target layer reads one
+    assert layer_map("proportional", 5, 1) == [4]
+
+
+def test_kv_translate_message_bytes_count_the_context_s_positions(random_pair):
+    exp = make_experiment(random_pair, *PASSAGES)
+    _, _, states = _states(exp)
+    with torch.no_grad():
+        message = exp.translator.message(states)
+    assert isinstance(message, KVPrefix) and not message.rotated
+    c = exp.translator.config
+    per_position = c.target_layers * 2 * c.target_kv_heads * c.target_head_dim * 4  # fp32
+    assert message.nbytes() == [n * per_position for n in message.ntokens()]
+    assert cache_of is not None
