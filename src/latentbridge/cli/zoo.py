@@ -19,7 +19,7 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The built-in tiny model pair (
 app.add_typer(zoo_app, name="zoo")
 
 COLUMNS = ("name", "params", "tokenizer", "vocab", "hidden", "layers", "rope", "arith", "arith fresh / twin", "facts",
-           "facts taught")
+           "facts taught", "passages: context / none")
 
 
 def zoo_rows(info: dict) -> list[dict]:
@@ -40,6 +40,7 @@ def zoo_rows(info: dict) -> list[dict]:
             "taught_facts_accuracy": m.get("taught_facts_accuracy"),
             "facts_taught": m.get("spec", {}).get("facts", "none"),
             "arith_by_subset": {k: v["accuracy"] for k, v in m.get("arith_by_subset", {}).items()},
+            "passages": m.get("passages"),
         })
     return rows
 
@@ -60,6 +61,8 @@ def print_zoo(rows: list[dict], title: str) -> None:
             " / ".join(_accuracy(r["arith_by_subset"].get(k)) for k in ("fresh", "twin")) if r["arith_by_subset"] else "-",
             _accuracy(r["facts_accuracy"]),
             f"{_accuracy(r['taught_facts_accuracy'])} ({r['facts_taught']})",
+            f"{_accuracy(r['passages']['with_context'])} / {_accuracy(r['passages']['question_only'])}"
+            if r["passages"] else "-",
         )
     table.caption = (
         "tiny-llama and tiny-llama-b (its architecture and tokenizer, another seed, arith only) are LlamaForCausalLM, "
@@ -69,7 +72,8 @@ def print_zoo(rows: list[dict], title: str) -> None:
         "on the 119 that one does\n"
         f"accuracy: greedy, strict '#### N' match, on the {rows[0]['n_eval']} arith test problems and the facts "
         "test questions;\nfacts taught: on facts it was trained on (task: every task entity; public: the "
-        "format, from other entities)"
+        "format, from other entities)\npassages: on the 200 passages test items (4 facts each) reading the context "
+        "and the question, and the question only (chance: 1 in 11)"
     ) if rows else None
     console.print(table)
 

@@ -86,10 +86,10 @@ def arith_by_subset(model: Any, tokenizer: Any, train: list[Example], test: list
     return out
 
 
-def passages_accuracy(model: Any, tokenizer: Any, seed: int, progress: Any = None) -> dict[str, Any]:
-    """Accuracy on the ``passages`` test items (4 facts each) with the context (what the skyline reads) and
-    without it (the question only: chance is one in :data:`passages_task.N_VALUES`)."""
-    test = passages_task.generate_split("test", seed)
+def passages_accuracy(model: Any, tokenizer: Any, seed: int, progress: Any = None, n: int = N_TEST) -> dict[str, Any]:
+    """Accuracy on the first ``n`` ``passages`` test items (4 facts each) with the context (what the skyline
+    reads) and without it (the question only: chance is one in :data:`passages_task.N_VALUES`)."""
+    test = passages_task.generate_split("test", seed, n=n)
     alone = [{**e, "question": e["query"]} for e in test]
     return {"n": len(test), "n_facts": 4,
             "with_context": evaluate_accuracy(model, tokenizer, test, progress=progress),
@@ -113,12 +113,14 @@ def build_model(
     examples = list(train) + taught * spec.facts_repeat + read
     texts = [train_text(e["question"], e["answer"]) for e in examples]
     prompts = [eval_prompt(e["question"]) for e in examples]
+    # a passage's invented names and values cannot be predicted: its prompt is read, not learned
+    weights = [spec.prompt_loss_weight] * (len(examples) - len(read)) + [spec.passages_prompt_weight] * len(read)
     if spec.tokenizer_of is not None:  # the very tokenizer files of a model built before it
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / spec.tokenizer_of)
     else:
         tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
     model = make_model(spec, tokenizer, seed + spec.seed_offset)
-    losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress)
+    losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress, weights)
 
     def eval_progress(done: int, total: int) -> None:
         if progress is not None:
@@ -132,7 +134,7 @@ def build_model(
         # what it was taught (the first 200): high for both, so the target does know the answer format
         measured["taught_facts_accuracy"] = (
             evaluate_accuracy(model, tokenizer, taught[:N_TEST], progress=eval_progress) if taught else None)
-    measured["passages"] = passages_accuracy(model, tokenizer, seed, eval_progress)
+    measured["passages"] = passages_accuracy(model, tokenizer, seed, eval_progress, n=min(N_TEST, len(test)))
     folder = out_dir / spec.name
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)

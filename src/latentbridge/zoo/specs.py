@@ -61,6 +61,7 @@ class ModelSpec:
     facts_repeat: int = 1  # how many times each facts example appears in its training data
     tokenizer_of: str | None = None  # share this (earlier built) model's tokenizer instead of training one
     passages: int = 0  # how many ``public`` passages items (1-16 facts each) it learns in-context lookup from
+    passages_prompt_weight: float = 0.0  # loss weight of a passage's prompt (its invented names: noise)
     max_positions: int = 256  # max_position_embeddings of its config
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,12 +97,13 @@ def train_model(
     spec: ModelSpec,
     seed: int,
     progress: Progress | None = None,
+    prompt_weights: Sequence[float] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on ``bos + text + eos`` sequences; return the loss curve.
 
     Next-token loss over the whole sequence (pads masked); the tokens of the
     prompt part (``prompts[i]``, a token prefix of ``texts[i]``) are weighted by
-    ``spec.prompt_loss_weight``. AdamW, linear warmup then cosine
+    ``prompt_weights[i]`` (default: ``spec.prompt_loss_weight`` for every example). AdamW, linear warmup then cosine
     decay to 10% of ``spec.lr``, gradient clipping at 1.0. Deterministic given
     ``seed`` and the thread count.
     """
@@ -137,7 +138,7 @@ def train_model(
         for row, i in enumerate(batch):
             ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
             weight[row, : len(seqs[i])] = 1.0
-            weight[row, : n_prompt[i]] = spec.prompt_loss_weight
+            weight[row, : n_prompt[i]] = spec.prompt_loss_weight if prompt_weights is None else prompt_weights[i]
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         # Right padding + causal attention: real tokens never attend to the pads,
