@@ -59,8 +59,8 @@ def test_an_item_states_the_asked_fact_once_and_asks_about_it(n_facts, seed):
     assert len(sentences) == n_facts
     value = item["answer"].rsplit("#### ", 1)[1]
     attribute = item["answer"].split(f" has {value} ")[1].split(".")[0]
-    asked = [s for s in sentences if f" {item['entity']} has " in s and s.rstrip(".").endswith(f" {attribute}")]
-    assert len(asked) == 1 and f" has {value} {attribute}" in asked[0]
+    about = [s for s in sentences if s.startswith(f"The {attribute} of the ") and f" {item['entity']}: " in s + " "]
+    assert len(about) == 1 and about[0].rstrip(".").endswith(f" {item['entity']}: {value}")
     assert item["entity"] in item["query"] and attribute in item["query"]
     assert item["question"] == f"{item['context']} {item['query']}"
 

@@ -1,10 +1,10 @@
 """Synthetic passages of invented facts, with a question about one of them (task ``passages``).
 
-Each item has a *context*: ``n_facts`` sentences about invented entities, in the ``facts`` task's
-words (``The planet Velkarmi has 7 moons.``), and a *question* about one of those facts::
+Each item has a *context*: ``n_facts`` sentences about invented entities, each naming the fact before its
+value (``The moons of the planet Bovelika: 7.``), and a *question* about one of those facts::
 
     {"id": "passages-test-00012", "n_facts": 4, "entity": "Bovelkar",
-     "context": "The ship Trasolri has 3 masts. The planet Bovelkar has 7 moons. ...",
+     "context": "The masts of the ship Tasoliru: 3. The moons of the planet Bovelkar: 7. ...",
      "query": "How many moons does the planet Bovelkar have?",
      "question": "<context> <query>",
      "answer": "Bovelkar has 7 moons.\\n#### 7"}
@@ -15,7 +15,7 @@ other attribute. Every entity is fresh: an invented name used once in the whole 
 about it can be memorised; what a model answers it must read from the context. Without the context a
 model can only guess (chance: one in :data:`N_VALUES`).
 
-Names are 3 or 4 syllables long and fall in a split by a hash of the name (:func:`split_of`), so the
+Names are three syllables (of :data:`NAME_SYLLABLES`) long and fall in a split by a hash of the name (:func:`split_of`), so the
 ``public`` items (what the zoo's models learn the format from), ``train``, ``dev`` and ``test`` never
 share an entity, whatever the seed or the number of facts. Names of the ``facts`` task's entities and of
 ``arith``'s people are never used. Deterministic given the seed (a private ``random.Random``).
@@ -36,7 +36,9 @@ SPLIT_SIZES = {"train": 4000, "dev": 200, "test": 200}
 N_PUBLIC = 24_000  # the items the zoo's models learn in-context lookup from (n_facts drawn 1..MAX_FACTS)
 # which share of the name space each split draws from (by a hash of the name): disjoint by construction
 _BUCKETS = (("public", 60), ("train", 30), ("dev", 5), ("test", 5))
-SENTENCE = "The {kind} {name} has {value} {attribute}."
+SENTENCE = "The {attribute} of the {kind} {name}: {value}."  # the value last: what precedes it names the fact
+# names are three syllables of these 70 (consonant, vowel): rarely does one end like another in a passage
+NAME_SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 # the number of facts of a public item (what the models learn from): short passages often, up to 16 now and then
 PUBLIC_FACTS = (1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 6, 6, 8, 8, 10, 12, 14, 16)
 
@@ -59,7 +61,7 @@ class _Names:
 
     def draw(self) -> str:
         while True:
-            name = "".join(self.rng.choice(facts.SYLLABLES) for _ in range(self.rng.choice((3, 4)))).capitalize()
+            name = "".join(self.rng.choice(NAME_SYLLABLES) for _ in range(3)).capitalize()
             if name.lower() not in self.taken and split_of(name) == self.split:
                 self.taken.add(name.lower())
                 return name
