@@ -105,3 +105,39 @@ def git_commit() -> str | None:
 
     commit = full()
     return commit[:7] if commit else None
+
+
+KEPT_RUN_FILES = ("run.json", "recipe.yaml", "summary.json")
+
+
+def pack_runs(folders: list[str], into: Path, subfolders: str | None = None) -> None:
+    """Keep runs under ``into/<run name>/``: their small files, test evaluations and the dev-chosen weights
+    (what latency measurements read), and each folder matching ``subfolders`` (a glob) whole."""
+    import shutil
+
+    for raw in folders:
+        folder = Path(raw)
+        dest = into / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in KEPT_RUN_FILES:
+            shutil.copy2(folder / name, dest / name)
+        for file in folder.glob("eval_samples_test_*.jsonl"):
+            shutil.copy2(file, dest / file.name)
+        for sub in folder.glob(subfolders) if subfolders else ():
+            shutil.copytree(sub, dest / sub.name, dirs_exist_ok=True)
+        if (folder / "best" / "translator.safetensors").is_file():
+            (dest / "best").mkdir(exist_ok=True)
+            for name in ("translator.safetensors", "translator.json"):
+                shutil.copy2(folder / "best" / name, dest / "best" / name)
+
+
+def write_or_check(files: dict[str, str], check: bool) -> int:
+    """Write each ``results/<name>`` file, or with ``check`` compare them byte for byte (1 on a change)."""
+    if check:
+        changed = [n for n, text in files.items() if not (RESULTS / n).is_file() or (RESULTS / n).read_text() != text]
+        print("every table regenerates byte for byte" if not changed else f"changed: {', '.join(changed)}")
+        return 1 if changed else 0
+    for name, text in files.items():
+        (RESULTS / name).write_text(text)
+        print(f"wrote {RESULTS / name}")
+    return 0

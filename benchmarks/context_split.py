@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import RESULTS
+from common import RESULTS, pack_runs, write_or_check
 
 from latentbridge.eval.stats import t_interval
 from latentbridge.report.provenance import provenance_problems
@@ -41,7 +41,6 @@ BASELINES = ("target", "source", "skyline", "relay", "two_stage")
 CONTROLS = ("shuffled", "null", "covgauss", "randomrot")
 FACTS = (1, 2, 4, 8, 12, 16)
 FACTS_SYSTEMS = "[target, skyline, bridged, shuffled]"
-KEEP = ("run.json", "recipe.yaml", "summary.json")
 SEED = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 K = re.compile(r"^(?P<name>.+)-k(?P<k>\d+)$")
 
@@ -208,20 +207,7 @@ def write() -> dict[str, str]:
 
 
 def pack(folders: list[str]) -> None:
-    for raw in folders:
-        folder = Path(raw)
-        dest = RUNS / folder.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            shutil.copy2(folder / name, dest / name)
-        for file in folder.glob("eval_samples_test_*.jsonl"):
-            shutil.copy2(file, dest / file.name)
-        for sub in folder.glob("eval_best_facts*"):
-            shutil.copytree(sub, dest / sub.name, dirs_exist_ok=True)
-        if (folder / "best" / "translator.safetensors").is_file():
-            (dest / "best").mkdir(exist_ok=True)
-            for name in ("translator.safetensors", "translator.json"):
-                shutil.copy2(folder / "best" / name, dest / "best" / name)
+    pack_runs(folders, RUNS, "eval_best_facts*")
 
 
 def facts(folders: list[str]) -> None:
@@ -246,15 +232,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "facts":
         facts(argv[1:])
         return 0
-    files = write()
-    if argv and argv[0] == "check":
-        changed = [n for n, text in files.items() if not (RESULTS / n).is_file() or (RESULTS / n).read_text() != text]
-        print("every table regenerates byte for byte" if not changed else f"changed: {', '.join(changed)}")
-        return 1 if changed else 0
-    for name, text in files.items():
-        (RESULTS / name).write_text(text)
-        print(f"wrote {RESULTS / name}")
-    return 0
+    return write_or_check(write(), check=bool(argv) and argv[0] == "check")
 
 
 if __name__ == "__main__":

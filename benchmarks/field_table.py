@@ -19,13 +19,12 @@ Every kept run must pass the provenance check (made from a clean, committed tree
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from common import RESULTS
+from common import RESULTS, pack_runs, write_or_check
 
 from latentbridge.registry.host import Registry
 from latentbridge.report.provenance import provenance_problems
@@ -33,7 +32,6 @@ from latentbridge.report.provenance import provenance_problems
 RUNS = RESULTS / "runs" / "field"
 BASELINES = ("target", "source", "skyline", "relay", "two_stage")
 CONTROLS = ("shuffled", "null", "covgauss", "randomrot")
-KEEP = ("run.json", "recipe.yaml", "summary.json")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -151,33 +149,14 @@ def write() -> dict[str, str]:
 
 
 def pack(folders: list[str]) -> None:
-    for raw in folders:
-        folder = Path(raw)
-        dest = RUNS / folder.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            shutil.copy2(folder / name, dest / name)
-        for file in folder.glob("eval_samples_test_*.jsonl"):
-            shutil.copy2(file, dest / file.name)
-        if (folder / "best" / "translator.safetensors").is_file():  # the dev-chosen weights (latency reads them)
-            (dest / "best").mkdir(exist_ok=True)
-            for name in ("translator.safetensors", "translator.json"):
-                shutil.copy2(folder / "best" / name, dest / "best" / name)
+    pack_runs(folders, RUNS)
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "pack":
         pack(argv[1:])
         return 0
-    files = write()
-    if argv and argv[0] == "check":
-        changed = [n for n, text in files.items() if not (RESULTS / n).is_file() or (RESULTS / n).read_text() != text]
-        print("every table regenerates byte for byte" if not changed else f"changed: {', '.join(changed)}")
-        return 1 if changed else 0
-    for name, text in files.items():
-        (RESULTS / name).write_text(text)
-        print(f"wrote {RESULTS / name}")
-    return 0
+    return write_or_check(write(), check=bool(argv) and argv[0] == "check")
 
 
 if __name__ == "__main__":
