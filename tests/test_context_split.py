@@ -283,3 +283,82 @@ def test_kv_translate_message_bytes_count_the_context_s_positions(random_pair):
     per_position = c.target_layers * 2 * c.target_kv_heads * c.target_head_dim * 4  # fp32
     assert message.nbytes() == [n * per_position for n in message.ntokens()]
     assert cache_of is not None
+
+
+@pytest.mark.parametrize("family", ["gemma3_text", "mistral"])
+def test_a_sliding_window_source_keeps_every_position_for_kv_translate(random_pair, families, family):
+    """A sliding-window source (window 16 here, contexts far longer) hands over its keys and values at every
+    position it read, so the whole context is translated (a cache built from the config keeps window - 1)."""
+    exp = make_experiment(random_pair, *PASSAGES, f"models.source={families.folders[family]}")
+    examples, prompts, states = _states(exp, 3)
+    assert states.mask.shape[1] > 16
+    assert all(k.shape[2] == states.mask.shape[1] for k, _ in states.kv)
+    with torch.no_grad():
+        message = exp.translator.message(states)
+    assert message.ntokens() == [end - start for start, end in states.context]
+    assert min(message.ntokens()) > 16
+
+
+def test_the_message_does_not_depend_on_where_the_source_s_positions_start(random_pair, monkeypatch):
+    """Rotary keys depend on absolute positions, the source's states only on relative ones: a source run with
+    every position shifted gives other cached keys but, un-rotated, the same message. A translator that read
+    the rotated keys as they are (or un-rotated them at the wrong positions) would change."""
+    import latentbridge.bridge.core as core
+
+    exp = make_experiment(random_pair, *PASSAGES)
+    examples = exp.task.examples("test")[:3]
+    prompts = [exp.task.prompt(e) for e in examples]
+    with torch.no_grad():
+        plain = exp.bridge.source_states(prompts, examples)
+        message = exp.translator.message(plain)
+        original = core.positions_from_mask
+        monkeypatch.setattr(core, "positions_from_mask", lambda mask: original(mask) + 7)
+        shifted = exp.bridge.source_states(prompts, examples)
+        moved = exp.translator.message(shifted)
+    assert (shifted.positions == plain.positions + 7).all()
+    assert any((a - b).abs().max() > 1e-3 for (a, _), (b, _) in zip(shifted.kv, plain.kv, strict=True))
+    for a, b in zip(message.keys + message.values, moved.keys + moved.values, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_rope_with_attention_scaling_moves_keys_like_the_model(random_pair):
+    """YaRN's tables carry an attention scale (cos² + sin² = s²): a key the model rotated at p, un-rotated and
+    rotated at q, is the key the model writes at q, the scale neither lost nor applied twice."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=64,
+                         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                          "original_max_position_embeddings": 16})
+    rotary = LlamaRotaryEmbedding(config)
+    x = torch.randn(1, 2, 4, 16)
+    p, q = torch.tensor([[0, 5, 9, 30]]), torch.tensor([[3, 11, 12, 50]])
+    (cos_p, sin_p), (cos_q, sin_q) = rotary(x, p), rotary(x, q)
+    assert not torch.allclose(cos_p * cos_p + sin_p * sin_p, torch.ones_like(cos_p))  # the scale is there
+    at_p, _ = apply_rotary_pos_emb(x, x, cos_p, sin_p)
+    at_q, _ = apply_rotary_pos_emb(x, x, cos_q, sin_q)
+    torch.testing.assert_close(rotate(unrotate(at_p, cos_p, sin_p), cos_q, sin_q), at_q, rtol=1e-5, atol=1e-5)
+
+
+def test_an_empty_context_is_a_message_of_no_positions(random_pair):
+    """The null control's source reads no question and no context: the message has no position, weighs
+    nothing, and the target still reads [bos][question]."""
+    exp = make_experiment(random_pair, *PASSAGES, "task.shots=1")
+    examples = exp.task.examples("test")[:3]
+    prompts = [exp.task.prompt(e).without_question() for e in examples]
+    with torch.no_grad():
+        states = exp.bridge.source_states(prompts, None)
+        assert states.context == [(states.mask.shape[1],) * 2] * 3  # the exemplar's context is not the item's
+        message = exp.translator.message(states)
+        assert message.ntokens() == [0, 0, 0] and message.nbytes() == [0, 0, 0]
+        inputs = exp.bridge.bridged_inputs(message, [exp.task.prompt(e) for e in examples], with_answer=False)
+        assert exp.bridge.target.model(**inputs.model_kwargs()).logits.isfinite().all()
+
+
+def test_kv_translate_refuses_a_model_without_rotary_positions(random_pair, families):
+    data = recipe_dict(random_pair, *PASSAGES)
+    data["models"]["source"] = str(families.folders["gpt2"])
+    from latentbridge.bridge.facts import check_against_models
+
+    with pytest.raises(ConfigError, match="kv_translate moves keys between rotary positions"):
+        check_against_models(validate_recipe(data))

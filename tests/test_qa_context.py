@@ -134,3 +134,33 @@ def test_a_run_records_exact_match_and_f1_for_every_system(random_pair, tmp_path
     for system in ("source", "target", "bridged", "skyline"):
         mean = sum(r[f"{system}_f1"] for r in records) / 4
         assert summary[system]["metrics"] == {"f1": pytest.approx(mean)}
+
+
+def test_every_gold_answer_counts(tmp_path):
+    """SQuAD keeps several gold answers: any one is right (exact match, F1, gold_match), not the first only."""
+    from latentbridge.api.task import Example
+    from latentbridge.eval.summary import system_summary
+    from latentbridge.registry.host import get_registry
+
+    registry = get_registry()
+    task = registry.get("task", "qa_context").cls(registry.config_for("task", "qa_context", {"data_dir": str(tmp_path)}))
+    example = Example(id="1", question="Who won?", answer="Denver Broncos", context="...",
+                      answers=("Denver Broncos", "Broncos", "the Broncos"))
+    assert task.is_correct("Broncos\nmore", example) and task.item_metric("Broncos", example, "f1") == 1.0
+    assert not task.is_correct("Denver", example) and task.item_metric("Denver", example, "f1") == pytest.approx(2 / 3)
+    record = {"question": "Who won?", "gold_extracted": task.gold_answer(example), "primary_filter": "exact_match",
+              "gold_answers": list(example.answers),
+              "gold_answers_extracted": [task.extract_answer(a, "exact_match") for a in example.answers],
+              "target_full": "Broncos", "target_extracted": "broncos", "target_correct": True}
+    assert system_summary([record], "target")["gold_match"] == 1
+
+
+def test_squad_s_original_answer_list_and_a_hotpot_dict_that_does_not_add_up(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"id": "a", "context": "c", "question": "q",
+                                "answers": [{"text": "x", "answer_start": 0}, {"text": "y", "answer_start": 2}]}) + "\n")
+    assert read_context_items(path, "test")[0].answers == ("x", "y")
+    path.write_text(json.dumps({"_id": "b", "question": "q", "answer": "a",
+                                "context": {"title": ["t1", "t2"], "sentences": [["s"]]}}) + "\n")
+    with pytest.raises(Exception, match=r"test.jsonl:1: field 'context': 2 titles but 1 lists of sentences"):
+        read_context_items(path, "test")

@@ -96,6 +96,13 @@ class KVTranslate(Translator):
     reads_cache = True
     needs_context = True
 
+    @classmethod
+    def check_models(cls, source: Any, target: Any, config: KVTranslateConfig) -> list[str]:
+        """Refused before any weight loads: a model whose keys carry no rotary positions (the positions are
+        taken off the source's keys and put on for the target's)."""
+        return [f"kv_translate moves keys between rotary positions, and {m.name} ({m.model_type}) has none"
+                for m in (source, target) if not m.rotary]
+
     def __init__(self, config: KVTranslateConfig):
         super().__init__(config)
         c = config

@@ -155,7 +155,7 @@ class KVPrefix(Message):
     kind: ClassVar[str] = "kv_prefix"
 
     def nbytes(self) -> list[int]:
-        per_position = sum(k[0, :, 0].numel() * _bytes(k) + v[0, :, 0].numel() * _bytes(v)
+        per_position = sum(k.shape[1] * k.shape[3] * _bytes(k) + v.shape[1] * v.shape[3] * _bytes(v)
                            for k, v in zip(self.keys, self.values, strict=True))
         return [n * per_position for n in self.ntokens()]
 

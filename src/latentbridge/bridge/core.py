@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from latentbridge.api.injection import InjectionMode
 from latentbridge.api.messages import (
@@ -51,7 +52,8 @@ def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Sequence[tuple[i
     out = []
     for prompt, spans, real in zip(prompts, offsets, mask.sum(1).tolist(), strict=True):
         span = prompt.own_context_span()
-        inside = [] if span is None else [i for i, (a, b) in enumerate(spans) if b > a and a < span[1] and b > span[0]]
+        inside = [] if span is None or span[1] <= span[0] else \
+            [i for i, (a, b) in enumerate(spans) if b > a and a < span[1] and b > span[0]]
         start = t - int(real)
         out.append((start + inside[0], start + inside[-1] + 1) if inside else (t, t))
     return out
@@ -142,12 +144,18 @@ class Bridge:
         rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         positions = positions_from_mask(mask)
+        # a plain DynamicCache keeps every position of every layer: one built from the config would keep only
+        # the last window - 1 positions of a sliding-window layer (Mistral with a window, Gemma-2/3)
+        kept = with_cache(self.source.model, DynamicCache()) if cache else {"use_cache": False}
         out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                output_hidden_states=True, use_cache=cache)
+                                output_hidden_states=True, **kept)
         states = SourceStates(out.hidden_states[self.source_layer], mask,
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
             states.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
+            if any(k.shape[2] != ids.shape[1] for k, _ in states.kv):
+                raise LatentBridgeError(f"the source's cache of {self.source.name} does not hold every position it "
+                                        "read (a sliding-window layer dropped some): a cache reader needs them all")
             # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
             read = [p.for_source for p in prompts]
             states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)

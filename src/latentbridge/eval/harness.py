@@ -121,6 +121,9 @@ class Evaluator(EvalContext):
                 "question": example.question,
                 "gold_full_text": example.answer,
                 "gold_extracted": task.gold_answer(example),
+                **({"gold_answers": list(example.answers),  # a free-text task's golds: any one is right
+                    "gold_answers_extracted": [task.extract_answer(a, primary) for a in example.answers]}
+                   if len(example.answers) > 1 else {}),
                 **({"choices": list(example.choices), "gold_index": example.gold} if self.choices else {}),
                 "primary_filter": primary,
                 **({"metrics": list(task.metrics)} if task.metrics else {}),

@@ -40,7 +40,7 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         "accuracy": correct / len(ran),
         "ci95": [low, high],
         "invalid": sum(1 for a in extracted if a is None),
-        "gold_match": sum(1 for r, a in zip(ran, extracted, strict=True) if a is not None and a == r["gold_extracted"]),
+        "gold_match": sum(1 for r, a in zip(ran, extracted, strict=True) if a is not None and a in _golds(r)),
         **spread,
         "echo_rate": sum(echoes_question(r[f"{system}_full"], r["question"]) for r in ran) / len(ran),
         "sample": ran[0][f"{system}_full"],
@@ -50,6 +50,12 @@ def system_summary(records: Sequence[dict[str, Any]], system: str) -> dict[str, 
         **subset_accuracies(ran, system),
         **metric_means(ran, system),
     }
+
+
+def _golds(record: dict[str, Any]) -> set[Any]:
+    """The extracted gold answer and, where a task keeps several (``gold_answers``; extracted as its outputs
+    are: ``gold_answers_extracted``), every one of them."""
+    return {record["gold_extracted"], *record.get("gold_answers_extracted", ())}
 
 
 def metric_means(records: Sequence[dict[str, Any]], system: str) -> dict[str, Any]:

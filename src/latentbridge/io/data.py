@@ -160,6 +160,8 @@ def _answers(value: Any, what: str) -> tuple[str, ...]:
     """Gold answers: a string, a list of strings, or SQuAD's ``{"text": [...], "answer_start": [...]}``."""
     if isinstance(value, dict) and "text" in value:
         value = value["text"]
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "text" in v for v in value):
+        value = [v["text"] for v in value]  # SQuAD's original file: [{"text", "answer_start"}, ...]
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
@@ -172,7 +174,10 @@ def _hotpot_context(value: Any) -> str:
     """HotpotQA's paragraphs, ``[[title, [sentence, ...]], ...]`` or ``{"title": [...], "sentences": [[...]]}``,
     as one text: each paragraph its title, a colon and its sentences, paragraphs apart by a blank line."""
     if isinstance(value, dict) and isinstance(value.get("title"), list) and isinstance(value.get("sentences"), list):
-        value = list(zip(value["title"], value["sentences"], strict=False))
+        if len(value["title"]) != len(value["sentences"]):
+            raise ValueError(f"field 'context': {len(value['title'])} titles but {len(value['sentences'])} lists of "
+                             "sentences")
+        value = list(zip(value["title"], value["sentences"], strict=True))
     if not isinstance(value, list) or not value:
         raise ValueError("field 'context': expected HotpotQA's paragraphs [[title, [sentences]], ...]")
     out = []
@@ -198,7 +203,7 @@ def read_context_items(path: str | Path, split: str, layout: ContextLayout = "au
     """Context-split items from a JSONL file, in the layouts of
 
     - ``squad``: ``{"id", "context": str, "question": str, "answers": {"text": [...], "answer_start": [...]}}``
-      (or ``"answers": [str, ...]``);
+      (or ``"answers": [str, ...]``, or SQuAD's original ``[{"text", "answer_start"}, ...]``);
     - ``hotpotqa``: ``{"_id", "question", "answer": str, "context": [[title, [sentence, ...]], ...]}`` (or the
       HF dataset's ``{"title": [...], "sentences": [[...]]}``): the paragraphs joined, each after its title;
     - ``longbench``: ``{"_id", "input": question, "context": long text, "answers": [str, ...]}``.

@@ -46,13 +46,16 @@ def _half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """``x`` (``b heads t head_dim``) rotated by ``(cos, sin)`` (``b t rot_dim``); ``inverse``: the rotation
-    taken off (the angles negated and a table's attention scaling, ``cos² + sin²``, divided out)."""
+    """``x`` (``b heads t head_dim``) turned by the angles of ``(cos, sin)`` (``b t rot_dim``); ``inverse``: the
+    angles taken off. The rotation only: a table's attention scaling (YaRN's and longrope's ``s``, with
+    ``cos² + sin² = s²``) stays with the key, so an un-rotated key keeps the size the model's cache holds it
+    at, and ``rotate(unrotate(k, p), q)`` is the key the model writes at ``q`` (with ``s = 1``, ``rotate`` is
+    the model's own rotary embedding)."""
     rot = cos.shape[-1]
     cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
+    scale = (cos * cos + sin * sin).sqrt()
+    cos, sin = cos / scale, (-sin if inverse else sin) / scale
     head, rest = x[..., :rot], x[..., rot:]
-    if inverse:
-        return torch.cat(((head * cos - _half(head) * sin) / (cos * cos + sin * sin), rest), dim=-1)
     return torch.cat((head * cos + _half(head) * sin, rest), dim=-1)
 
 
