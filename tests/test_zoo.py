@@ -156,3 +156,22 @@ def test_on_facts_the_source_knows_and_the_target_guesses(listed, tmp_path, monk
     assert target["invalid"] <= 0.1 * target["n"]  # it writes '#### N': the format is not what it lacks
     assert abs(source["accuracy"] - listed["tiny-llama"]["facts_accuracy"]) <= 0.01
     assert abs(target["accuracy"] - listed["tiny-mistral"]["facts_accuracy"]) <= 0.01
+
+
+def test_passages_figures_re_measured_through_the_task(listed, tmp_path, monkeypatch):
+    """zoo list's passages figures (the builder's own evaluation, with the context and the question only)
+    are what the harness measures through the task: the skyline reads what the builder's 'with context'
+    prompt holds, the target what its 'question only' prompt holds (one format on both sides)."""
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import validate_recipe
+
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    mistral = listed["tiny-mistral"]["passages"]
+    assert mistral["n"] == 200 and mistral["question_only"] <= 0.14  # without the context: at most a guess
+    recipe = validate_recipe({**BASE, "task": {"name": "passages"}, "translator": {"name": "kv_translate"},
+                              "models": {"source": "tiny-llama", "target": "tiny-mistral"}})
+    exp = Experiment.build(recipe)
+    settings = EvalSettings(n=200, batch_size=50, max_new_tokens=96, stop=["\n\n"], systems=["target", "skyline"])
+    result = Evaluator(exp.bridge, exp.task, settings, tmp_path).evaluate(step=0)["systems"]
+    assert abs(result["target"]["accuracy"] - mistral["question_only"]) <= 0.01, result["target"]
+    assert abs(result["skyline"]["accuracy"] - mistral["with_context"]) <= 0.01, result["skyline"]

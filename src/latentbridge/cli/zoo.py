@@ -19,7 +19,7 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The built-in tiny model pair (
 app.add_typer(zoo_app, name="zoo")
 
 COLUMNS = ("name", "params", "tokenizer", "vocab", "hidden", "layers", "rope", "arith", "arith fresh / twin", "facts",
-           "facts taught", "passages: context / none")
+           "facts taught", "passages")
 
 
 def zoo_rows(info: dict) -> list[dict]:
@@ -72,7 +72,7 @@ def print_zoo(rows: list[dict], title: str) -> None:
         "on the 119 that one does\n"
         f"accuracy: greedy, strict '#### N' match, on the {rows[0]['n_eval']} arith test problems and the facts "
         "test questions;\nfacts taught: on facts it was trained on (task: every task entity; public: the "
-        "format, from other entities)\npassages: on the 200 passages test items (4 facts each) reading the context "
+        "format, from other entities)\npassages: on the 200 passages test items (4 facts each) reading the context (left) "
         "and the question, and the question only (chance: 1 in 11)"
     ) if rows else None
     console.print(table)
