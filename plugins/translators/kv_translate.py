@@ -44,6 +44,7 @@ from latentbridge.nn.rope import unrotate
 
 @dataclass
 class KVTranslateConfig(TranslatorConfig):
+    k: int = option(8, gt=0, help="not used: the message has one position per source token of the context")
     layer_map: Literal["proportional", "last_aligned"] = option(
         "proportional", help="which source layer each target layer reads: 'proportional' (the same relative "
         "depth) or 'last_aligned' (C2C's: the last layers aligned, clamped at the first)")
