@@ -90,7 +90,7 @@ def test_the_seed_table_is_shipped():
             "format_scaled"} <= set(SHIPPED)
 
 
-SHORT = ["train.steps=2", "train.warmup_steps=0", "train.batch_size=4", "eval.every=2", "eval.n=4",
+SHORT = ["train.steps=2", "train.warmup_steps=0", "train.batch_size=4", "eval.every=2", "eval.n=4", "eval.dev_n=4",
          "eval.max_new_tokens=8", "train.log_every=1"]
 
 
