@@ -175,7 +175,7 @@ def build() -> tuple[dict[str, Any], list[str]]:
             and b["latency_vs_two_stage"][0] <= 1 / 3,
             f"latency <= 1/3 two_stage, batch {batch}": b["latency_vs_two_stage"][1] is not None
             and b["latency_vs_two_stage"][1] <= 1 / 3}
-    out = {"pair": pair, "task": recipe["task"], "items": b and next(iter(channels.values()))[0][2]["n_items"],
+    out = {"pair": pair, "task": recipe["task"], "items": next(iter(channels.values()))[0][2]["n_items"],
            "skyline": {"accuracy": sky, **rows["skyline"]}, "two_stage": {"accuracy": two, **rows["two_stage"]},
            "best_channel": {"name": best, "accuracy": b["accuracy"]["mean"],
                             "latency_vs_two_stage": b["latency_vs_two_stage"][0],

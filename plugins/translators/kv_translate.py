@@ -128,7 +128,7 @@ class KVTranslate(Translator):
         if states.rope is None or states.positions is None:
             raise LatentBridgeError("kv_translate needs the source's rotary positions")
         positions, mask = gather_context(states.positions, states.context)
-        dtype = self.maps[0].weight.dtype if c.hidden == 0 else self.maps[0][0].weight.dtype
+        dtype = next(self.maps.parameters()).dtype
         keys, values = [], []
         unrotated: dict[int, torch.Tensor] = {}
         for layer, source_layer in enumerate(self.layers):

@@ -83,7 +83,7 @@ def make_item(rng: random.Random, names: _Names, n_facts: int) -> Example:
     rows = [asked]
     for _ in range(n_facts - 1):
         roll = rng.random()
-        if roll < 0.15 and all(r["name"] != asked["name"] or r is asked for r in rows):
+        if roll < 0.15 and sum(r["name"] == asked["name"] for r in rows) == 1:  # its other attribute, once
             other = next(a for a in facts.KINDS[kind] if a != attribute)  # the asked entity's other attribute
             rows.append({**asked, "attribute": other, "value": rng.choice(VALUES)})
         elif roll < 0.6:  # same kind and attribute, another entity: only the name tells them apart
