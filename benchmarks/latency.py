@@ -10,6 +10,9 @@ Latency follows the length of what is generated, so the mean generated tokens ar
     python benchmarks/latency.py [--recipes answer_softplus kv_prefix c2c_fusion latent_relay]
         [--queries 30] [--batch 16] [--weights NAME=RUN_DIR/best ...] [--name latency] [key=value ...]
 
+``--second-pass``: the latent relay once more as it was before it kept the source's states while solving
+(a second source pass over prompt + solution), in the same run.
+
 ``--variant LABEL RECIPE OVERRIDE...``: one more bridged system, a recipe with overrides of its own
 (its weights: ``--weights LABEL=FOLDER``). ``--name``: the results file (``results/<name>.md`` and ``.json``), so that a measurement of other
 recipes does not replace the message kinds' table.
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["target", "relay"],
                         help="text systems timed beside the bridged ones (target, relay, two_stage, skyline, ...)")
     parser.add_argument("--against", default="relay", help="the system every latency is divided by")
+    parser.add_argument("--second-pass", action="store_true",
+                        help="also time each latent relay with a second source pass over prompt + solution")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     weights = dict(w.split("=", 1) for w in args.weights)
@@ -103,12 +108,19 @@ def main() -> None:
                         t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev, s=system: text_system(ev, s))
                         rows[label][key], rows[label]["tokens"] = t, n
                         rows[label][f"parts, {key}"] = parts()
-            label = f"bridged: {name} ({exp.translator.emits})"
-            rows[label] = {}
-            for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
-                t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev: ev.generate_bridged())
-                rows[label][key], rows[label]["tokens"] = t, n
-                rows[label][f"parts, {key}"] = parts()
+            ways = [(f"bridged: {name} ({exp.translator.emits})", True)]
+            if args.second_pass and exp.bridge.solutions is not None:
+                ways.append((f"bridged: {name} ({exp.translator.emits}), second source pass", False))
+            for label, reuse in ways:
+                exp.bridge.reuse_solving_states = reuse
+                rows[label] = {}
+                for size, key in ((1, "batch 1"), (args.batch, f"batch {args.batch}")):
+                    t, n = per_query(exp, recipe, tmp, args.queries, size, lambda ev: ev.generate_bridged())
+                    rows[label][key], rows[label]["tokens"] = t, n
+                    rows[label][f"parts, {key}"] = parts()
+            if exp.bridge.solutions is not None:
+                rows[ways[0][0]]["batches: solving states read, second pass"] = [exp.bridge.solutions.reused,
+                                                                                  exp.bridge.solutions.second_passes]
     against = {"target": "target alone", "relay": "text relay"}.get(args.against, args.against)
     relay = rows[against]
     keys = ["batch 1", f"batch {args.batch}"]
@@ -121,9 +133,10 @@ def main() -> None:
     write(args.name, {"recipes": args.recipes, "variants": args.variant, "queries": args.queries, "batch": args.batch,
                       "systems_timed": args.systems, "against": args.against,
                       "weights": weights or "untrained", "systems": rows}, table,
-          notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (and, for the latent relay, the "
-                "source's generation) + translator + target generation; text relay: source generation + target "
-                "generation. Latency follows the length of the generated answer (last column).")
+          notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (for the latent relay, the "
+                "source's generation, whose states the translator reads: no second source pass) + translator + "
+                "target generation; text relay: source generation + target generation. Latency follows the length "
+                "of the generated answer (last column).")
 
 
 if __name__ == "__main__":

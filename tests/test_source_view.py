@@ -86,3 +86,62 @@ def test_through_answer_keeps_the_final_line():
     p = Prompt(header="", question="Question: 2+2?\n", cue="Answer:", answer=" 4\n#### 4")
     assert relay_continuation(p, "2 + 2 = 4.\n#### 4") == " 2 + 2 = 4.\n"
     assert relay_continuation(p, "2 + 2 = 4.\n#### 4", through_answer=True) == " 2 + 2 = 4.\n#### 4\n"
+
+
+@pytest.fixture
+def shipped_relay(tmp_path, monkeypatch):
+    """The shipped latent relay on the zoo pair: trained models that write real, different solutions (a
+    random model writes one string for every prompt, and never the relay's separator or line end)."""
+    from latentbridge.config.recipe import load_recipe
+    from latentbridge.bridge.build import Experiment
+
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = load_recipe("latent_relay", ["train.max_train_examples=2", "eval.n=2", "eval.dev_n=2",
+                                          "eval.max_new_tokens=60"])
+    return Experiment.build(recipe)
+
+
+def test_new_prompts_are_read_from_the_states_the_source_computed_while_solving(shipped_relay, monkeypatch):
+    """Questions solved now (not cached): the states come from the generation, equal to a second pass over
+    prompt + solution, laid out the same way, and the source runs no second pass."""
+    task, bridge = shipped_relay.task, shipped_relay.bridge
+    prompts = [task.prompt(e) for e in task.examples("test")[:4]]
+    bridge.solutions.known.clear()  # new questions: none solved yet
+    calls = []
+    real = type(bridge.source.model).forward
+
+    def counting(model, *a, **kw):
+        calls.append((kw["input_ids"] if kw.get("input_ids") is not None else kw["inputs_embeds"]).shape)
+        return real(model, *a, **kw)
+
+    monkeypatch.setattr(type(bridge.source.model), "forward", counting)
+    with torch.no_grad():
+        kept = bridge.source_states(prompts)
+    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (1, 0)
+    # the generation only: one pass over the prompts, then one token per step (no pass over prompt + solution)
+    assert len(calls) > 1 and all(shape[1] == 1 for shape in calls[1:]), calls
+    assert bridge.solutions.is_known(prompts)
+    solved = bridge.solutions.get(prompts)
+    assert len(set(solved)) == len(solved) and all("\n" in s for s in solved)  # real, different solutions
+    with torch.no_grad():
+        again = bridge.source_states(prompts)  # known now: a second pass, as for a cached item
+    assert bridge.solutions.reused == 1 and calls[-1][1] > 1
+    assert torch.equal(kept.mask, again.mask) and len(set(kept.mask.sum(1).tolist())) > 1  # padding tested
+    real_rows = again.mask.bool()
+    torch.testing.assert_close(kept.hidden[real_rows], again.hidden[real_rows], atol=1e-4, rtol=1e-4)
+
+
+def test_a_solution_that_tokenizes_otherwise_is_read_by_a_second_pass(view, monkeypatch):
+    """Where the relay's cut of the solution re-tokenizes into other tokens than those generated, the kept
+    states do not describe the row: the bridge runs the source over it instead."""
+    from latentbridge.bridge import core
+
+    task, bridge = view.task, view.bridge
+    prompts = [task.prompt(e) for e in task.examples("test")[:3]]
+    bridge.solutions.known.clear()
+    monkeypatch.setattr(core, "relay_continuation", lambda p, s, through=False: p.separator + "7 apples.\n")
+    with torch.no_grad():
+        states = bridge.source_states(prompts)
+    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (0, 1)
+    rows = bridge.source_rows(prompts)
+    assert states.mask.sum(1).tolist() == [len(r) for r in rows]

@@ -71,6 +71,8 @@ class Bridge:
     solutions: Any = None  # a SourceSolutions with source.view 'generation': the source reads its own solution too
     through_answer: bool = False  # with solutions: the solution's '####' line is read too
     source_layers: list[int] | None = None  # models.source_layers: more layers for a translator that reads them
+    # with solutions: a prompt solved now is read from the states its solving computed (False: a second pass)
+    reuse_solving_states: bool = True
 
     def __post_init__(self) -> None:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
@@ -137,8 +139,17 @@ class Bridge:
     def source_states(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> SourceStates:
         """What the translator reads: the chosen layer's states; with ``models.source_layers``, those layers
         too; for a translator that reads the cache (``reads_cache``), the source's key/value cache of the
-        prompt and its token offsets."""
+        prompt and its token offsets.
+
+        With the ``generation`` view, prompts whose solutions the source writes now (new questions; not the
+        cached train, dev and test items) are read from the states the source computed while writing them:
+        no second source pass over prompt + solution."""
         cache = self.translator.reads_cache
+        if (self.solutions is not None and self.reuse_solving_states and not cache
+                and not (self.source_cache is not None and examples is not None) and not self.solutions.is_known(prompts)):
+            kept = self._states_while_solving(prompts)
+            if kept is not None:
+                return kept
         if not cache and not self.source_layers:
             return SourceStates(*self.source_hidden(prompts, examples))
         rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
@@ -152,21 +163,54 @@ class Bridge:
         states = SourceStates(out.hidden_states[self.source_layer], mask,
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
-            states.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
-            if any(k.shape[2] != ids.shape[1] for k, _ in states.kv):
-                raise LatentBridgeError(f"the source's cache of {self.source.name} does not hold every position it "
-                                        "read (a sliding-window layer dropped some): a cache reader needs them all")
-            # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
-            read = [p.for_source for p in prompts]
-            states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)
-                              for p in read]
-            states.text = [p.text for p in read]
-            states.positions = positions
-            source = self.source.model
-            states.rope = lambda layer, at: rope_tables(source, layer, at, states.kv[layer][0])
-            if any(p.context_span is not None for p in read):
-                states.context = context_tokens(read, states.offsets, mask)
+            self._read_cache(states, prompts, [(layer.keys, layer.values) for layer in cache_of(out).layers])
         return states
+
+    def _read_cache(self, states: SourceStates, prompts: Sequence[Prompt],
+                    kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Fill ``states``' cache fields: ``kv`` (every position the source read) and what locates it."""
+        states.kv = kv
+        if any(k.shape[2] != states.mask.shape[1] for k, _ in states.kv):
+            raise LatentBridgeError(f"the source's cache of {self.source.name} does not hold every position it "
+                                    "read (a sliding-window layer dropped some): a cache reader needs them all")
+        # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
+        read = [p.for_source for p in prompts]
+        states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)
+                          for p in read]
+        states.text = [p.text for p in read]
+        states.positions = positions_from_mask(states.mask)
+        source = self.source.model
+        states.rope = lambda layer, at: rope_tables(source, layer, at, states.kv[layer][0])
+        if any(p.context_span is not None for p in read):
+            states.context = context_tokens(read, states.offsets, states.mask)
+
+    def _states_while_solving(self, prompts: Sequence[Prompt]) -> SourceStates | None:
+        """The source solves ``prompts`` and keeps the states it computes; they are what
+        :meth:`source_states` would compute from the rows it reads (prompt + solution cut as the relay cuts
+        it), laid out the same way. None (the caller then runs the source) where a row's tokens differ from
+        those it generated (the cut text re-tokenizes otherwise) or run past those it read."""
+        layers = tuple(dict.fromkeys([self.source_layer, *(self.source_layers or [])]))
+        _, solved = self.solutions.solve(prompts, keep=layers)
+        rows = self.source_rows(prompts)
+        got = [solved.get(self.solutions.digest(p)) for p in prompts]
+        if any(g is None or g.ids[: len(r)] != r for g, r in zip(got, rows, strict=True)):
+            self.solutions.second_passes += 1
+            return None
+        self.solutions.reused += 1
+        lengths = [len(r) for r in rows]
+        width = max(lengths)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.source.device)
+        for i, n in enumerate(lengths):
+            mask[i, width - n:] = 1
+
+        def padded(parts: list[torch.Tensor]) -> torch.Tensor:  # ``t_i d`` each, cut to its row: ``b t d``
+            out = parts[0].new_zeros(len(parts), width, parts[0].shape[-1])
+            for i, (part, n) in enumerate(zip(parts, lengths, strict=True)):
+                out[i, width - n:] = part[:n]
+            return out
+
+        hidden = {layer: padded([g.hidden[layer] for g in got]) for layer in layers}
+        return SourceStates(hidden[self.source_layer], mask, layers=[hidden[i] for i in self.source_layers or ()])
 
     # -- target side ---------------------------------------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 The prompt is laid out by :func:`latentbridge.bridge.layout.assemble` (left padding, positions from the
 mask), exactly as in training (for a key/value message, after the cache it holds); each new token's position continues from its own row's last position.
+
+With ``keep`` the decoding also hands back what the model computed on the way (:class:`Kept`): the hidden
+states of the layers named over the prompt and every generated token it read. The latent relay reads the source's states over prompt + solution from there, without a second pass.
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ class Generation:
     stopped_by: str  # "eos", "stop:<string>", or "length"
 
 
+@dataclass
+class Kept:
+    """What the model computed while decoding a batch: ``b T ...`` over the ``L`` prompt positions (left
+    padded, ``mask``) then one position per decoding step. Row ``r`` read ``read[r]`` of its generated
+    tokens (a token is read at the step after it was chosen; the last ones chosen were never read)."""
+
+    mask: torch.Tensor  # b L: the prompt's real positions
+    hidden: dict[int, torch.Tensor]  # layer -> b T d
+    read: list[int]
+
+    def positions(self, row: int, n_generated: int) -> torch.Tensor:
+        """Indices along ``T`` of row ``row``'s prompt tokens and its first ``n_generated`` generated ones."""
+        if n_generated > self.read[row]:
+            raise ValueError(f"row {row} read {self.read[row]} generated tokens, not {n_generated}")
+        prompt = self.mask[row].nonzero().flatten()
+        length = self.mask.shape[1]
+        return torch.cat([prompt, torch.arange(length, length + n_generated, device=prompt.device)])
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
     """``text`` up to the earliest stop string, and which one (or None)."""
     best: tuple[int, str] | None = None
@@ -43,20 +65,26 @@ def greedy_generate(
     max_new_tokens: int,
     eos_ids: set[int],
     stop: Sequence[str] = (),
-) -> list[Generation]:
-    """Greedy continuations of every row of ``inputs`` (``b L d`` embeddings)."""
+    keep: Sequence[int] | None = None,
+) -> list[Generation] | tuple[list[Generation], Kept]:
+    """Greedy continuations of every row of ``inputs`` (``b L d`` embeddings); with ``keep`` (indices into
+    ``hidden_states``: 0 is the embeddings), also those layers' states computed on the way (:class:`Kept`)."""
     with inputs.patched(model):  # a message acting inside the model acts on the prompt and every decoding step
-        return _decode(model, tokenizer, inputs, max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop)
+        return _decode(model, tokenizer, inputs, max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop,
+                       keep=keep)
 
 
 def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens: int, eos_ids: set[int],
-            stop: Sequence[str]) -> list[Generation]:
+            stop: Sequence[str], keep: Sequence[int] | None = None) -> list[Generation] | tuple[list[Generation], Kept]:
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
     positions = inputs.position_ids
+    extra = {"output_hidden_states": True} if keep is not None else {}
     out = model(  # a key/value message's cache comes in model_kwargs; the text continues it
-        **inputs.model_kwargs(), use_cache=True, logits_to_keep=1,  # only the last position's logits to start
+        **inputs.model_kwargs(), use_cache=True, logits_to_keep=1, **extra,  # only the last position's logits to start
     )
+    hidden = {i: [out.hidden_states[i]] for i in keep} if keep is not None else {}
+    fed = 0
     past = cache_of(out)
     logits = out.logits[:, -1]
     tokens: list[list[int]] = [[] for _ in range(b)]
@@ -82,14 +110,21 @@ def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens:
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
             input_ids=next_token[:, None], attention_mask=mask, position_ids=next_pos, **with_cache(model, past),
-            use_cache=True,
+            use_cache=True, **extra,
         )
         past, logits = cache_of(out), out.logits[:, -1]
         next_pos = next_pos + 1
+        fed += 1
+        for i, states in hidden.items():
+            states.append(out.hidden_states[i])
     results = []
     for r in range(b):
         text = tokenizer.decode(tokens[r], skip_special_tokens=True)
         text, _ = cut_at_stop(text, stop)
         texts[r] = text
         results.append(Generation(text=text, token_ids=tokens[r], stopped_by=why[r]))
-    return results
+    if keep is None:
+        return results
+    kept = Kept(mask=inputs.attention_mask[:, -inputs.inputs_embeds.shape[1]:],
+                hidden={i: torch.cat(h, 1) for i, h in hidden.items()}, read=[min(len(t), fed) for t in tokens])
+    return results, kept
