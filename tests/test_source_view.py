@@ -92,8 +92,8 @@ def test_through_answer_keeps_the_final_line():
 def shipped_relay(tmp_path, monkeypatch):
     """The shipped latent relay on the zoo pair: trained models that write real, different solutions (a
     random model writes one string for every prompt, and never the relay's separator or line end)."""
-    from latentbridge.config.recipe import load_recipe
     from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import load_recipe
 
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     recipe = load_recipe("latent_relay", ["train.max_train_examples=2", "eval.n=2", "eval.dev_n=2",
