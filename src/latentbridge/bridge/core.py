@@ -104,9 +104,8 @@ class Bridge:
             return pad_hidden(self.source_cache.get(examples), self.source.device)
         rows = self.source_rows(prompts)
         shared = common_prefix(rows)
-        # a sliding window counts positions in the cache, padding between prefix and rest included: the
-        # reused prefix would change what each token sees, so sliding-window sources read every row whole
-        if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and self.source.sliding_window is None:
+        # ``[prefix][pad][rest]``: a sliding window is measured in positions (bridge/windows.py), not slots
+        if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
             return self._hidden_with_prefix(rows, shared)
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(
@@ -125,7 +124,7 @@ class Bridge:
         mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
         out = self.source.model(
             input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
-            **with_cache(self.source.model, cached.cache(b, self.source.model.config)), output_hidden_states=True,
+            **with_cache(self.source.model, cached.cache(b)), output_hidden_states=True,
         )
         hidden = torch.cat([cached.hidden.expand(b, -1, -1), out.hidden_states[self.source_layer]], 1)
         return hidden, mask

@@ -30,11 +30,12 @@ from latentbridge.nn.rope import rope_tables, rotate
 
 
 def cache_factory(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], dict[str, Any]]:
-    """Keyword arguments handing ``model`` a fresh cache that holds ``kv`` (the model appends to it)."""
-    config = model.config.get_text_config()
+    """Keyword arguments handing ``model`` a fresh cache that holds ``kv`` (the model appends to it): a plain
+    cache, every slot of every layer kept (a sliding layer's window is the mask's business:
+    :mod:`latentbridge.bridge.windows`)."""
 
     def make() -> dict[str, Any]:
-        return with_cache(model, DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=config))
+        return with_cache(model, DynamicCache(ddp_cache_data=[(k, v) for k, v in kv]))
 
     return make
 

@@ -224,7 +224,12 @@ def load_frozen(
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         log.info("tokenizer of %s has no pad token; padding with id %d (always masked out)", name, pad_id)
-    return FrozenModel(name, path, model, tokenizer, int(pad_id), folder_fingerprint(path))
+    frozen = FrozenModel(name, path, model, tokenizer, int(pad_id), folder_fingerprint(path))
+    if frozen.sliding_window is not None:  # windows measured in positions: padding inside a row never counts
+        from latentbridge.bridge.windows import install_position_windows
+
+        install_position_windows(model, frozen.sliding_window, _cache_argument(type(model)))
+    return frozen
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from latentbridge.bridge.models import cache_of
+from latentbridge.bridge.models import cache_of, with_cache
 
 MIN_SHARED_PREFIX = 32  # tokens: below this, reusing a prefix's key/value cache is not worth it
 
@@ -33,12 +33,14 @@ class PrefixState:
     @classmethod
     def compute(cls, model: Any, prefix: Sequence[int], layer: int, device: torch.device) -> PrefixState:
         ids = torch.tensor([list(prefix)], device=device)
+        # a plain cache: every slot of every layer (a sliding layer's would keep only the window's last ones)
         out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
-                    use_cache=True, output_hidden_states=True)
+                    use_cache=True, output_hidden_states=True, **with_cache(model, DynamicCache()))
         kv = [(lay.keys, lay.values) for lay in cache_of(out).layers]
         return cls(kv, out.hidden_states[layer])
 
-    def cache(self, b: int, config: Any) -> DynamicCache:
-        """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place)."""
+    def cache(self, b: int) -> DynamicCache:
+        """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place): a plain one, so
+        that a sliding-window model's masks measure its window in positions (:mod:`latentbridge.bridge.windows`)."""
         data = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in self.kv]
-        return DynamicCache(ddp_cache_data=data, config=config.get_text_config())
+        return DynamicCache(ddp_cache_data=data)
