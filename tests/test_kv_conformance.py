@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from latentbridge.bridge.build import Experiment
-from latentbridge.bridge.layout import positions_from_mask
 from latentbridge.bridge.models import cache_of, with_cache
 from latentbridge.config.overrides import apply_overrides
 from latentbridge.config.recipe import validate_recipe
