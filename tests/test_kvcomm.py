@@ -74,9 +74,9 @@ def test_generation_hides_the_source_in_every_decoding_step(random_pair, tmp_pat
     seen: list[int] = []
     original = hide.hide_keys
 
-    def spy(mask, n, q_len, kv_len, dtype, device):
+    def spy(mask, n, q_len, kv_len, dtype, device, start=0):
         seen.append(q_len)
-        return original(mask, n, q_len, kv_len, dtype, device)
+        return original(mask, n, q_len, kv_len, dtype, device, start)
 
     monkeypatch.setattr(hide, "hide_keys", spy)
     exp = same_model(random_pair, "translator.layers=[]")

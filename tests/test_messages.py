@@ -501,3 +501,46 @@ def test_fusion_with_an_answer_context_fuses_the_prompt_only(random_pair):
 def test_the_generation_view_is_refused_for_a_cache_fusion(random_pair):
     with pytest.raises(ConfigError, match="source.view: 'generation' with translator 'c2c'"):
         make_recipe(random_pair, "translator=c2c", "injection=fused_prompt", "source.view=generation")
+
+
+@pytest.mark.parametrize("pair", ["random_pair", "bos_pair"])
+def test_learned_layers_reach_only_the_chosen_share_and_count_its_bytes(pair, request):
+    """``layers: learned``: ceil(share x L) layers read the message. A change to the keys and values of a
+    layer left out changes nothing the target computes; the same change at a chosen layer does (the
+    control); the bytes are those of the chosen layers; the layer logits get a gradient. With a target
+    whose special prefix (BOS) comes first in the cache, the hidden positions are the message's, not the
+    BOS."""
+    exp = experiment(request.getfixturevalue(pair), "kv_prefix", "soft_plus_text", "translator.layers=learned",
+                     "translator.layer_share=0.5")
+    assert bool(exp.bridge.target_encoder.prefix) == (pair == "bos_pair")
+    bridge, translator = exp.bridge, exp.translator
+    _, prompts = batch(exp, 4)
+    n_layers = translator.config.target_layers
+    chosen = translator.chosen_layers()
+    assert len(chosen) == -(-n_layers // 2) and len(chosen) < n_layers
+    left_out = next(i for i in range(n_layers) if i not in chosen)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        assert message.layers == chosen
+        whole = dataclasses.replace(message, layers=None)
+        assert message.nbytes() == [n * len(chosen) // n_layers for n in whole.nbytes()]
+
+        def logits(m):
+            return bridge.bridged_inputs(m, prompts, with_answer=True).forward(bridge.target.model).logits
+
+        def noisy(layer):
+            keys = [k + torch.randn_like(k) * 3 if i == layer else k for i, k in enumerate(message.keys)]
+            values = [v + torch.randn_like(v) * 3 if i == layer else v for i, v in enumerate(message.values)]
+            return dataclasses.replace(message, keys=keys, values=values)
+
+        base = logits(message)
+        torch.testing.assert_close(logits(noisy(left_out)), base)
+        assert not torch.allclose(logits(noisy(chosen[0])), base, atol=1e-3)
+        # every layer reading it (the same message with layers=None) reads something else than the chosen share
+        assert not torch.allclose(logits(whole), base, atol=1e-3)
+    translator.train()
+    loss = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=True).forward(
+        bridge.target.model).logits.float().pow(2).mean()
+    loss.backward()
+    assert translator.layer_logits.grad is not None and translator.layer_logits.grad[chosen].abs().sum() > 0
+    translator.eval()

@@ -8,11 +8,22 @@ that layer's keys and values (``kv_heads x head_dim`` each). Every layer's keys 
 to the RMS of the target's own keys and values at that layer (measured on real text when the translator
 is built), so the virtual tokens start at the size of real ones. The target reads them as a cache right
 after its special prefix (see :mod:`latentbridge.bridge.kv`).
+
+``layers: learned`` sends the message to a share of the target's layers only (``layer_share``; KVComm's
+setting, where the sender's cache reaches ``ceil(share x L)`` of the receiver's layers): the
+``ceil(layer_share x L)`` layers of highest learned logit read it, the others do not see its positions,
+and its bytes count the layers that read it. The logits learn through a straight-through estimator: in
+the forward pass each chosen layer's values are multiplied by exactly 1; the gradient is that of
+``sigmoid(logit)`` in its place. A layer left out gets no gradient while it is out, so the choice moves
+only as the chosen layers' logits fall below the others'. The logits start at small seeded random values
+(no layer favoured). At evaluation the choice is the same top ``ceil(layer_share x L)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -35,6 +46,10 @@ class KVPrefixConfig(TranslatorConfig):
                                         "(default: measured on the target)")
     n_source_layers: int | None = option(None, gt=0, help="how many source layers it mixes (filled from "
                                          "models.source_layers; null: the one models.source_layer)")
+    layers: Literal["all", "learned"] = option("all", help="which target layers read the message: all, or a "
+                                               "learned share of them")
+    layer_share: float = option(0.5, gt=0, le=1, help="with layers: learned, the share of the target's layers "
+                                "that read the message (ceil(share x layers))")
 
     def check(self) -> list[tuple[str, str]]:
         if self.d_model % self.heads:
@@ -80,6 +95,16 @@ class KVPrefixTranslator(Translator):
         self.out = nn.Linear(c.d_model, c.target_layers * 2 * width)
         self.register_buffer("scale", torch.tensor(c.kv_rms, dtype=torch.float32).view(c.target_layers, 2),
                              persistent=False)
+        if c.layers == "learned":
+            self.layer_logits = nn.Parameter(torch.randn(c.target_layers) * 0.01)
+
+    def chosen_layers(self) -> list[int]:
+        """The target layers that read the message (every one unless ``layers: learned``)."""
+        c = self.config
+        if c.layers == "all":
+            return list(range(c.target_layers))
+        n = math.ceil(c.layer_share * c.target_layers)
+        return sorted(torch.topk(self.layer_logits.detach(), n).indices.tolist())
 
     def message(self, states, seeds=None) -> KVPrefix:
         c = self.config
@@ -97,7 +122,19 @@ class KVPrefixTranslator(Translator):
                        h=c.target_kv_heads)
         rms = kv.float().pow(2).mean(dim=(-1, -3), keepdim=True).add(1e-12).sqrt()  # per layer, row, position
         kv = kv * (self.scale[:, :, None, None, None, None] / rms).to(kv.dtype)
-        return KVPrefix([kv[layer, 0] for layer in range(c.target_layers)], [kv[layer, 1] for layer in range(c.target_layers)])
+        keys, values = [kv[layer, 0] for layer in range(c.target_layers)], [kv[layer, 1] for layer in range(c.target_layers)]
+        if c.layers == "all":
+            return KVPrefix(keys, values)
+        chosen = self.chosen_layers()
+        soft = torch.sigmoid(self.layer_logits)
+        hard = torch.zeros_like(soft)
+        hard[chosen] = 1.0
+        weight = (hard + soft - soft.detach()).to(kv.dtype)  # exactly 1 or 0 forward; sigmoid's gradient back
+        values = [v * weight[layer] for layer, v in enumerate(values)]
+        return KVPrefix(keys, values, layers=chosen)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layers_read": self.chosen_layers()}
 
 
 @hookimpl

@@ -146,17 +146,24 @@ class KVPrefix(Message):
     ``mask`` (``b k``, rows left-padded): rows of different lengths, their real positions counted on from
     the special prefix (None: all ``k`` are real). ``rotated=False``: the keys are given before the
     target's rotary embedding, which the layout applies at the positions they take (a translated context
-    sits where the target would have read it)."""
+    sits where the target would have read it). ``layers``: the target layers that read the message (None:
+    every layer); at the others its positions are masked out, and its bytes count these layers only."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     mask: torch.Tensor | None = None
     rotated: bool = True
+    layers: list[int] | None = None
     kind: ClassVar[str] = "kv_prefix"
 
+    def read_by(self) -> list[int]:
+        """The target layers that read the message."""
+        return list(range(len(self.keys))) if self.layers is None else list(self.layers)
+
     def nbytes(self) -> list[int]:
-        per_position = sum(k.shape[1] * k.shape[3] * _bytes(k) + v.shape[1] * v.shape[3] * _bytes(v)
-                           for k, v in zip(self.keys, self.values, strict=True))
+        per_position = sum(self.keys[i].shape[1] * self.keys[i].shape[3] * _bytes(self.keys[i])
+                           + self.values[i].shape[1] * self.values[i].shape[3] * _bytes(self.values[i])
+                           for i in self.read_by())
         return [n * per_position for n in self.ntokens()]
 
     def rows(self) -> int:
@@ -177,7 +184,7 @@ class KVPrefix(Message):
     def select(self, index: Sequence[int]) -> KVPrefix:
         idx = list(index)
         return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values],
-                        None if self.mask is None else self.mask[idx], self.rotated)
+                        None if self.mask is None else self.mask[idx], self.rotated, self.layers)
 
     def vectors(self) -> list[torch.Tensor]:
         """Per layer, its keys then its values, ``b k (kv_heads head_dim)``."""
@@ -187,7 +194,7 @@ class KVPrefix(Message):
         shaped = [g.reshape(t.shape[0], t.shape[2], t.shape[1], t.shape[3]).transpose(1, 2).to(t.dtype)
                   for g, t in zip(groups, [t for pair in zip(self.keys, self.values, strict=True) for t in pair],
                                   strict=True)]
-        return KVPrefix(shaped[0::2], shaped[1::2], self.mask, self.rotated)
+        return KVPrefix(shaped[0::2], shaped[1::2], self.mask, self.rotated, self.layers)
 
 
 # fuse(layer, receiver_keys, receiver_values, source_keys, source_values) -> fused keys, values; all

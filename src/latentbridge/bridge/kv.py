@@ -70,7 +70,8 @@ def _with_cache(target: Any, cache_kv, cache_mask: torch.Tensor, rows: Sequence[
 
 def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
     """``[bos][virtual][pad][text]``: the special prefix's own cache, then the message's keys and values (a
-    masked message's rows left-padded inside its block: ``[bos][pad][virtual]``)."""
+    masked message's rows left-padded inside its block: ``[bos][pad][virtual]``); the layers not in
+    ``message.layers`` do not see the virtual positions."""
     split = [_split_at_soft(r) for r in rows]
     device = target.device
     b, k = len(rows), message.length
@@ -97,7 +98,11 @@ def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Seg
             ok, ov = own[layer]
             vk, vv = torch.cat([ok, vk], 2), torch.cat([ov, vv], 2)
         kv.append((vk, vv))
-    return _with_cache(target, kv, cache_mask, [rest for _, rest in split])
+    inputs = _with_cache(target, kv, cache_mask, [rest for _, rest in split])
+    unread = [layer for layer in range(len(kv)) if layer not in set(message.read_by())]
+    if unread:  # the layers that do not read the message do not see its positions
+        inputs.patch = lambda model: hidden_from(model, unread, k, start=pmask.shape[1])
+    return inputs
 
 
 def kv_share_inputs(target: Any, message: KVShare, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
