@@ -35,7 +35,8 @@ _KV_PREFIX = ["translator.name=kv_prefix", "translator.k=3", "translator.d_model
 KINDS = {
     "kv_prefix": [*_KV_PREFIX, "injection=soft_plus_text"],  # the prompt's text after the message
     "kv_prefix_soft_only": [*_KV_PREFIX, "injection=soft_only"],  # the message, then the cue only
-    "c2c": ["translator.name=c2c", "translator.hidden=16", "injection=fused_prompt", "task.shots=1"],
+    "c2c": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
+            "task.shots=1"],
     # a context split: the source reads three facts and the question, the target the question only
     "kv_translate": ["task=passages", "task.n_facts=3", "translator=kv_translate", "translator.hidden=16",
                      "injection=soft_plus_text"],
@@ -58,9 +59,13 @@ def build(families, source: str, target: str, kind: str, dtype: str) -> Experime
                           "device": "cpu", "dtype": dtype}
         exp = Experiment.build(validate_recipe(apply_overrides(data, KINDS[kind])))
         torch.manual_seed(0)
-        with torch.no_grad():  # a message that changes what the target reads (c2c's fuser starts at zero)
+        with torch.no_grad():  # a message that changes what the target reads (c2c: gates open)
             for p in exp.translator.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
+            for fuser in getattr(exp.translator, "fusers", {}).values():
+                fuser.key_gate_logit.fill_(1.0)
+                fuser.value_gate_logit.fill_(1.0)
+        exp.translator.eval()
         _EXPERIMENTS[key] = exp
     return _EXPERIMENTS[key]
 
@@ -173,9 +178,10 @@ def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, dtype):
     saved = {k: v.clone() for k, v in exp.translator.state_dict().items()}
     try:
         with torch.no_grad():
-            for fuser in [*exp.translator.key_fusers.values(), *exp.translator.value_fusers.values()]:
-                fuser.project.weight.zero_()
-                fuser.project.bias.zero_()
+            for fuser in exp.translator.fusers.values():  # gates open, projections zero
+                for kind in ("key", "value"):
+                    fuser.part(kind, "proj_out").weight.zero_()
+                    fuser.part(kind, "proj_out").bias.zero_()
             inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=True)
             logits = inputs.forward(target.model).logits.float()
             for r, p in enumerate(prompts):

@@ -4,6 +4,7 @@ positions and masks under left padding, the model's own cache objects, gradients
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -25,8 +26,9 @@ PAIR_IDS = ["llama->mistral", "mistral->llama"]
 
 
 def experiment(pair, translator, mode, *more, reverse=False):
+    small = ["translator.hidden=32", "translator.intermediate=32"] if translator == "c2c" else []
     return make_experiment(pair, f"translator={translator}", f"injection={mode}", "task.shots=1",
-                           "task.exemplars=per_item", *more, reverse=reverse)
+                           "task.exemplars=per_item", *small, *more, reverse=reverse)
 
 
 def batch(exp, n=5):
@@ -83,8 +85,11 @@ def test_teacher_forced_logits_equal_first_generation_step(random_pair, translat
 @pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
 def test_fusion_with_zero_deltas_is_the_target_reading_its_own_prompt(random_pair, reverse):
     """A fuser that changes nothing must give exactly the target's own logits on prompt + answer: the
-    split of the prompt into cache and input, the padding in between and the positions are right."""
-    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)  # projections start at zero
+    split of the prompt into cache and input, the padding in between and the positions are right. A fresh
+    c2c at evaluation is one: its gates start closed (logit 0, the reference's initialisation)."""
+    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)
+    exp.translator.eval()
+    assert all(float(f.gate_logit(kind)) == 0.0 for f in exp.translator.fusers.values() for kind in ("key", "value"))
     bridge = exp.bridge
     _, prompts = batch(exp)
     with torch.no_grad():
@@ -98,13 +103,18 @@ def test_fusion_with_zero_deltas_is_the_target_reading_its_own_prompt(random_pai
         torch.testing.assert_close(got[r, -n:], want[r, -n:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mapping", ["last_aligned", "terminal"])
 @pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
-def test_fusion_changes_the_prompt_cache_not_the_answer_positions(random_pair, reverse):
-    """A non-zero fuser changes the logits (the fused cache is read), and the cache the target then
-    reads differs from its own only at the prompt positions of the fused layers."""
-    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)
+def test_fusion_changes_the_prompt_cache_not_the_answer_positions(random_pair, reverse, mapping):
+    """A trained fuser with open gates changes the logits (the fused cache is read), and the cache the
+    target then reads differs from its own only at the prompt positions of the fused layers."""
+    exp = experiment(random_pair, "c2c", "fused_prompt", f"translator.layer_map={mapping}", reverse=reverse)
     train(exp)
     bridge, translator = exp.bridge, exp.translator
+    with torch.no_grad():
+        for fuser in translator.fusers.values():  # open every gate
+            fuser.key_gate_logit.fill_(1.0)
+            fuser.value_gate_logit.fill_(1.0)
     _, prompts = batch(exp)
     with torch.no_grad():
         message = bridge.message(prompts)
@@ -126,10 +136,18 @@ def test_fusion_changes_the_prompt_cache_not_the_answer_positions(random_pair, r
             assert differs[real].any(), f"layer {layer} is fused but its cache did not change"
 
 
-def test_terminal_layer_mapping(random_pair):
-    """Receiver layer t reads sharer layer t + (L_sharer - L_receiver); layers below the offset none."""
+def test_layer_maps(random_pair):
+    """last_aligned (the reference): receiver layer t reads sharer layer t + (L_s - L_r), clamped to 0, so
+    every receiver layer is fused; terminal leaves the layers below the offset unfused."""
+    from latentbridge.plugins.translators.c2c import layer_map
+
+    assert layer_map(24, 28, "last_aligned") == [0, 0, 0, 0, 0, *range(1, 24)]  # Qwen3-0.6B <- Qwen2.5-0.5B
+    assert layer_map(24, 28, "terminal") == [None] * 4 + list(range(24))
+    assert layer_map(32, 28, "last_aligned") == layer_map(32, 28, "terminal") == list(range(4, 32))
     exp = experiment(random_pair, "c2c", "fused_prompt")  # llama (2 layers) -> mistral (3 layers)
-    assert exp.translator.layer_map == [None, 0, 1]
+    assert exp.translator.layer_map == [0, 0, 1] and sorted(exp.translator.fusers) == ["0", "1", "2"]
+    exp = experiment(random_pair, "c2c", "fused_prompt", "translator.layer_map=terminal")
+    assert exp.translator.layer_map == [None, 0, 1] and sorted(exp.translator.fusers) == ["1", "2"]
     exp = experiment(random_pair, "c2c", "fused_prompt", reverse=True)  # mistral (3) -> llama (2)
     assert exp.translator.layer_map == [1, 2]
 
@@ -171,11 +189,11 @@ def test_gradient_reaches_every_trained_part(random_pair, translator, mode):
     exp.objectives["nll"](ctx).backward()
     grads = {name: p.grad for name, p in exp.translator.named_parameters()}
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads.values())
-    if translator == "c2c":  # the zero-initialised projections and the gates learn from the first step
-        assert all(grads[f"key_fusers.{layer}.project.weight"].abs().sum() > 0
-                   for layer, s in enumerate(exp.translator.layer_map) if s is not None)
-        mapped = [layer for layer, s in enumerate(exp.translator.layer_map) if s is not None]
-        assert grads["gate_logits"][mapped].abs().sum() == 0  # zero projections: the gate does not matter yet
+    if translator == "c2c":  # both branches and both gates of every fused layer learn from the first step
+        for layer in exp.translator.fusers:
+            for kind in ("key", "value"):
+                assert grads[f"fusers.{layer}.{kind}_proj_out.weight"].abs().sum() > 0
+                assert grads[f"fusers.{layer}.{kind}_gate_logit"].abs() > 0
     else:
         assert grads["queries"].abs().sum() > 0
 
@@ -196,21 +214,39 @@ def test_the_kv_prefix_starts_at_the_size_of_real_keys_and_values(random_pair):
 
 
 def test_gates_anneal_and_are_hard_at_evaluation(random_pair):
-    exp = experiment(random_pair, "c2c", "fused_prompt")
+    """The reference's schedule, tau = 1 x 0.001^min(step / anneal_steps, 1), and gate: a Gumbel-sigmoid
+    draw per row, head and token in training, logit > 0 at evaluation."""
+    exp = experiment(random_pair, "c2c", "fused_prompt", "translator.anneal_steps=100")
     c2c = exp.translator
-    c2c.set_progress(0, 10)
-    assert c2c.temperature() == pytest.approx(c2c.config.temperature)
-    c2c.set_progress(10, 10)
-    assert c2c.temperature() == pytest.approx(c2c.config.final_temperature)
+    c2c.set_progress(0, 1000)
+    assert c2c.temperature() == pytest.approx(1.0)
+    c2c.set_progress(50, 1000)
+    assert c2c.temperature() == pytest.approx(0.001 ** 0.5)  # geometric, not linear (0.5005)
+    c2c.set_progress(400, 1000)
+    assert c2c.temperature() == pytest.approx(0.001)  # past anneal_steps: stays
+    default = experiment(random_pair, "c2c", "fused_prompt").translator
+    default.set_progress(10, 20)  # no anneal_steps: over the run's steps
+    assert default.temperature() == pytest.approx(0.001 ** 0.5)
+    layers = sorted(c2c.fusers, key=int)
     with torch.no_grad():
-        c2c.gate_logits.copy_(torch.tensor([2.0, -1.0, 0.5]))
+        for t, logit in zip(layers, (2.0, -1.0, 0.5), strict=True):
+            c2c.fusers[t].key_gate_logit.fill_(logit)
+            c2c.fusers[t].value_gate_logit.fill_(-logit)
+    shape = torch.Size([3, 2, 7, 1])
     c2c.eval()
-    assert c2c.gates().tolist() == [1.0, 0.0, 1.0]
+    assert [float(c2c.gate(int(t), "key", shape, None)) for t in layers] == [1.0, 0.0, 1.0]
+    assert [float(c2c.gate(int(t), "value", shape, None)) for t in layers] == [0.0, 1.0, 0.0]
     c2c.train()
-    c2c.set_progress(0, 10)  # temperature 1, no noise drawn (no seeds): the gate is sigmoid(logit)
-    torch.testing.assert_close(c2c.gates(), torch.sigmoid(c2c.gate_logits))
-    c2c.set_progress(10, 10)  # annealed: close to the hard gate
-    assert torch.allclose(c2c.gates(), torch.tensor([1.0, 0.0, 1.0]), atol=1e-4)
+    c2c.set_progress(0, 1000)  # temperature 1, no noise (no generator): sigmoid(logit)
+    torch.testing.assert_close(c2c.gate(0, "key", shape, None), torch.sigmoid(torch.tensor(2.0)))
+    drawn = c2c.gate(0, "key", shape, torch.Generator().manual_seed(0))
+    assert drawn.shape == shape and len(set(drawn.flatten().tolist())) == drawn.numel()  # per row, head, token
+    # annealed: each draw is (nearly) 0 or 1, open where logit + G > 0: with one Gumbel draw (not a
+    # logistic one) that is P = 1 - exp(-e^logit), 0.31 for a logit of -1 (sigmoid would say 0.27)
+    c2c.set_progress(1000, 1000)
+    hard = c2c.gate(1, "key", torch.Size([64, 2, 64, 1]), torch.Generator().manual_seed(0)).detach()
+    assert ((hard < 1e-3) | (hard > 1 - 1e-3)).float().mean() > 0.99
+    assert float(hard.mean()) == pytest.approx(1 - math.exp(-math.exp(-1.0)), abs=0.02)
 
 
 def test_message_sizes():
@@ -454,16 +490,18 @@ def test_the_key_fuser_reads_source_keys_and_the_value_fuser_source_values(rando
     assert torch.equal(v0, v2) and not torch.allclose(k0, k2)
 
 
-def test_the_per_head_weight_is_a_sigmoid(random_pair):
-    exp = experiment(random_pair, "c2c", "fused_prompt")
-    fuser = next(iter(exp.translator.key_fusers.values()))
+@pytest.mark.parametrize("fuser", ["reference", "light"])
+def test_the_per_head_weight_is_a_sigmoid(random_pair, fuser):
+    exp = experiment(random_pair, "c2c", "fused_prompt", f"translator.fuser={fuser}")
+    layer = next(iter(exp.translator.fusers.values()))
+    c = exp.translator.config
+    layer.eval()
     with torch.no_grad():
-        fuser.project.bias.fill_(1.0)  # the projection is 1 everywhere: the delta is the head weight itself
-        torch.nn.init.normal_(fuser.weight.weight, std=1.0)
-        heads, width = fuser.heads, fuser.project.out_features // fuser.heads
-        d_source = fuser.body[0].in_features - heads * width
-        delta = fuser(torch.randn(3, heads, 7, width), torch.randn(3, 1, 7, d_source))
-    assert (delta > 0).all() and (delta < 1).all() and delta.std() > 0.05
+        projection, weight = layer.branch("key", torch.randn(3, c.target_kv_heads, 7, c.target_head_dim),
+                                          torch.randn(3, c.source_kv_heads, 7, c.source_head_dim))
+    assert projection.shape == (3, c.target_kv_heads, 7, c.target_head_dim)
+    assert weight.shape == (3, c.target_kv_heads, 7, 1)
+    assert (weight > 0).all() and (weight < 1).all() and weight.std() > 1e-3
 
 
 @pytest.mark.parametrize(("translator", "mode"), KV[::2], ids=["kv_prefix", "c2c"])

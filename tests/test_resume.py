@@ -96,7 +96,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(recipe_path, refe
     assert outputs(run_dir) == reference
 
 
-@pytest.mark.parametrize("message", [("translator=c2c", "injection=fused_prompt"), ("translator=kv_prefix",),
+@pytest.mark.parametrize("message", [("translator=c2c", "translator.hidden=32", "translator.intermediate=32",
+                                      "injection=fused_prompt"), ("translator=kv_prefix",),
                                      ("source.view=generation", "injection=soft_only", "train.max_train_examples=16")],
                          ids=["kv_fusion", "kv_prefix", "latent_relay"])
 def test_key_value_messages_resume_bit_identical_after_sigkill(random_pair, tmp_path, message):

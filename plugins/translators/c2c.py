@@ -1,21 +1,39 @@
-"""Translator ``c2c``: Cache-to-Cache fusion (after Fu et al., arXiv 2510.03215), written from its description.
+"""Translator ``c2c``: Cache-to-Cache fusion (Fu et al., arXiv 2510.03215), after the authors' code
+(thu-nics/C2C at 69eb705: ``rosetta/model/projector.py`` ``C2CProjector``, ``rosetta/train/model_utils.py``,
+``script/train/SFT_train.py``), written anew.
 
-The target (receiver) reads its prompt and keeps its own key/value cache; for each receiver layer, a fuser
-takes the concatenation of the source's (sharer's) and the receiver's keys at each prompt position (and
-separately the values), maps it to ``hidden`` features, and has two branches: a projection back to the
-receiver's ``kv_heads x head_dim``, and a per-head weight through a sigmoid. A learned scalar gate per
-layer decides whether the layer is fused: in training a Gumbel-sigmoid whose temperature anneals from
-``temperature`` to ``final_temperature`` over training, at evaluation a hard 0/1 gate. The fused cache is
-the receiver's own plus ``gate x weight x projection``: the receiver's cache is kept. Receiver layer ``t``
-reads sharer layer ``t + (L_sharer - L_receiver)`` (the terminal mapping; receiver layers below that
-offset are not fused). Different tokenizers are aligned one to one: each receiver token reads the
-sharer token that holds its last character (see :func:`latentbridge.bridge.kv.align`). Both models stay
-frozen; the answer positions are not fused; decoding continues on the fused cache.
+The target (receiver) reads its prompt and keeps its own key/value cache. Each receiver layer has a fuser,
+one branch for the keys and one for the values. A branch reads, per prompt position, the sharer's entry
+(its heads flattened) concatenated *before* the receiver's, and computes (``fuser: reference``, the
+default)::
+
+    h = FFN(W_in x + b_in)                              # hidden width, one residual block
+    P = W_out FFN^(blocks - 2)(h) + b_out               # -> kv_heads x head_dim
+    w = sigmoid(W_s FFN_s(h) + b_s)                     # one weight per head and token
+    K_fused = K_receiver + g_K * w_K * P_K              # (values alike, with their own weights)
+
+where ``FFN(x) = x + Dropout(W2 GELU(W1 RMSNorm(x)))`` (RMSNorm eps 1e-6, no biases; the weight branch's
+inner width is ``hidden``, the others' ``intermediate``). Each receiver layer has a key gate and a value
+gate, logits starting at ``gate_init`` (0.0). In training ``g = sigmoid((logit + G) / tau)`` with Gumbel noise
+``G`` drawn per batch row, head and token from the step's seeds; ``tau`` falls geometrically from
+``temperature`` (1.0) to ``final_temperature`` (0.001) over ``anneal_steps`` (default: the run's steps),
+then stays. At evaluation ``g = 1`` where the logit is > 0, else 0 (a fresh fuser is the target alone).
+Receiver layer ``t`` reads sharer layer ``clamp(t + L_sharer - L_receiver, 0, L_sharer - 1)``
+(``layer_map: last_aligned``: every receiver layer is fused); ``terminal`` leaves the layers below the
+offset unfused.
+
+Options that differ from the reference, each named in the README: ``fuser: light`` (one linear + GELU
+body, a linear projection and a linear weight, projection starting at zero); ``layer_map: terminal``.
+What differs and has no option yet: the token alignment (each receiver token reads the sharer token that
+holds its last character, the sharer at its own positions, see :func:`latentbridge.bridge.kv.align`; the
+reference re-encodes every receiver token with the sharer's tokenizer and runs the sharer on that at the
+receiver's positions) and the response tokens (never fused here; the reference's ``include_response``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -24,13 +42,24 @@ from torch import nn
 from latentbridge import Translator, TranslatorConfig, hookimpl, option
 from latentbridge.api.messages import KVFusion
 
+KINDS = ("key", "value")
+
 
 @dataclass
 class C2CConfig(TranslatorConfig):
-    hidden: int = option(128, gt=0, help="width of each layer's fuser")
-    gate_init: float = option(1.0, help="initial logit of every layer's gate (sigmoid(1) = 0.73: fused)")
+    fuser: Literal["reference", "light"] = option("reference", help="the authors' fuser (input linear, residual "
+                                                  "RMSNorm/GELU blocks, projection and weight branches) or a light one")
+    hidden: int = option(1024, gt=0, help="width of each fuser (the reference's hidden_dim)")
+    intermediate: int = option(1024, gt=0, help="inner width of the reference fuser's blocks (intermediate_dim)")
+    blocks: int = option(3, ge=3, help="residual blocks of the reference fuser's projection path (num_layers)")
+    dropout: float = option(0.1, ge=0, lt=1, help="dropout after each reference block")
+    layer_map: Literal["last_aligned", "terminal"] = option(
+        "last_aligned", help="receiver layer t reads sharer layer t + L_s - L_r, clamped to 0 (last_aligned) or "
+        "left unfused below 0 (terminal)")
+    gate_init: float = option(0.0, help="initial logit of every key and value gate (0: closed at evaluation)")
     temperature: float = option(1.0, gt=0, help="Gumbel-sigmoid temperature of the gates at the start of training")
-    final_temperature: float = option(0.05, gt=0, help="the temperature at the end of training")
+    final_temperature: float = option(0.001, gt=0, help="the temperature once annealed")
+    anneal_steps: int | None = option(None, gt=0, help="steps over which the temperature falls (default: the run's)")
     source_layers: int | None = option(None, gt=0, help="sharer layers (default: read from the source)")
     source_kv_heads: int | None = option(None, gt=0, help="sharer key/value heads (default: read from the source)")
     source_head_dim: int | None = option(None, gt=0, help="sharer head width (default: read from the source)")
@@ -39,25 +68,92 @@ class C2CConfig(TranslatorConfig):
     target_head_dim: int | None = option(None, gt=0, help="receiver head width (default: read from the target)")
 
 
-class Fuser(nn.Module):
-    """One receiver layer, keys or values: ``concat(sharer, receiver) -> hidden -> (projection, head weight)``."""
+def layer_map(source_layers: int, target_layers: int, kind: str) -> list[int | None]:
+    """The sharer layer each receiver layer reads (None: not fused)."""
+    offset = source_layers - target_layers
+    if kind == "last_aligned":
+        return [min(max(t + offset, 0), source_layers - 1) for t in range(target_layers)]
+    return [t + offset if t + offset >= 0 else None for t in range(target_layers)]
 
-    def __init__(self, d_source: int, heads: int, head_dim: int, hidden: int):
+
+class Block(nn.Module):
+    """``x + Dropout(W2 GELU(W1 RMSNorm(x)))`` (the reference's ``StandardFFNLayer``)."""
+
+    def __init__(self, width: int, inner: int, dropout: float):
         super().__init__()
-        self.heads = heads
-        self.body = nn.Sequential(nn.Linear(d_source + heads * head_dim, hidden), nn.GELU())
-        self.project = nn.Linear(hidden, heads * head_dim)
-        self.weight = nn.Linear(hidden, heads)
-        nn.init.zeros_(self.project.weight)  # starts as the receiver's own cache
-        nn.init.zeros_(self.project.bias)
+        self.norm = nn.RMSNorm(width, eps=1e-6)
+        self.w1 = nn.Linear(width, inner, bias=False)
+        self.w2 = nn.Linear(inner, width, bias=False)
+        self.drop = nn.Dropout(dropout)
 
-    def forward(self, receiver: torch.Tensor, sharer: torch.Tensor) -> torch.Tensor:
-        """``receiver b H t e`` and the aligned ``sharer b Hs t es`` -> the delta ``b H t e``."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.w2(nn.functional.gelu(self.w1(self.norm(x)))))
+
+
+class Stack(nn.Module):
+    """Blocks in sequence (the reference's ``RegularMLP``)."""
+
+    def __init__(self, n: int, width: int, inner: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width, inner, dropout) for _ in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class LayerFuser(nn.Module):
+    """One receiver layer: a key branch, a value branch and their gates. ``branch`` gives the projection
+    (``b H t e``) and the per-head weight (``b H t 1``) from the receiver's and the aligned sharer's entries."""
+
+    def __init__(self, c: C2CConfig):
+        super().__init__()
+        self.heads = c.target_kv_heads
+        d_in = c.source_kv_heads * c.source_head_dim + c.target_kv_heads * c.target_head_dim
+        d_out = c.target_kv_heads * c.target_head_dim
+        for kind in KINDS:
+            if c.fuser == "reference":
+                parts = {"in": nn.Linear(d_in, c.hidden), "mlp1": Stack(1, c.hidden, c.intermediate, c.dropout),
+                         "scalar_mlp2": Stack(1, c.hidden, c.hidden, c.dropout),
+                         "scalar_head": nn.Linear(c.hidden, c.target_kv_heads),
+                         "proj_mlp2": Stack(c.blocks - 2, c.hidden, c.intermediate, c.dropout),
+                         "proj_out": nn.Linear(c.hidden, d_out)}
+            else:
+                parts = {"body": nn.Sequential(nn.Linear(d_in, c.hidden), nn.GELU()),
+                         "project": nn.Linear(c.hidden, d_out), "weight": nn.Linear(c.hidden, c.target_kv_heads)}
+                nn.init.zeros_(parts["project"].weight)  # starts as the receiver's own cache
+                nn.init.zeros_(parts["project"].bias)
+            for name, module in parts.items():
+                self.add_module(f"{kind}_{name}", module)
+            self.register_parameter(f"{kind}_gate_logit", nn.Parameter(torch.tensor(float(c.gate_init))))
+        self.reference = c.fuser == "reference"
+
+    def part(self, kind: str, name: str) -> nn.Module:
+        return getattr(self, f"{kind}_{name}")
+
+    def gate_logit(self, kind: str) -> torch.Tensor:
+        return getattr(self, f"{kind}_gate_logit")
+
+    def branch(self, kind: str, receiver: torch.Tensor, sharer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.part(kind, "scalar_head" if self.reference else "weight").weight.dtype
         x = torch.cat([rearrange(sharer, "b h t e -> b t (h e)"), rearrange(receiver, "b h t e -> b t (h e)")], -1)
-        y = self.body(x.float())
-        projection = rearrange(self.project(y), "b t (h e) -> b h t e", h=self.heads)
-        weight = torch.sigmoid(self.weight(y)).transpose(1, 2)[..., None]  # b H t 1
-        return (weight * projection).to(receiver.dtype)
+        x = x.to(dtype)
+        if self.reference:
+            h = self.part(kind, "mlp1")(self.part(kind, "in")(x))
+            projection = self.part(kind, "proj_out")(self.part(kind, "proj_mlp2")(h))
+            logit = self.part(kind, "scalar_head")(self.part(kind, "scalar_mlp2")(h))
+        else:
+            h = self.part(kind, "body")(x)
+            projection, logit = self.part(kind, "project")(h), self.part(kind, "weight")(h)
+        projection = rearrange(projection, "b t (h e) -> b h t e", h=self.heads)
+        return projection, torch.sigmoid(logit).transpose(1, 2)[..., None]
+
+
+def gumbel(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """One Gumbel(0, 1) draw per element (the reference's ``-log(-log(u + 1e-20) + 1e-20)``)."""
+    u = torch.rand(shape, generator=generator)
+    return -torch.log(-torch.log(u + 1e-20) + 1e-20)
 
 
 class C2C(Translator):
@@ -75,51 +171,52 @@ class C2C(Translator):
         if None in (c.source_layers, c.source_kv_heads, c.source_head_dim, c.target_layers, c.target_kv_heads,
                     c.target_head_dim):
             raise ValueError("c2c: the layer counts, heads and head widths of both models must be filled in")
-        offset = c.source_layers - c.target_layers
-        self.layer_map = [t + offset if t + offset >= 0 else None for t in range(c.target_layers)]
-        d_source = c.source_kv_heads * c.source_head_dim
-        mapped = [str(t) for t, s in enumerate(self.layer_map) if s is not None]  # only fused layers get a fuser
-        self.key_fusers = nn.ModuleDict({t: Fuser(d_source, c.target_kv_heads, c.target_head_dim, c.hidden)
-                                         for t in mapped})
-        self.value_fusers = nn.ModuleDict({t: Fuser(d_source, c.target_kv_heads, c.target_head_dim, c.hidden)
-                                           for t in mapped})
-        self.gate_logits = nn.Parameter(torch.full((c.target_layers,), float(c.gate_init)))
-        self.register_buffer("progress", torch.zeros(()), persistent=False)
-        self._noise: torch.Tensor | None = None
+        self.layer_map = layer_map(c.source_layers, c.target_layers, c.layer_map)
+        self.fusers = nn.ModuleDict({str(t): LayerFuser(c) for t, s in enumerate(self.layer_map) if s is not None})
+        self._step, self._total = 0, 1
 
     def set_progress(self, step: int, total: int) -> None:
-        self.progress.fill_(step / max(total, 1))
+        self._step, self._total = step, max(total, 1)
 
     def temperature(self) -> float:
-        c, p = self.config, float(self.progress)
-        return c.temperature * (c.final_temperature / c.temperature) ** p  # geometric annealing
+        """``temperature x (final / temperature) ^ min(step / anneal_steps, 1)``."""
+        c = self.config
+        done = min(self._step / (c.anneal_steps or self._total), 1.0)
+        return c.temperature * (c.final_temperature / c.temperature) ** done
 
-    def gates(self) -> torch.Tensor:
-        """Per receiver layer: a Gumbel-sigmoid sample in training, the hard 0/1 gate at evaluation."""
+    def gate(self, layer: int, kind: str, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+        """The gate of ``layer``'s ``kind`` branch: in training a Gumbel-sigmoid draw per element of ``shape``
+        (``b H t 1``; no noise without a generator), at evaluation 1 where its logit is > 0, else 0."""
+        logit = self.fusers[str(layer)].gate_logit(kind)
         if not self.training:
-            return (self.gate_logits > 0).float()
-        u = self._noise if self._noise is not None else torch.full_like(self.gate_logits, 0.5)
-        logistic = torch.log(u) - torch.log1p(-u)
-        return torch.sigmoid((self.gate_logits + logistic) / self.temperature())
+            return (logit > 0).to(logit.dtype)
+        noise = gumbel(shape, generator).to(logit) if generator is not None else torch.zeros((), dtype=logit.dtype)
+        return torch.sigmoid((logit + noise) / self.temperature())
 
     def message(self, states, seeds=None) -> KVFusion:
         if states.kv is None:
             raise ValueError("c2c reads the source's key/value cache; the bridge did not provide it")
-        self._noise = None
+        generator = None
         if self.training and seeds is not None:  # the gate noise of this step, from the step's seeds
-            gen = torch.Generator().manual_seed(int(seeds[0]) % (2**63))
-            self._noise = torch.rand(self.gate_logits.shape, generator=gen).clamp(1e-6, 1 - 1e-6).to(self.gate_logits)
-        gates = self.gates()
+            generator = torch.Generator().manual_seed(int(seeds[0]) % (2**63))
 
         def fuse(layer: int, k: torch.Tensor, v: torch.Tensor, sk: torch.Tensor, sv: torch.Tensor):
-            g = gates[layer].to(k.dtype)
-            return k + g * self.key_fusers[str(layer)](k, sk), v + g * self.value_fusers[str(layer)](v, sv)
+            fuser, out = self.fusers[str(layer)], []
+            for kind, own, shared in (("key", k, sk), ("value", v, sv)):
+                projection, weight = fuser.branch(kind, own, shared)
+                gate = self.gate(layer, kind, weight.shape, generator)
+                out.append(own + (gate * weight * projection).to(own.dtype))
+            return out[0], out[1]
 
+        hard = {t: [float(self.fusers[t].gate_logit(kind) > 0) for kind in KINDS] for t in self.fusers}
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
-                        states.text, fuse, self.layer_map, extra={"gates": gates.detach()})
+                        states.text, fuse, self.layer_map, extra={"gates": hard})
 
     def describe(self) -> dict:
-        return {**super().describe(), "layer_map": self.layer_map, "gates": (self.gate_logits > 0).tolist()}
+        open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind)) > 0] for t in self.fusers}
+        return {**super().describe(), "layer_map": self.layer_map, "open_gates": open_,
+                "parameters_per_layer": sum(p.numel() for p in next(iter(self.fusers.values())).parameters())
+                if self.fusers else 0}
 
 
 @hookimpl

@@ -1,0 +1,113 @@
+"""``c2c`` computes the authors' formula (thu-nics/C2C at 69eb705, ``C2CProjector.forward``).
+
+The reference is restated here from its code as plain tensor operations on a state dict with the authors'
+parameter names (``key_in``, ``key_mlp1.blocks.0.{norm,w1,w2}``, ``key_scalar_mlp2``, ``key_scalar_head``,
+``key_proj_mlp2``, ``key_proj_out``, ``key_gate_logit`` and the value side alike), and compared with the
+translator's fusion on random tensors with the same weights, in training (the same Gumbel draws) and at
+evaluation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from latentbridge.plugins.translators.c2c import C2C, C2CConfig, gumbel
+
+HS, DS, HT, DT, HIDDEN, INNER, BLOCKS = 2, 8, 3, 4, 16, 24, 4
+
+
+def rms_norm(x, weight, eps=1e-6):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def block(x, sd, prefix):
+    return x + F.linear(F.gelu(F.linear(rms_norm(x, sd[f"{prefix}.norm.weight"]), sd[f"{prefix}.w1.weight"])),
+                        sd[f"{prefix}.w2.weight"])
+
+
+def reference_branch(sd, kind, receiver, sharer, gate):
+    """One side of ``C2CProjector.forward``: ``receiver`` (B, Ht, N, Dt), ``sharer`` (B, Hs, N, Ds)."""
+    b, _, n, _ = receiver.shape
+    source = sharer.transpose(1, 2).reshape(b, n, -1)  # (B, N, Hs*Ds), head-major
+    target = receiver.transpose(1, 2).reshape(b, n, -1)
+    x = torch.cat([source, target], -1)  # the sharer first
+    h = F.linear(x, sd[f"{kind}_in.weight"], sd[f"{kind}_in.bias"])
+    h = block(h, sd, f"{kind}_mlp1.blocks.0")
+    p = h
+    for i in range(BLOCKS - 2):
+        p = block(p, sd, f"{kind}_proj_mlp2.blocks.{i}")
+    p = F.linear(p, sd[f"{kind}_proj_out.weight"], sd[f"{kind}_proj_out.bias"]).view(b, n, HT, DT).transpose(1, 2)
+    s = block(h, sd, f"{kind}_scalar_mlp2.blocks.0")
+    w = torch.sigmoid(F.linear(s, sd[f"{kind}_scalar_head.weight"], sd[f"{kind}_scalar_head.bias"]))
+    w = w.permute(0, 2, 1).unsqueeze(-1)  # (B, Ht, N, 1)
+    return receiver + gate * w * p
+
+
+def translator(**over) -> C2C:
+    config = C2CConfig(source_layers=2, source_kv_heads=HS, source_head_dim=DS, target_layers=2,
+                       target_kv_heads=HT, target_head_dim=DT, hidden=HIDDEN, intermediate=INNER, blocks=BLOCKS,
+                       dropout=0.0, d_src=8, d_tgt=8, target_rms=1.0, **over)
+    torch.manual_seed(0)
+    c2c = C2C(config)
+    with torch.no_grad():  # every weight random, the gates open or closed by hand
+        for p in c2c.parameters():
+            p.normal_(0, 0.3)
+    return c2c
+
+
+def inputs(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, HT, 5, DT, generator=g), torch.randn(2, HT, 5, DT, generator=g),
+            torch.randn(2, HS, 5, DS, generator=g), torch.randn(2, HS, 5, DS, generator=g))
+
+
+class States:
+    def __init__(self, kv):
+        self.kv, self.mask, self.offsets, self.text = kv, torch.ones(2, 5), [[]] * 2, ["", ""]
+
+
+@pytest.mark.parametrize("logits", [(0.7, -0.4), (-0.2, 0.9)])
+def test_evaluation_agrees_with_the_reference_formula(logits):
+    c2c = translator()
+    c2c.eval()
+    k, v, sk, sv = inputs()
+    sd = {name: t.detach() for name, t in c2c.fusers["1"].state_dict().items()}
+    with torch.no_grad():
+        c2c.fusers["1"].key_gate_logit.fill_(logits[0])
+        c2c.fusers["1"].value_gate_logit.fill_(logits[1])
+        fk, fv = c2c.message(States([(sk, sv), (sk, sv)])).fuse(1, k, v, sk, sv)
+    gk, gv = float(logits[0] > 0), float(logits[1] > 0)
+    torch.testing.assert_close(fk, reference_branch(sd, "key", k, sk, gk), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fv, reference_branch(sd, "value", v, sv, gv), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fk, k) or not torch.allclose(fv, v)  # an open gate changed something
+
+
+def test_training_agrees_with_the_reference_formula_and_its_gumbel_gate():
+    c2c = translator(anneal_steps=10)
+    c2c.train()
+    c2c.set_progress(3, 10)
+    tau = 0.001 ** 0.3
+    k, v, sk, sv = inputs()
+    sd = {name: t.detach() for name, t in c2c.fusers["0"].state_dict().items()}
+    seeds = torch.tensor([1234, 5])
+    with torch.no_grad():
+        fk, fv = c2c.message(States([(sk, sv), (sk, sv)]), seeds).fuse(0, k, v, sk, sv)
+    g = torch.Generator().manual_seed(1234)  # the draws in the translator's order: keys, then values
+    shape = torch.Size([2, HT, 5, 1])
+    gate_k = torch.sigmoid((sd["key_gate_logit"] + gumbel(shape, g)) / tau)
+    gate_v = torch.sigmoid((sd["value_gate_logit"] + gumbel(shape, g)) / tau)
+    torch.testing.assert_close(fk, reference_branch(sd, "key", k, sk, gate_k), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fv, reference_branch(sd, "value", v, sv, gate_v), atol=1e-5, rtol=1e-5)
+
+
+def test_the_reference_sizes():
+    """At the authors' sizes (hidden 1024, intermediate 1024, 3 blocks), Qwen3-0.6B (8 kv heads x 128)
+    receiving from Qwen2.5-0.5B (2 x 64) has 17,066,002 parameters per receiver layer (two branches of
+    8,533,000 and two gate logits), as their projector does."""
+    config = C2CConfig(source_layers=24, source_kv_heads=2, source_head_dim=64, target_layers=1,
+                       target_kv_heads=8, target_head_dim=128, d_src=896, d_tgt=1024, target_rms=1.0)
+    from latentbridge.plugins.translators.c2c import LayerFuser
+
+    assert sum(p.numel() for p in LayerFuser(config).parameters()) == 17_066_002
+    assert (config.temperature, config.final_temperature, config.gate_init, config.dropout) == (1.0, 0.001, 0.0, 0.1)
