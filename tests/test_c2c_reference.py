@@ -26,18 +26,18 @@ def block(x, sd, prefix):
                         sd[f"{prefix}.w2.weight"])
 
 
-def reference_branch(sd, kind, receiver, sharer, gate):
+def reference_branch(sd, kind, receiver, sharer, gate, blocks=BLOCKS):
     """One side of ``C2CProjector.forward``: ``receiver`` (B, Ht, N, Dt), ``sharer`` (B, Hs, N, Ds)."""
-    b, _, n, _ = receiver.shape
+    b, heads, n, width = receiver.shape
     source = sharer.transpose(1, 2).reshape(b, n, -1)  # (B, N, Hs*Ds), head-major
     target = receiver.transpose(1, 2).reshape(b, n, -1)
     x = torch.cat([source, target], -1)  # the sharer first
     h = F.linear(x, sd[f"{kind}_in.weight"], sd[f"{kind}_in.bias"])
     h = block(h, sd, f"{kind}_mlp1.blocks.0")
     p = h
-    for i in range(BLOCKS - 2):
+    for i in range(blocks - 2):
         p = block(p, sd, f"{kind}_proj_mlp2.blocks.{i}")
-    p = F.linear(p, sd[f"{kind}_proj_out.weight"], sd[f"{kind}_proj_out.bias"]).view(b, n, HT, DT).transpose(1, 2)
+    p = F.linear(p, sd[f"{kind}_proj_out.weight"], sd[f"{kind}_proj_out.bias"]).view(b, n, heads, width).transpose(1, 2)
     s = block(h, sd, f"{kind}_scalar_mlp2.blocks.0")
     w = torch.sigmoid(F.linear(s, sd[f"{kind}_scalar_head.weight"], sd[f"{kind}_scalar_head.bias"]))
     w = w.permute(0, 2, 1).unsqueeze(-1)  # (B, Ht, N, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from latentbridge.cli import cache, lm_eval, plugins, recipes, report, run, runs, sweep, zoo  # noqa: F401  (each registers its commands)
+from latentbridge.cli import c2c, cache, lm_eval, plugins, recipes, report, run, runs, sweep, zoo  # noqa: F401  (each registers its commands)
 from latentbridge.cli.app import app, err_console
 
 
