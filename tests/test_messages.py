@@ -582,3 +582,78 @@ def test_learned_layers_reach_only_the_chosen_share_and_count_its_bytes(pair, re
     loss.backward()
     assert translator.layer_logits.grad is not None and translator.layer_logits.grad[chosen].abs().sum() > 0
     translator.eval()
+
+
+@pytest.mark.parametrize("reverse", PAIRS, ids=PAIR_IDS)
+def test_retokenize_gives_one_sharer_token_per_receiver_token(random_pair, reverse):
+    """The authors' alignment: each receiver token decoded alone and re-encoded by the sharer, its first
+    (or longest) piece kept; specials to their counterparts."""
+    from latentbridge.bridge.retokenize import retokenize
+
+    exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)
+    receiver, sharer = exp.bridge.target.tokenizer, exp.bridge.source.tokenizer
+    _, prompts = batch(exp, 2)
+    ids = exp.bridge.target_encoder.prompt_ids(prompts[0])
+    first, longest = retokenize(receiver, sharer, ids, "first"), retokenize(receiver, sharer, ids, "longest")
+    assert len(first) == len(longest) == len(ids)
+    split = 0
+    for token, f, g in zip(ids, first, longest, strict=True):
+        if token in receiver.all_special_ids:
+            continue
+        text = receiver.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        pieces = sharer(text, add_special_tokens=False)["input_ids"]
+        if not pieces:  # a text the sharer encodes to nothing (a lone space piece): its unknown token, or 0
+            assert f == g == (sharer.unk_token_id if sharer.unk_token_id is not None else 0)
+            continue
+        assert f == pieces[0] and g in pieces
+        if len(pieces) > 1:
+            split += 1
+            size = [len(sharer.decode([p], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+                    for p in pieces]
+            assert g == pieces[size.index(max(size))]
+    assert split > 0  # the two tokenizers differ: some receiver tokens are several sharer tokens
+    if receiver.bos_token_id is not None and ids[0] == receiver.bos_token_id and sharer.bos_token_id is not None:
+        assert first[0] == sharer.bos_token_id
+
+
+def test_with_retokenize_the_source_reads_the_targets_tokens_and_specials_keep_their_cache(bos_pair):
+    """The sharer's cache is computed on the receiver's tokens re-encoded, at the receiver's positions (one
+    entry per receiver token); the receiver's special token (BOS) keeps its own cache while its text
+    tokens are fused; alignment: last_character reads the sharer's own tokenization."""
+    from latentbridge.bridge.retokenize import retokenize
+
+    exp = experiment(bos_pair, "c2c", "fused_prompt", reverse=True)  # the target has a BOS
+    bridge = exp.bridge
+    assert bridge.target_encoder.prefix
+    _, prompts = batch(exp, 3)
+    with torch.no_grad():
+        states = bridge.source_states(prompts)
+        rows = [retokenize(bridge.target.tokenizer, bridge.source.tokenizer, bridge.target_encoder.prompt_ids(p))
+                for p in prompts]
+        assert states.mask.sum(1).tolist() == [len(bridge.target_encoder.prompt_ids(p)) for p in prompts]
+        for r, row in enumerate(rows):
+            alone = bridge.source.model(input_ids=torch.tensor([row]), use_cache=True)
+            keys = cache_of(alone).layers[-1].keys[0]
+            torch.testing.assert_close(states.kv[-1][0][r][:, states.mask[r].bool()], keys, atol=1e-5, rtol=1e-5)
+        for fuser in exp.translator.fusers.values():  # open every gate: every text position changes
+            fuser.key_gate_logit.fill_(1.0)
+            fuser.value_gate_logit.fill_(1.0)
+        exp.translator.eval()
+        fused = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False)
+        cache = next(iter(fused.cache().values()))
+        reads = [bridge.target_encoder.prompt_ids(p)[:-1] for p in prompts]
+        ids, mask = left_pad(reads, bridge.target.pad_id, bridge.target.device)
+        own = cache_of(bridge.target.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                           use_cache=True))
+        n_prefix = len(bridge.target_encoder.prefix)
+        for r, read in enumerate(reads):
+            start = ids.shape[1] - len(read)
+            for layer in range(len(cache.layers)):
+                changed = (cache.layers[layer].keys[r] - own.layers[layer].keys[r]).abs().amax(dim=(0, 2)) > 1e-6
+                assert not changed[start : start + n_prefix].any()  # the BOS keeps its own
+                assert changed[start + n_prefix :].all()
+    other = experiment(bos_pair, "c2c", "fused_prompt", "translator.alignment=last_character", reverse=True)
+    with torch.no_grad():
+        own_rows = other.bridge.source_rows(prompts)
+        assert other.bridge.source_states(prompts).mask.sum(1).tolist() == [len(r) for r in own_rows]
+        assert [len(r) for r in own_rows] != [len(r) for r in rows]

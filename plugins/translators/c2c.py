@@ -22,12 +22,19 @@ Receiver layer ``t`` reads sharer layer ``clamp(t + L_sharer - L_receiver, 0, L_
 (``layer_map: last_aligned``: every receiver layer is fused); ``terminal`` leaves the layers below the
 offset unfused.
 
+Tokens are aligned as the authors align them (``alignment: retokenize``, see
+:mod:`latentbridge.bridge.retokenize`): the sharer reads the receiver's prompt tokens, each re-encoded with
+its own tokenizer (its ``first`` or ``longest`` piece), at the receiver's positions, and position ``i`` is
+fused with position ``i``; the receiver's special and template tokens (those without text) keep their own
+cache.
+
 Options that differ from the reference, each named in the README: ``fuser: light`` (one linear + GELU
-body, a linear projection and a linear weight, projection starting at zero); ``layer_map: terminal``.
-What differs and has no option yet: the token alignment (each receiver token reads the sharer token that
-holds its last character, the sharer at its own positions, see :func:`latentbridge.bridge.kv.align`; the
-reference re-encodes every receiver token with the sharer's tokenizer and runs the sharer on that at the
-receiver's positions) and the response tokens (never fused here; the reference's ``include_response``).
+body, a linear projection and a linear weight, projection starting at zero); ``layer_map: terminal``;
+``alignment: last_character`` (the sharer reads its own tokenization at its own positions; each receiver
+token reads the sharer token holding its last character, special tokens included, see
+:func:`latentbridge.bridge.kv.align`). What differs and has no option yet: with chat templates the sharer
+reads the receiver's template tokens re-encoded (the authors' sharer reads its own template, padded to the
+same length), and the response tokens are never fused (the reference's ``include_response``).
 """
 
 from __future__ import annotations
@@ -53,6 +60,12 @@ class C2CConfig(TranslatorConfig):
     intermediate: int = option(1024, gt=0, help="inner width of the reference fuser's blocks (intermediate_dim)")
     blocks: int = option(3, ge=3, help="residual blocks of the reference fuser's projection path (num_layers)")
     dropout: float = option(0.1, ge=0, lt=1, help="dropout after each reference block")
+    alignment: Literal["retokenize", "last_character"] = option(
+        "retokenize", help="the source reads the target's tokens, each re-encoded with its own tokenizer, at the "
+        "target's positions (the authors'), or its own tokens, each target token reading the one holding its last "
+        "character")
+    alignment_strategy: Literal["first", "longest"] = option(
+        "first", help="with retokenize: which of a re-encoded token's pieces the source reads")
     layer_map: Literal["last_aligned", "terminal"] = option(
         "last_aligned", help="receiver layer t reads sharer layer t + L_s - L_r, clamped to 0 (last_aligned) or "
         "left unfused below 0 (terminal)")
@@ -172,6 +185,8 @@ class C2C(Translator):
                     c.target_head_dim):
             raise ValueError("c2c: the layer counts, heads and head widths of both models must be filled in")
         self.layer_map = layer_map(c.source_layers, c.target_layers, c.layer_map)
+        # read by the bridge: the source reads the target's tokens, re-encoded with this strategy
+        self.retokenize = c.alignment_strategy if c.alignment == "retokenize" else None
         self.fusers = nn.ModuleDict({str(t): LayerFuser(c) for t, s in enumerate(self.layer_map) if s is not None})
         self._step, self._total = 0, 1
 
@@ -210,7 +225,8 @@ class C2C(Translator):
 
         hard = {t: [float(self.fusers[t].gate_logit(kind) > 0) for kind in KINDS] for t in self.fusers}
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
-                        states.text, fuse, self.layer_map, extra={"gates": hard})
+                        states.text, fuse, self.layer_map, extra={"gates": hard},
+                        fuse_special=self.config.alignment == "last_character")
 
     def describe(self) -> dict:
         open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind)) > 0] for t in self.fusers}

@@ -210,7 +210,8 @@ class KVFusion(Message):
     ``b kv_heads t_src head_dim`` per source layer; ``mask``: ``b t_src`` (1 on real source tokens);
     ``offsets``: per row, each real source token's character span in the prompt text (for the token
     alignment); ``fuse``: the translator's fuser; ``layers``: receiver layer -> source layer it reads
-    (None: not fused); ``text``: per row, the prompt text the source read."""
+    (None: not fused); ``text``: per row, the prompt text the source read. ``fuse_special``: False leaves
+    the receiver's special and template tokens (those without text) unfused, as the C2C authors do."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -220,6 +221,7 @@ class KVFusion(Message):
     fuse: Fuser
     layers: list[int | None]
     extra: dict[str, Any] = field(default_factory=dict)
+    fuse_special: bool = True
     kind: ClassVar[str] = "kv_fusion"
 
     def rows(self) -> int:
@@ -243,7 +245,8 @@ class KVFusion(Message):
     def select(self, index: Sequence[int]) -> KVFusion:
         idx = list(index)
         return KVFusion([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx],
-                        [self.offsets[i] for i in idx], [self.text[i] for i in idx], self.fuse, self.layers, self.extra)
+                        [self.offsets[i] for i in idx], [self.text[i] for i in idx], self.fuse, self.layers, self.extra,
+                        self.fuse_special)
 
 
 @dataclass

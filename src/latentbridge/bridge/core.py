@@ -37,6 +37,7 @@ from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
+from latentbridge.bridge.retokenize import retokenize
 from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.errors import LatentBridgeError
 from latentbridge.nn.rope import rope_tables
@@ -151,7 +152,13 @@ class Bridge:
                 return kept
         if not cache and not self.source_layers:
             return SourceStates(*self.source_hidden(prompts, examples))
-        rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
+        # a translator aligned as the C2C authors align: the source reads the target's tokens, re-encoded
+        strategy = getattr(self.translator, "retokenize", None) if cache else None
+        if strategy:
+            rows = [retokenize(self.target.tokenizer, self.source.tokenizer, self.target_encoder.prompt_ids(p),
+                               strategy) for p in prompts]
+        else:
+            rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         positions = positions_from_mask(mask)
         # a plain DynamicCache keeps every position of every layer: one built from the config would keep only
@@ -162,20 +169,22 @@ class Bridge:
         states = SourceStates(out.hidden_states[self.source_layer], mask,
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
-            self._read_cache(states, prompts, [(layer.keys, layer.values) for layer in cache_of(out).layers])
+            self._read_cache(states, prompts, [(layer.keys, layer.values) for layer in cache_of(out).layers],
+                             on_target_tokens=bool(strategy))
         return states
 
     def _read_cache(self, states: SourceStates, prompts: Sequence[Prompt],
-                    kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Fill ``states``' cache fields: ``kv`` (every position the source read) and what locates it."""
+                    kv: list[tuple[torch.Tensor, torch.Tensor]], on_target_tokens: bool = False) -> None:
+        """Fill ``states``' cache fields: ``kv`` (every position the source read) and what locates it (with
+        ``on_target_tokens``, the source read the target's tokens: each has the target token's span)."""
         states.kv = kv
         if any(k.shape[2] != states.mask.shape[1] for k, _ in states.kv):
             raise LatentBridgeError(f"the source's cache of {self.source.name} does not hold every position it "
                                     "read (a sliding-window layer dropped some): a cache reader needs them all")
         # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
         read = [p.for_source for p in prompts]
-        states.offsets = [[(0, 0)] * len(self.source_encoder.target_text(p).prefix) + self.source_encoder.offsets(p)
-                          for p in read]
+        encoder = self.target_encoder if on_target_tokens else self.source_encoder
+        states.offsets = [[(0, 0)] * len(encoder.target_text(p).prefix) + encoder.offsets(p) for p in read]
         states.text = [p.text for p in read]
         states.positions = positions_from_mask(states.mask)
         source = self.source.model

@@ -174,6 +174,7 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
     ids, mask = left_pad([r[:-1] for r in reads], target.pad_id, device)
     own = _prefill(target.model, ids, mask)
     index = torch.zeros(ids.shape, dtype=torch.long, device=device)
+    textless = torch.zeros(ids.shape, dtype=torch.bool, device=device)  # special and template tokens
     for row, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
         spans = [(0, 0)] * len(text.prefix) + list(encoder.offsets(prompt))
         spans = spans[: len(reads[row]) - 1]
@@ -181,6 +182,8 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
         real = int(message.mask[row].sum())
         start_src = message.mask.shape[1] - real  # the source rows are left-padded too
         index[row, ids.shape[1] - len(chosen):] = torch.tensor(chosen, device=device) + start_src
+        textless[row, ids.shape[1] - len(chosen):] = torch.tensor([b <= a for a, b in spans], device=device)
+    keep_own = textless[:, None, :, None] if not message.fuse_special else None
     kv = []
     for layer, (ok, ov) in enumerate(own):
         source_layer = message.layers[layer]
@@ -194,6 +197,8 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
         if change is not None:
             fused = tuple(own + _heads(change(layer, which, _flat(new - own), mask), own)
                           for which, (own, new) in enumerate(zip((ok, ov), fused, strict=True)))
+        if keep_own is not None:  # the receiver's special and template tokens keep their own cache
+            fused = tuple(torch.where(keep_own, own, new) for own, new in zip((ok, ov), fused, strict=True))
         kv.append(fused)
     rows = [[Text([r[-1]]), *answer] for r, answer in zip(reads, answers, strict=True)]
     return _with_cache(target, kv, mask, rows)
