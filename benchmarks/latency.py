@@ -119,8 +119,8 @@ def main() -> None:
                     rows[label][key], rows[label]["tokens"] = t, n
                     rows[label][f"parts, {key}"] = parts()
             if exp.bridge.solutions is not None:
-                rows[ways[0][0]]["batches: solving states read, second pass"] = [exp.bridge.solutions.reused,
-                                                                                  exp.bridge.solutions.second_passes]
+                rows[ways[0][0]]["rows: solving states read, second pass"] = [exp.bridge.solutions.reused,
+                                                                               exp.bridge.solutions.second_passes]
     against = {"target": "target alone", "relay": "text relay"}.get(args.against, args.against)
     relay = rows[against]
     keys = ["batch 1", f"batch {args.batch}"]
@@ -134,7 +134,8 @@ def main() -> None:
                       "systems_timed": args.systems, "against": args.against,
                       "weights": weights or "untrained", "systems": rows}, table,
           notes=f"Translators: {weights or 'untrained'}. Bridged: source forward (for the latent relay, the "
-                "source's generation, whose states the translator reads: no second source pass) + translator + "
+                "source's generation, whose states the translator reads, with a second source pass only for the "
+                "rows whose cut solution re-tokenizes otherwise: counted in the JSON) + translator + "
                 "target generation; text relay: source generation + target generation. Latency follows the length "
                 "of the generated answer (last column).")
 

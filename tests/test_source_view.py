@@ -88,8 +88,15 @@ def test_through_answer_keeps_the_final_line():
     assert relay_continuation(p, "2 + 2 = 4.\n#### 4", through_answer=True) == " 2 + 2 = 4.\n#### 4\n"
 
 
-@pytest.fixture
-def shipped_relay(tmp_path, monkeypatch):
+RELAYS = {
+    "resampler": [],
+    # several source layers (the translator reads them all), and rows that stop on a stop string
+    "layers_and_stop": ["translator=kv_prefix", "models.source_layers=[1, 2]", "eval.stop=['####']"],
+}
+
+
+@pytest.fixture(params=sorted(RELAYS))
+def shipped_relay(request, tmp_path, monkeypatch):
     """The shipped latent relay on the zoo pair: trained models that write real, different solutions (a
     random model writes one string for every prompt, and never the relay's separator or line end)."""
     from latentbridge.bridge.build import Experiment
@@ -97,7 +104,7 @@ def shipped_relay(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     recipe = load_recipe("latent_relay", ["train.max_train_examples=2", "eval.n=2", "eval.dev_n=2",
-                                          "eval.max_new_tokens=60"])
+                                          "eval.max_new_tokens=60", *RELAYS[request.param]])
     return Experiment.build(recipe)
 
 
@@ -117,7 +124,7 @@ def test_new_prompts_are_read_from_the_states_the_source_computed_while_solving(
     monkeypatch.setattr(type(bridge.source.model), "forward", counting)
     with torch.no_grad():
         kept = bridge.source_states(prompts)
-    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (1, 0)
+    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (4, 0)
     # the generation only: one pass over the prompts, then one token per step (no pass over prompt + solution)
     assert len(calls) > 1 and all(shape[1] == 1 for shape in calls[1:]), calls
     assert bridge.solutions.is_known(prompts)
@@ -125,10 +132,13 @@ def test_new_prompts_are_read_from_the_states_the_source_computed_while_solving(
     assert len(set(solved)) == len(solved) and all("\n" in s for s in solved)  # real, different solutions
     with torch.no_grad():
         again = bridge.source_states(prompts)  # known now: a second pass, as for a cached item
-    assert bridge.solutions.reused == 1 and calls[-1][1] > 1
+    assert bridge.solutions.reused == 4 and calls[-1][1] > 1
     assert torch.equal(kept.mask, again.mask) and len(set(kept.mask.sum(1).tolist())) > 1  # padding tested
     real_rows = again.mask.bool()
     torch.testing.assert_close(kept.hidden[real_rows], again.hidden[real_rows], atol=1e-4, rtol=1e-4)
+    assert len(kept.layers) == len(again.layers) == len(bridge.source_layers or [])
+    for mine, theirs in zip(kept.layers, again.layers, strict=True):
+        torch.testing.assert_close(mine[real_rows], theirs[real_rows], atol=1e-4, rtol=1e-4)
 
 
 def test_a_solution_that_tokenizes_otherwise_is_read_by_a_second_pass(view, monkeypatch):
@@ -142,6 +152,28 @@ def test_a_solution_that_tokenizes_otherwise_is_read_by_a_second_pass(view, monk
     monkeypatch.setattr(core, "relay_continuation", lambda p, s, through=False: p.separator + "7 apples.\n")
     with torch.no_grad():
         states = bridge.source_states(prompts)
-    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (0, 1)
+    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (0, 3)
     rows = bridge.source_rows(prompts)
     assert states.mask.sum(1).tolist() == [len(r) for r in rows]
+
+
+def test_only_the_rows_that_tokenize_otherwise_get_a_second_pass(shipped_relay, monkeypatch):
+    """One row whose cut solution does not match what was generated: that row alone is run again, the
+    others are read from the generation, and the batch equals a second pass over every row."""
+    from latentbridge.bridge import core
+    from latentbridge.bridge.solutions import relay_continuation
+
+    task, bridge = shipped_relay.task, shipped_relay.bridge
+    prompts = [task.prompt(e) for e in task.examples("test")[:4]]
+    odd = prompts[1].question
+    monkeypatch.setattr(core, "relay_continuation", lambda p, s, through=False: relay_continuation(p, s, through)
+                        + ("Check: 7.\n" if p.question == odd else ""))
+    bridge.solutions.known.clear()
+    with torch.no_grad():
+        mixed = bridge.source_states(prompts)
+    assert (bridge.solutions.reused, bridge.solutions.second_passes) == (3, 1)
+    with torch.no_grad():
+        again = bridge.source_states(prompts)  # known now: a second pass over every row
+    assert torch.equal(mixed.mask, again.mask)
+    real = again.mask.bool()
+    torch.testing.assert_close(mixed.hidden[real], again.hidden[real], atol=1e-4, rtol=1e-4)

@@ -73,3 +73,53 @@ def test_another_attention_implementation_is_refused_in_one_line():
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(LatentBridgeError, match="attention implementation 'flex_attention' with a sliding window"):
         install_position_windows(model, 3, "past_key_values")
+
+
+def _tiny_mistral():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from latentbridge.bridge.models import _cache_argument
+    from latentbridge.bridge.windows import install_position_windows
+
+    config = MistralConfig(sliding_window=3, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                           intermediate_size=16, num_hidden_layers=2, vocab_size=20)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).eval()
+    install_position_windows(model, 3, _cache_argument(type(model)))
+    return model
+
+
+def test_every_pass_gets_a_plain_cache_and_a_padded_row_reads_as_alone():
+    """A pass without a mask still gets a plain cache (every slot, nothing dropped), and a row with padding
+    inside it, continued on that cache, reads what it reads without the padding."""
+    from latentbridge.bridge.models import cache_of, with_cache
+
+    model = _tiny_mistral()
+    with torch.no_grad():
+        prefix = cache_of(model(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6]]), use_cache=True))  # no mask
+        assert not any(prefix.is_sliding) and prefix.get_seq_length() == 6
+        alone = model(input_ids=torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])).logits[0, -2:]
+        mask = torch.tensor([[1] * 6 + [0, 0] + [1, 1]])  # two padding slots between the cache and the text
+        pad = cache_of(model(input_ids=torch.tensor([[0, 0]]), attention_mask=mask[:, :8], use_cache=True,
+                             position_ids=torch.tensor([[0, 0]]), **with_cache(model, prefix)))
+        text = model(input_ids=torch.tensor([[7, 8]]), attention_mask=mask, position_ids=torch.tensor([[6, 7]]),
+                     use_cache=True, **with_cache(model, pad)).logits[0]
+    torch.testing.assert_close(text, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_what_the_hook_cannot_read_is_refused():
+    import pytest
+    from transformers import DynamicCache, MistralConfig
+
+    from latentbridge.bridge.models import with_cache
+    from latentbridge.errors import LatentBridgeError
+
+    model = _tiny_mistral()
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(LatentBridgeError, match="as a keyword"):
+        model(ids, mask)
+    sliding = DynamicCache(config=MistralConfig(sliding_window=3, num_hidden_layers=2, hidden_size=16,
+                                                num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(LatentBridgeError, match="padding inside a row"):
+        model(input_ids=ids, attention_mask=torch.tensor([[1, 0, 1]]), use_cache=True, **with_cache(model, sliding))

@@ -195,29 +195,42 @@ class Bridge:
     def _states_while_solving(self, prompts: Sequence[Prompt]) -> SourceStates | None:
         """The source solves ``prompts`` and keeps the states it computes; they are what
         :meth:`source_states` would compute from the rows it reads (prompt + solution cut as the relay cuts
-        it), laid out the same way. None (the caller then runs the source) where a row's tokens differ from
-        those it generated (the cut text re-tokenizes otherwise) or run past those it read."""
+        it), laid out the same way. A row whose tokens differ from those the source generated (its cut
+        text re-tokenizes otherwise; with ``through_answer``, the line end the relay appends) or run past
+        those it read gets a second pass of its own; None (the caller runs the source) where every row does.
+        ``solutions.reused`` and ``solutions.second_passes`` count the rows of each kind."""
         layers = tuple(dict.fromkeys([self.source_layer, *(self.source_layers or [])]))
         _, solved = self.solutions.solve(prompts, keep=layers)
         rows = self.source_rows(prompts)
         got = [solved.get(self.solutions.digest(p)) for p in prompts]
-        if any(g is None or g.ids[: len(r)] != r for g, r in zip(got, rows, strict=True)):
-            self.solutions.second_passes += 1
+        kept = [g is not None and g.ids[: len(r)] == r for g, r in zip(got, rows, strict=True)]
+        self.solutions.reused += sum(kept)
+        self.solutions.second_passes += len(kept) - sum(kept)
+        if not any(kept):
             return None
-        self.solutions.reused += 1
+        per_row = [{layer: g.hidden[layer][: len(r)] for layer in layers} if ok else None
+                   for g, r, ok in zip(got, rows, kept, strict=True)]
+        again = [i for i, ok in enumerate(kept) if not ok]
+        if again:  # only those rows, through the source once more
+            ids, mask = left_pad([rows[i] for i in again], self.source.pad_id, self.source.device)
+            out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                                    output_hidden_states=True, use_cache=False)
+            for j, i in enumerate(again):
+                per_row[i] = {layer: out.hidden_states[layer][j][mask[j].bool()] for layer in layers}
         lengths = [len(r) for r in rows]
         width = max(lengths)
         mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.source.device)
         for i, n in enumerate(lengths):
             mask[i, width - n:] = 1
 
-        def padded(parts: list[torch.Tensor]) -> torch.Tensor:  # ``t_i d`` each, cut to its row: ``b t d``
+        def padded(layer: int) -> torch.Tensor:  # each row's ``t_i d``, left-padded: ``b t d``
+            parts = [row[layer] for row in per_row]
             out = parts[0].new_zeros(len(parts), width, parts[0].shape[-1])
             for i, (part, n) in enumerate(zip(parts, lengths, strict=True)):
-                out[i, width - n:] = part[:n]
+                out[i, width - n:] = part
             return out
 
-        hidden = {layer: padded([g.hidden[layer] for g in got]) for layer in layers}
+        hidden = {layer: padded(layer) for layer in layers}
         return SourceStates(hidden[self.source_layer], mask, layers=[hidden[i] for i in self.source_layers or ()])
 
     # -- target side ---------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ class Generation:
 class Kept:
     """What the model computed while decoding a batch: ``b T ...`` over the ``L`` prompt positions (left
     padded, ``mask``) then one position per decoding step. Row ``r`` read ``read[r]`` of its generated
-    tokens (a token is read at the step after it was chosen; the last ones chosen were never read)."""
+    tokens (a token is read at the step after it was chosen; the tokens chosen at the last step, when every
+    row had stopped or the length ran out, were never read)."""
 
     mask: torch.Tensor  # b L: the prompt's real positions
     hidden: dict[int, torch.Tensor]  # layer -> b T d

@@ -62,7 +62,7 @@ class SourceSolutions:
         self.path = root / "solutions" / f"{json_digest(key)}.json" if root is not None else None
         self.key = key
         self.known: dict[str, str] = self._load()
-        # batches whose states were read from the source's generation, and those that needed a second pass
+        # rows whose states were read from the source's generation, and rows that needed a second pass
         self.reused = self.second_passes = 0
 
     def _load(self) -> dict[str, str]:

@@ -40,9 +40,8 @@ def allowed_keys(mask: torch.Tensor, q_len: int, window: int | None) -> torch.Te
     slots = torch.arange(kv, device=mask.device)
     q_slots = slots[kv - q_len :]
     seen = real[:, None, :] & (slots[None, None, :] <= q_slots[None, :, None])
-    if window is not None:
-        gap = positions[:, kv - q_len :, None] - positions[:, None, :]
-        seen = seen & (gap < window)
+    if window is not None:  # position(q) - position(k) < window, compared without a b x q x kv integer tensor
+        seen = seen & (positions[:, None, :] > positions[:, kv - q_len :, None] - window)
     pad_query = ~real[:, kv - q_len :, None]
     own = slots[None, None, :] == q_slots[None, :, None]
     return (seen & ~pad_query) | (own & pad_query)
@@ -66,20 +65,34 @@ def install_position_windows(model: Any, window: int, cache_argument: str) -> No
                                 f"builds the window's masks itself, for {' or '.join(SUPPORTED)} attention only")
 
     def hook(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
+        if len(args) > 1:
+            raise LatentBridgeError("a sliding-window model is called with its attention mask as a keyword "
+                                    "(attention_mask=...): latentbridge builds the window's masks from it")
+        if any(kwargs.get(k) is not None for k in ("pixel_values", "token_type_ids")):
+            raise LatentBridgeError("image inputs with a sliding-window model: latentbridge's window masks cover "
+                                    "text only")
+        cache = kwargs.get(cache_argument)
+        use_cache = kwargs.get("use_cache")
+        if cache is None and (use_cache if use_cache is not None else getattr(config, "use_cache", False)):
+            # a plain cache (every slot), also for a pass without a mask: one the model built from its
+            # config would keep only the window's last slots, and a later padded pass could not read it
+            cache = kwargs[cache_argument] = DynamicCache()
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
-            return None
+            return (args, kwargs) if cache is not None else None
         inputs = kwargs.get("inputs_embeds")
         if inputs is None:
             inputs = kwargs.get("input_ids", args[0] if args else None)
         if inputs is None:
             return None
-        cache = kwargs.get(cache_argument)
-        if cache is not None and any(getattr(cache, "is_sliding", None) or ()):
-            return None  # a cache that drops slots (transformers' own generate): its own masks fit it
-        use_cache = kwargs.get("use_cache")
-        if cache is None and (use_cache if use_cache is not None else getattr(config, "use_cache", False)):
-            cache = kwargs[cache_argument] = DynamicCache()
+        if any(getattr(cache, "is_sliding", None) or ()):
+            # a cache that drops slots (transformers' own generate): its own masks fit it where no row has
+            # padding inside it; where one has, they would count the padding
+            inner = (mask.long().diff(dim=1) < 0).any()
+            if inner:
+                raise LatentBridgeError("a sliding-window cache with padding inside a row: latentbridge needs a "
+                                        "plain cache (DynamicCache()) to measure the window in positions")
+            return None
         past = cache.get_seq_length() if cache is not None else 0
         q_len = inputs.shape[1]
         if past + q_len != mask.shape[1]:
