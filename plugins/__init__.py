@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.tasks.multiple_choice",
     "latentbridge.plugins.tasks.passages",
     "latentbridge.plugins.tasks.qa_context",
+    "latentbridge.plugins.tasks.chat_sft",
     "latentbridge.plugins.loggers.jsonl",
     "latentbridge.plugins.loggers.tensorboard",
     "latentbridge.plugins.loggers.wandb",

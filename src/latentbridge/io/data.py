@@ -234,3 +234,52 @@ def read_context_items(path: str | Path, split: str, layout: ContextLayout = "au
     if not examples:
         raise LatentBridgeError(f"{path}: no examples (the file is empty)")
     return examples
+
+
+_CHAT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _turns(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(role, text)`` of a conversation in OpenHermes' layout (``conversations: [{from, value}]``) or the
+    chat-messages one (``messages: [{role, content}]``); roles as ``user``, ``assistant``, ``system``."""
+    if isinstance(record.get("conversations"), list):
+        raw, role_key, text_key = record["conversations"], "from", "value"
+    elif isinstance(record.get("messages"), list):
+        raw, role_key, text_key = record["messages"], "role", "content"
+    else:
+        raise ValueError("expected a list 'conversations' ([{from, value}], OpenHermes) or 'messages' "
+                         "([{role, content}])")
+    turns = []
+    for i, turn in enumerate(raw):
+        if not isinstance(turn, dict) or turn.get(role_key) not in _CHAT_ROLES:
+            raise ValueError(f"turn {i}: '{role_key}' must be one of {', '.join(sorted(_CHAT_ROLES))}")
+        turns.append((_CHAT_ROLES[turn[role_key]], _text(turn.get(text_key), f"turn {i}: field '{text_key}'")))
+    return turns
+
+
+def read_chat_items(path: str | Path, split: str) -> tuple[list[Example], int]:
+    """Instruction/response pairs from a JSONL file of conversations (see :func:`_turns`), and how many
+    conversations were left out for holding more than one exchange. System turns are dropped, as the C2C
+    authors drop them; what is left must be one user turn then one assistant turn: the question and the
+    answer (the response, what training supervises). A missing or mistyped field is an error naming the
+    file and line."""
+    path = Path(path)
+    ids = _Ids(path, split)
+    examples: list[Example] = []
+    longer = 0
+    for line_no, record in _records(path):
+        try:
+            turns = [t for t in _turns(record) if t[0] != "system"]
+        except ValueError as exc:
+            raise LatentBridgeError(f"{path}:{line_no}: {exc}") from None
+        if len(turns) > 2:
+            longer += 1
+            continue
+        if [role for role, _ in turns] != ["user", "assistant"]:
+            raise LatentBridgeError(f"{path}:{line_no}: expected a user turn then an assistant turn, got "
+                                    f"{[role for role, _ in turns]}")
+        examples.append(Example(id=ids(record, line_no), question=turns[0][1], answer=turns[1][1].strip()))
+    if not examples:
+        raise LatentBridgeError(f"{path}: no single-exchange conversations"
+                                + (f" ({longer} with more than one left out)" if longer else " (the file is empty)"))
+    return examples, longer
