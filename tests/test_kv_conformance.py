@@ -10,7 +10,7 @@ source, in float32 and bfloat16:
 * ``c2c`` with a zero fuser equals the target alone; a ``kv_prefix`` message holding the target's own cache of
   some text equals the target reading that text.
 
-The sliding-window families (Mistral with a 16-token window, Gemma-2, Gemma-3) read 1-shot prompts (and
+The sliding-window families (Mistral with a 16-token window, Gemma-2, Gemma-3) read 2-shot prompts (and
 kv_translate's contexts), longer than the window. Before :mod:`latentbridge.bridge.windows`, 166 of these
 cases failed: the window counted the padding between a cache and the text as tokens, and ``c2c``'s
 prefill kept only the window's last slots.
@@ -36,13 +36,13 @@ KINDS = {
     "kv_prefix": [*_KV_PREFIX, "injection=soft_plus_text"],  # the prompt's text after the message
     "kv_prefix_soft_only": [*_KV_PREFIX, "injection=soft_only"],  # the message, then the cue only
     "c2c": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
-            "task.shots=1"],
+            "task.shots=2"],
     # a context split: the source reads three facts and the question, the target the question only
     "kv_translate": ["task=passages", "task.n_facts=3", "translator=kv_translate", "translator.hidden=16",
                      "injection=soft_plus_text"],
 }
-KINDS["kv_prefix"].append("task.shots=1")
-KINDS["kv_prefix_soft_only"].append("task.shots=1")
+KINDS["kv_prefix"].append("task.shots=2")
+KINDS["kv_prefix_soft_only"].append("task.shots=2")
 _EXPERIMENTS: dict[tuple, Experiment] = {}
 
 
