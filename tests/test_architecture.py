@@ -180,3 +180,28 @@ def test_the_readme_layout_names_every_subpackage():
     layout = text[text.index("## Layout"):]
     for name in SUBPACKAGES:
         assert f"`src/latentbridge/{name}/`" in layout, name
+
+
+def test_the_core_dispatches_on_no_message_kind():
+    """Every message kind lays itself out (``Message.target_inputs``): ``Bridge.bridged_inputs`` asks no
+    ``isinstance`` of the message."""
+    tree = ast.parse((SRC / "bridge" / "core.py").read_text(encoding="utf-8"))
+    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "bridged_inputs")
+    checks = [n.lineno for n in ast.walk(method) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "isinstance"
+              and isinstance(n.args[0], ast.Name) and n.args[0].id == "message"
+              and not (isinstance(n.args[1], ast.Attribute) and n.args[1].attr == "Tensor")]
+    assert not checks, f"bridge/core.py lines {checks}"
+
+
+def test_the_example_package_uses_public_names_only():
+    """An outside package written against the README imports ``latentbridge``, ``latentbridge.api`` and the
+    built-in plugins it builds on (never the core's internals: ``latentbridge.bridge``, ``.train``, ...)."""
+    example = PLUGINS / "examples" / "latentbridge-l2" / "latentbridge_l2.py"
+    imported = set()
+    for node in ast.walk(ast.parse(example.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("latentbridge"):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names if a.name.startswith("latentbridge")}
+    public = ("latentbridge.api", "latentbridge.plugins")
+    assert imported and all(m == "latentbridge" or m.startswith(public) for m in imported), imported

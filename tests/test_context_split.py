@@ -249,8 +249,8 @@ def test_kv_translate_train_layout_is_its_generation_layout(random_pair, reverse
         gen_inputs = bridge.bridged_inputs(message, prompts, with_answer=False)
         teacher = model(**train_inputs.model_kwargs()).logits
         first = model(**gen_inputs.model_kwargs()).logits[:, -1]
-        alone = [model(**bridge.bridged_inputs(message.select([r]), [p], with_answer=False).model_kwargs()).logits[0, -1]
-                 for r, p in enumerate(prompts)]
+        alone = [model(**bridge.bridged_inputs(bridge.message([p], examples=[e]), [p], with_answer=False)
+                       .model_kwargs()).logits[0, -1] for p, e in zip(prompts, examples, strict=True)]
     width = teacher.shape[1]
     for r, prompt in enumerate(prompts):
         answer = bridge.target_encoder.target_text(prompt).answer

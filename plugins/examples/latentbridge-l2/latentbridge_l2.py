@@ -22,7 +22,6 @@ from latentbridge import (
     option,
 )
 from latentbridge.api.injection import answer_segment
-from latentbridge.bridge.layout import assemble
 
 
 @dataclass
@@ -71,17 +70,14 @@ class SoftEcho(Message):
     def nbytes(self):  # what crosses the wire is the k tokens once; the target reads them twice
         return [self.tokens[0].numel() * self.tokens.element_size()] * self.rows()
 
-    def select(self, index):
-        return SoftEcho(self.tokens[list(index)])
-
     def vectors(self):  # what the statistics-keeping controls (covgauss, randomrot) redraw or rotate
         return [self.tokens]
 
     def with_vectors(self, groups):
         return SoftEcho(groups[0].to(self.tokens.dtype))
 
-    def target_inputs(self, bridge, rows, texts, prompts):
-        return assemble(rows, self.tokens.to(bridge.target.dtype), bridge.target.embed, bridge.target.pad_id)
+    def target_inputs(self, bridge, rows, texts, prompts):  # laid out as soft tokens are (bridge.layout)
+        return bridge.layout.assemble(rows, self.tokens)
 
 
 class EchoLinear(LinearTranslator):

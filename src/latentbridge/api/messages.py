@@ -18,9 +18,9 @@ and in generation:
   at the prompt's last token (activation communication): the target reads its own prompt, and at that
   position the state entering the layer is replaced by, summed with or averaged with the vector.
 
-A plugin adds a message kind by subclassing :class:`Message` and implementing
-:meth:`Message.target_inputs` (what the target reads for it); an injection mode says which kinds it
-places (``InjectionMode.accepts``). ``nbytes`` reports a message's size (the summaries compare messages
+Every kind, built-in or a plugin's, implements :meth:`Message.target_inputs` (what the target reads for it;
+``bridge.layout``, :class:`Layouts`, lays out the built-in kinds and is there for a plugin's to reuse): the
+core dispatches on no kind. An injection mode says which kinds it places (``InjectionMode.accepts``). ``nbytes`` reports a message's size (the summaries compare messages
 by bytes). :class:`SourceStates` is what a translator reads.
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -60,9 +60,30 @@ class SourceStates:
     context: list[tuple[int, int]] | None = None
 
 
+class Layouts(Protocol):
+    """The layouts of the built-in message kinds, as ``bridge.layout`` offers them to any kind's
+    :meth:`Message.target_inputs` (``rows``: the injection mode's segments per row; each returns the
+    target's ``TargetInputs``)."""
+
+    def assemble(self, rows: Sequence[Sequence[Any]], soft: torch.Tensor | None = None) -> Any:
+        """``rows`` left-padded (positions from the mask), ``soft`` (``b k d``) at each row's ``Soft()``."""
+
+    def soft_tokens(self, message: SoftTokens, rows: Sequence[Sequence[Any]]) -> Any: ...
+
+    def kv_prefix(self, message: KVPrefix, rows: Sequence[Sequence[Any]]) -> Any: ...
+
+    def kv_fusion(self, message: KVFusion, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                  prompts: Sequence[Any]) -> Any: ...
+
+    def kv_share(self, message: KVShare, rows: Sequence[Sequence[Any]]) -> Any: ...
+
+    def activation(self, message: ActivationPatch, rows: Sequence[Sequence[Any]], texts: Sequence[Any]) -> Any: ...
+
+
 class Message:
-    """What a translator emits for a batch. Subclasses set ``kind`` and implement :meth:`nbytes`,
-    :meth:`rows`, :meth:`select`; a kind the core does not know also implements :meth:`target_inputs`."""
+    """What a translator emits for a batch. Subclasses set ``kind`` and implement :meth:`target_inputs`
+    (how the target reads it: most kinds call one of ``bridge.layout``'s :class:`Layouts`), :meth:`nbytes`,
+    :meth:`ntokens` and :meth:`rows`."""
 
     kind: ClassVar[str]
 
@@ -74,8 +95,8 @@ class Message:
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
         """The target's inputs (a ``TargetInputs``) for this message and the injection mode's ``rows``
-        (segments per row; ``texts``, the rows' ``TargetText``; ``prompts``, their prompts). Built-in
-        kinds are laid out by the core (:mod:`latentbridge.bridge.kv`); a plugin's kind says it here."""
+        (segments per row; ``texts``, the rows' ``TargetText``; ``prompts``, their prompts). The core calls
+        it for every kind, built-in or not; ``bridge.layout`` (:class:`Layouts`) lays out the built-in ones."""
         raise NotImplementedError(f"message kind '{self.kind}' has no layout: implement Message.target_inputs")
 
     def nbytes(self) -> list[int]:
@@ -88,10 +109,6 @@ class Message:
     def ntokens(self) -> list[int]:
         """Each row's message length in token positions (soft or virtual tokens; for a fusion, the source
         positions whose cache is sent)."""
-        raise NotImplementedError
-
-    def select(self, index: Sequence[int]) -> Message:
-        """The messages of rows ``index``, in that order."""
         raise NotImplementedError
 
     def vectors(self) -> list[torch.Tensor]:
@@ -116,6 +133,10 @@ class SoftTokens(Message):
     tokens: torch.Tensor
     kind: ClassVar[str] = "soft_tokens"
 
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        return bridge.layout.soft_tokens(self, rows)
+
     def nbytes(self) -> list[int]:
         b, k, d = self.tokens.shape
         return [k * d * _bytes(self.tokens)] * b
@@ -125,9 +146,6 @@ class SoftTokens(Message):
 
     def ntokens(self) -> list[int]:
         return [self.tokens.shape[1]] * self.rows()
-
-    def select(self, index: Sequence[int]) -> SoftTokens:
-        return SoftTokens(self.tokens[list(index)])
 
     def vectors(self) -> list[torch.Tensor]:
         return [self.tokens]
@@ -156,6 +174,10 @@ class KVPrefix(Message):
     layers: list[int] | None = None
     kind: ClassVar[str] = "kv_prefix"
 
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        return bridge.layout.kv_prefix(self, rows)
+
     def read_by(self) -> list[int]:
         """The target layers that read the message."""
         return list(range(len(self.keys))) if self.layers is None else list(self.layers)
@@ -180,11 +202,6 @@ class KVPrefix(Message):
 
     def vector_mask(self) -> torch.Tensor | None:
         return self.mask
-
-    def select(self, index: Sequence[int]) -> KVPrefix:
-        idx = list(index)
-        return KVPrefix([k[idx] for k in self.keys], [v[idx] for v in self.values],
-                        None if self.mask is None else self.mask[idx], self.rotated, self.layers)
 
     def vectors(self) -> list[torch.Tensor]:
         """Per layer, its keys then its values, ``b k (kv_heads head_dim)``."""
@@ -224,6 +241,10 @@ class KVFusion(Message):
     fuse_special: bool = True
     kind: ClassVar[str] = "kv_fusion"
 
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        return bridge.layout.kv_fusion(self, rows, texts, prompts)
+
     def rows(self) -> int:
         return self.mask.shape[0]
 
@@ -242,11 +263,6 @@ class KVFusion(Message):
         target gets (``D``: kv heads x head width; ``mask``: the fused prompt positions that are real)."""
         return dataclasses.replace(self, extra={**self.extra, "delta_map": change})
 
-    def select(self, index: Sequence[int]) -> KVFusion:
-        idx = list(index)
-        return KVFusion([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx],
-                        [self.offsets[i] for i in idx], [self.text[i] for i in idx], self.fuse, self.layers, self.extra,
-                        self.fuse_special)
 
 
 @dataclass
@@ -260,6 +276,10 @@ class ActivationPatch(Message):
     mode: str = "replace"
     kind: ClassVar[str] = "activation"
 
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        return bridge.layout.activation(self, rows, texts)
+
     def rows(self) -> int:
         return self.states.shape[0]
 
@@ -268,9 +288,6 @@ class ActivationPatch(Message):
 
     def nbytes(self) -> list[int]:
         return [self.states.shape[1] * _bytes(self.states)] * self.rows()
-
-    def select(self, index: Sequence[int]) -> ActivationPatch:
-        return ActivationPatch(self.states[list(index)], self.layer, self.mode)
 
     def vectors(self) -> list[torch.Tensor]:
         return [self.states[:, None, :]]
@@ -305,6 +322,6 @@ class KVShare(Message):
         per_token = sum(self.keys[layer][0, :, 0].numel() * _bytes(self.keys[layer]) * 2 for layer in self.shared)
         return [n * per_token for n in self.ntokens()]
 
-    def select(self, index: Sequence[int]) -> KVShare:
-        idx = list(index)
-        return KVShare([k[idx] for k in self.keys], [v[idx] for v in self.values], self.mask[idx], self.shared)
+    def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                      prompts: Sequence[Any]) -> Any:
+        return bridge.layout.kv_share(self, rows)

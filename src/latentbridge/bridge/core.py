@@ -60,6 +60,38 @@ def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Sequence[tuple[i
     return out
 
 
+class Layouts:
+    """How the target reads each built-in message kind (:class:`latentbridge.api.messages.Layouts`): what a
+    kind's :meth:`~latentbridge.api.messages.Message.target_inputs` calls, a plugin's kind included, with
+    ``bridge.layout``. ``rows`` are the injection mode's segments per row."""
+
+    def __init__(self, bridge: Bridge):
+        self.bridge = bridge
+
+    def assemble(self, rows: Sequence[Sequence[Any]], soft: torch.Tensor | None = None) -> TargetInputs:
+        """``rows`` left-padded, ``soft`` (``b k d``, moved to the target) at each row's ``Soft()``."""
+        target = self.bridge.target
+        if soft is not None:
+            soft = soft.to(device=target.device, dtype=target.dtype)
+        return assemble(rows, soft, target.embed, target.pad_id)
+
+    def soft_tokens(self, message: SoftTokens, rows: Sequence[Sequence[Any]]) -> TargetInputs:
+        return self.assemble(rows, message.tokens)
+
+    def kv_prefix(self, message: KVPrefix, rows: Sequence[Sequence[Any]]) -> TargetInputs:
+        return kv_prefix_inputs(self.bridge.target, message, rows)
+
+    def kv_fusion(self, message: KVFusion, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
+                  prompts: Sequence[Prompt]) -> TargetInputs:
+        return kv_fusion_inputs(self.bridge.target, self.bridge.target_encoder, message, rows, texts, prompts)
+
+    def kv_share(self, message: KVShare, rows: Sequence[Sequence[Any]]) -> TargetInputs:
+        return kv_share_inputs(self.bridge.target, message, rows)
+
+    def activation(self, message: ActivationPatch, rows: Sequence[Sequence[Any]], texts: Sequence[Any]) -> TargetInputs:
+        return activation_inputs(self.bridge.target, message, rows, texts)
+
+
 @dataclass
 class Bridge:
     source: FrozenModel
@@ -293,18 +325,12 @@ class Bridge:
                                         f"(it takes {', '.join(mode.accepts)})")
             with blame("injection mode", mode.name, mode):
                 rows.append(mode.segments(text))
-        if isinstance(message, SoftTokens):
-            soft = message.tokens.to(device=self.target.device, dtype=self.target.dtype)
-            return assemble(rows, soft, self.target.embed, self.target.pad_id)
-        if isinstance(message, KVPrefix):
-            return kv_prefix_inputs(self.target, message, rows)
-        if isinstance(message, KVFusion):
-            return kv_fusion_inputs(self.target, self.target_encoder, message, rows, texts, prompts)
-        if isinstance(message, KVShare):
-            return kv_share_inputs(self.target, message, rows)
-        if isinstance(message, ActivationPatch):
-            return activation_inputs(self.target, message, rows, texts)
-        return message.target_inputs(self, rows, texts, prompts)
+        return message.target_inputs(self, rows, texts, prompts)  # every kind lays itself out
+
+    @property
+    def layout(self) -> Layouts:
+        """The layouts of the built-in message kinds, for any kind's :meth:`Message.target_inputs`."""
+        return Layouts(self)
 
     def text_inputs(self, model: FrozenModel, rows: Sequence[Sequence[int]]) -> TargetInputs:
         """Plain-text inputs (baselines), laid out by the same function as the bridged ones."""
