@@ -113,6 +113,13 @@ class Translator(nn.Module):
     def set_progress(self, step: int, total: int) -> None:
         """Training is at ``step`` of ``total`` (called before every step; nothing by default)."""
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups for this translator: ``{"params": [...]}`` each, with ``"lr"``
+        (an absolute learning rate instead of ``train.lr``; the schedule scales it alike) or
+        ``"weight_decay"`` of its own where a group needs them. Every trainable parameter in exactly one
+        group; by default one group of them all."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +46,25 @@ class Experiment:
     def trainable_parameters(self) -> list[nn.Parameter]:
         params = list(self.translator.parameters()) + list(self.objectives.parameters())
         return [p for p in params if p.requires_grad]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's groups: the translator's own (:meth:`Translator.param_groups`), then the
+        objectives' parameters. A translator's groups must hold each of its trainable parameters once."""
+        allowed = {"params", "lr", "weight_decay"}
+        groups = []
+        for group in self.translator.param_groups():
+            extra = set(group) - allowed
+            if extra:
+                raise LatentBridgeError(f"translator '{self.translator.name}': a parameter group may set "
+                                        f"{', '.join(sorted(allowed - {'params'}))}, not {', '.join(sorted(extra))}")
+            groups.append({**group, "params": [p for p in group["params"] if p.requires_grad]})
+        grouped = [id(p) for g in groups for p in g["params"]]
+        own = {id(p) for p in self.translator.parameters() if p.requires_grad}
+        if len(grouped) != len(set(grouped)) or set(grouped) != own:
+            raise LatentBridgeError(f"translator '{self.translator.name}': its parameter groups must hold each "
+                                    "trainable parameter exactly once")
+        objectives = [p for p in self.objectives.parameters() if p.requires_grad]
+        return [g for g in groups if g["params"]] + ([{"params": objectives}] if objectives else [])
 
     def plugin_versions(self) -> dict[str, dict[str, str]]:
         chosen = [("task", self.recipe.task.name), ("translator", self.recipe.translator.name),

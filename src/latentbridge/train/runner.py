@@ -80,8 +80,8 @@ class Runner:
                 f"translator '{r.translator.name}' and the objectives have no trainable parameters; "
                 "use train.steps=0 to evaluate it as it is"
             )
-        dummy = [torch.nn.Parameter(torch.zeros(()))] if not self.params else self.params
-        self.optimizer = torch.optim.AdamW(dummy, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        groups = experiment.param_groups() if self.params else [{"params": [torch.nn.Parameter(torch.zeros(()))]}]
+        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, total=t.steps, warmup=t.warmup_steps, schedule=t.schedule, min_ratio=t.min_lr_ratio),
