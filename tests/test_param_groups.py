@@ -74,3 +74,30 @@ def test_by_default_one_group_of_every_trainable_parameter(random_pair, tmp_path
     plain = LinearTranslator.param_groups(exp.translator)
     assert len(plain) == 1 and len(plain[0]["params"]) == len(list(exp.translator.parameters()))
     assert "lr" not in plain[0] and torch.is_tensor(plain[0]["params"][0])
+
+
+def test_geometry_reaches_a_config_through_the_mixin_and_a_hand_named_field_warns(random_pair):
+    """A translator config inheriting KVGeometryConfig gets every geometry field from the models; one that
+    names a field by hand (the old way) gets it too, with a deprecation warning."""
+    from dataclasses import dataclass, fields
+
+    from latentbridge import KVGeometryConfig, TranslatorConfig, option
+    from latentbridge.bridge.build import cache_fields
+    from latentbridge.bridge.models import load_frozen
+
+    source, target = (load_frozen(str(random_pair[m]), device="cpu") for m in ("llama", "mistral"))
+
+    @dataclass
+    class Mixed(KVGeometryConfig):
+        pass
+
+    @dataclass
+    class ByHand(TranslatorConfig):
+        target_kv_heads: int | None = option(None, help="x")
+
+    filled = cache_fields(Mixed(), source, target)
+    geometry = {f.name for f in fields(KVGeometryConfig)} - {f.name for f in fields(TranslatorConfig)}
+    assert set(filled) == geometry and filled["target_kv_heads"] == target.kv_geometry["kv_heads"]
+    assert filled["source_layers"] == source.kv_geometry["layers"]
+    with pytest.warns(DeprecationWarning, match="inherit latentbridge.KVGeometryConfig"):
+        assert cache_fields(ByHand(), source, target) == {"target_kv_heads": target.kv_geometry["kv_heads"]}

@@ -46,14 +46,14 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge import KVGeometryConfig, Translator, hookimpl, option
 from latentbridge.api.messages import KVFusion
 
 KINDS = ("key", "value")
 
 
 @dataclass
-class C2CConfig(TranslatorConfig):
+class C2CConfig(KVGeometryConfig):
     fuser: Literal["reference", "light"] = option("reference", help="the authors' fuser (input linear, residual "
                                                   "RMSNorm/GELU blocks, projection and weight branches) or a light one")
     hidden: int = option(1024, gt=0, help="width of each fuser (the reference's hidden_dim)")
@@ -73,12 +73,6 @@ class C2CConfig(TranslatorConfig):
     temperature: float = option(1.0, gt=0, help="Gumbel-sigmoid temperature of the gates at the start of training")
     final_temperature: float = option(0.001, gt=0, help="the temperature once annealed")
     anneal_steps: int | None = option(None, gt=0, help="steps over which the temperature falls (default: the run's)")
-    source_layers: int | None = option(None, gt=0, help="sharer layers (default: read from the source)")
-    source_kv_heads: int | None = option(None, gt=0, help="sharer key/value heads (default: read from the source)")
-    source_head_dim: int | None = option(None, gt=0, help="sharer head width (default: read from the source)")
-    target_layers: int | None = option(None, gt=0, help="receiver layers (default: read from the target)")
-    target_kv_heads: int | None = option(None, gt=0, help="receiver key/value heads (default: read from the target)")
-    target_head_dim: int | None = option(None, gt=0, help="receiver head width (default: read from the target)")
 
 
 def layer_map(source_layers: int, target_layers: int, kind: str) -> list[int | None]:

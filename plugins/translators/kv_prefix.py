@@ -29,21 +29,16 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge import KVGeometryConfig, Translator, hookimpl, option
 from latentbridge.api.messages import KVPrefix
 from latentbridge.nn.layers import Attention, feed_forward
 
 
 @dataclass
-class KVPrefixConfig(TranslatorConfig):
+class KVPrefixConfig(KVGeometryConfig):
     d_model: int = option(128, gt=0, help="width of the resampler's latents")
     depth: int = option(2, gt=0, help="blocks of (cross-attention, self-attention, MLP)")
     heads: int = option(4, gt=0, help="attention heads; must divide d_model")
-    target_layers: int | None = option(None, gt=0, help="target layers (default: read from the target)")
-    target_kv_heads: int | None = option(None, gt=0, help="target key/value heads (default: read from the target)")
-    target_head_dim: int | None = option(None, gt=0, help="target head width (default: read from the target)")
-    kv_rms: list[float] | None = option(None, help="per target layer: RMS of its keys, then of its values "
-                                        "(default: measured on the target)")
     n_source_layers: int | None = option(None, gt=0, help="how many source layers it mixes (filled from "
                                          "models.source_layers; null: the one models.source_layer)")
     layers: Literal["all", "learned"] = option("all", help="which target layers read the message: all, or a "

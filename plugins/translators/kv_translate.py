@@ -37,13 +37,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from latentbridge import LatentBridgeError, Translator, TranslatorConfig, hookimpl, option
+from latentbridge import KVGeometryConfig, LatentBridgeError, Translator, hookimpl, option
 from latentbridge.api.messages import KVPrefix
 from latentbridge.nn.rope import unrotate
 
 
 @dataclass
-class KVTranslateConfig(TranslatorConfig):
+class KVTranslateConfig(KVGeometryConfig):
     k: int = option(8, gt=0, help="not used: the message has one position per source token of the context")
     layer_map: Literal["proportional", "last_aligned"] = option(
         "proportional", help="which source layer each target layer reads: 'proportional' (the same relative "
@@ -51,14 +51,6 @@ class KVTranslateConfig(TranslatorConfig):
     hidden: int = option(0, ge=0, help="width of each per-layer map's hidden layer (0: a linear map)")
     rescale: bool = option(True, help="rescale every translated key and value, per position, to the RMS of the "
                            "target's own at that layer (kv_rms)")
-    source_layers: int | None = option(None, gt=0, help="source layers (default: read from the source)")
-    source_kv_heads: int | None = option(None, gt=0, help="source key/value heads (default: read from the source)")
-    source_head_dim: int | None = option(None, gt=0, help="source head width (default: read from the source)")
-    target_layers: int | None = option(None, gt=0, help="target layers (default: read from the target)")
-    target_kv_heads: int | None = option(None, gt=0, help="target key/value heads (default: read from the target)")
-    target_head_dim: int | None = option(None, gt=0, help="target head width (default: read from the target)")
-    kv_rms: list[float] | None = option(None, help="per target layer: RMS of its keys, then of its values "
-                                        "(default: measured on the target)")
 
 
 def layer_map(kind: str, n_source: int, n_target: int) -> list[int]:

@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
-from latentbridge import KVShare, Translator, TranslatorConfig, hookimpl, option
+from latentbridge import KVGeometryConfig, KVShare, Translator, hookimpl, option
 from latentbridge.api.messages import SourceStates
 from latentbridge.nn.keys import capture_attention
 
 
 @dataclass
-class KVCommConfig(TranslatorConfig):
+class KVCommConfig(KVGeometryConfig):
     k: int = option(1, gt=0, help="unused (the message is the source's whole cache)")
     layer_share: float = option(0.3, gt=0, le=1, help="share of the target's layers that read the source's cache "
                                 "(the paper's 0.3, 0.5, 0.7)")
@@ -43,7 +43,6 @@ class KVCommConfig(TranslatorConfig):
     alpha: float = option(1.0, ge=0, le=1, help="weight of the attention score against the depth prior")
     sigma: float = option(10.0, gt=0, help="width of the Gaussian prior over depth, in layers")
     layers: list[int] | None = option(None, help="the sharing layers by hand (no calibration)")
-    target_layers: int | None = option(None, gt=0, help="the target's layers (default: read from the target)")
 
 
 class KVComm(Translator):

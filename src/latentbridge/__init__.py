@@ -30,7 +30,7 @@ from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
 from latentbridge.api.system import System, SystemConfig
 from latentbridge.api.task import ContextTask, ContextTaskConfig, Example, Prompt, Task, TaskConfig
-from latentbridge.api.translator import Translator, TranslatorConfig
+from latentbridge.api.translator import KVGeometryConfig, Translator, TranslatorConfig
 from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
 
 # the library: what each command does, as a function (imported on first use; see __getattr__)
@@ -77,6 +77,7 @@ __all__ = [
     "Text",
     "Translator",
     "TranslatorConfig",
+    "KVGeometryConfig",
     "__version__",
     "hookimpl",
     "option",

@@ -35,6 +35,22 @@ class TranslatorConfig:
         return []
 
 
+@dataclass
+class KVGeometryConfig(TranslatorConfig):
+    """The key/value geometry of both models, for a translator that reads or writes caches: inherit it and
+    the core fills every field left unset from each model's own cache (a translator that names these fields
+    by hand gets them too, for now, with a warning). Set one to check it against the model."""
+
+    source_layers: int | None = option(None, gt=0, help="source layers (default: read from the source)")
+    source_kv_heads: int | None = option(None, gt=0, help="source key/value heads (default: read from the source)")
+    source_head_dim: int | None = option(None, gt=0, help="source head width (default: read from the source)")
+    target_layers: int | None = option(None, gt=0, help="target layers (default: read from the target)")
+    target_kv_heads: int | None = option(None, gt=0, help="target key/value heads (default: read from the target)")
+    target_head_dim: int | None = option(None, gt=0, help="target head width (default: read from the target)")
+    kv_rms: list[float] | None = option(None, help="per target layer: RMS of its keys, then of its values "
+                                        "(default: measured on the target)")
+
+
 class Translator(nn.Module):
     """Maps source hidden states to ``k`` soft tokens: ``(h: b t d_src, mask: b t) -> soft: b k d_tgt``.
 

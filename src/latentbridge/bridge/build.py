@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 
 from latentbridge.api.context import BuildContext
 from latentbridge.api.task import Task
-from latentbridge.api.translator import Translator
+from latentbridge.api.translator import KVGeometryConfig, Translator, TranslatorConfig
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.facts import check_against_models
 from latentbridge.bridge.models import FrozenModel, load_frozen
@@ -177,9 +178,15 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
 
 
 def cache_fields(config: object, source: FrozenModel, target: FrozenModel) -> dict[str, object]:
-    """The key/value geometry fields a translator's config declares and leaves unset (``source_layers``,
-    ``target_kv_heads``, ``kv_rms``, ...), read off each model's own cache."""
+    """The key/value geometry fields of a translator's config (:class:`KVGeometryConfig`) left unset
+    (``source_layers``, ``target_kv_heads``, ``kv_rms``, ...), read off each model's own cache. A config
+    that names some of them by hand, without the mixin, gets them too, with a deprecation warning."""
     names = {f.name for f in dataclasses.fields(config)}
+    geometry = {f.name for f in dataclasses.fields(KVGeometryConfig)} - {f.name for f in dataclasses.fields(TranslatorConfig)}
+    if not isinstance(config, KVGeometryConfig) and names & geometry:
+        warnings.warn(f"{type(config).__name__} names {', '.join(sorted(names & geometry))} by hand: inherit "
+                      "latentbridge.KVGeometryConfig instead (filling them by name goes in 0.2)",
+                      DeprecationWarning, stacklevel=2)
     fill: dict[str, object] = {}
     for side, model in (("source", source), ("target", target)):
         for fact in ("layers", "kv_heads", "head_dim"):
