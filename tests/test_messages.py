@@ -89,7 +89,7 @@ def test_fusion_with_zero_deltas_is_the_target_reading_its_own_prompt(random_pai
     c2c at evaluation is one: its gates start closed (logit 0, the reference's initialisation)."""
     exp = experiment(random_pair, "c2c", "fused_prompt", reverse=reverse)
     exp.translator.eval()
-    assert all(float(f.gate_logit(kind)) == 0.0 for f in exp.translator.fusers.values() for kind in ("key", "value"))
+    assert all(float(f.gate_logit(kind).detach()) == 0.0 for f in exp.translator.fusers.values() for kind in ("key", "value"))
     bridge = exp.bridge
     _, prompts = batch(exp)
     with torch.no_grad():
@@ -657,3 +657,61 @@ def test_with_retokenize_the_source_reads_the_targets_tokens_and_specials_keep_t
         own_rows = other.bridge.source_rows(prompts)
         assert other.bridge.source_states(prompts).mask.sum(1).tolist() == [len(r) for r in own_rows]
         assert [len(r) for r in own_rows] != [len(r) for r in rows]
+
+
+def test_a_plugin_adds_a_key_value_message_kind_with_public_names_only(random_pair, monkeypatch):
+    """The example package's ``kv_echo``: k virtual keys and values per target layer, laid out through
+    ``bridge.layout.kv_prefix`` by its own ``target_inputs``, with its translator (geometry from
+    ``KVGeometryConfig``) and injection mode: registered, trained one step, and read as a cache (a message
+    holding the target's own cache of a text reads as that text)."""
+    import importlib.util
+    import sys
+    import types
+
+    from latentbridge import hookimpl
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.recipe import validate_recipe
+    from latentbridge.registry.host import Registry
+
+    from .conftest import REPO
+    from .helpers import recipe_dict
+
+    path = REPO / "plugins" / "examples" / "latentbridge-l2" / "latentbridge_l2.py"
+    spec = importlib.util.spec_from_file_location("latentbridge_l2_kv", path)
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)
+    spec.loader.exec_module(example)
+    plugin = types.SimpleNamespace(
+        register_translators=hookimpl(lambda register: register(example.EchoKV)),
+        register_injection_modes=hookimpl(lambda register: register(example.CachePrefix)),
+    )
+    registry = Registry.load(autoload=False, extra=[plugin])
+    data = recipe_dict(random_pair, "translator=echo_kv", "translator.k=2", "injection=cache_prefix",
+                       "task.shots=1", reverse=True)  # the target has a BOS: the cache follows it
+    exp = Experiment.build(validate_recipe(data, registry), registry)
+    c = exp.translator.config
+    assert (c.target_layers, c.target_kv_heads, c.target_head_dim) == tuple(
+        exp.bridge.target.kv_geometry[f] for f in ("layers", "kv_heads", "head_dim"))
+    from latentbridge.train.steps import StepBuilder
+
+    ctx = StepBuilder(exp, torch.Generator().manual_seed(0)).context(1, exp.task.examples("train")[:4])
+    assert ctx.message.kind == "kv_echo" and ctx.message.nbytes()[0] > 0
+    exp.objectives["nll"](ctx).backward()
+    assert exp.translator.out.weight.grad.abs().sum() > 0
+    bridge, target = exp.bridge, exp.bridge.target
+    _, prompts = batch(exp, 3)
+    texts = [bridge.target_encoder.target_text(p) for p in prompts]
+    words = target.tokenizer(" seven apples", add_special_tokens=False)["input_ids"]
+    prefix = list(texts[0].prefix)
+    with torch.no_grad():
+        own = cache_of(target.model(input_ids=torch.tensor([prefix + words]), use_cache=True))
+        keys = [layer.keys[..., len(prefix):, :].expand(3, -1, -1, -1) for layer in own.layers]
+        values = [layer.values[..., len(prefix):, :].expand(3, -1, -1, -1) for layer in own.layers]
+        inputs = bridge.bridged_inputs(example.KVEcho(keys, values), prompts, with_answer=True)
+        logits = inputs.forward(target.model).logits
+        for r, text in enumerate(texts):
+            ids = [*prefix, *words, *text.prompt, *text.answer]
+            alone = target.model(input_ids=torch.tensor([ids])).logits[0]
+            supervised = (inputs.labels[r] != -100).nonzero().flatten()
+            torch.testing.assert_close(logits[r, supervised - 1], alone[len(ids) - len(text.answer) - 1 : -1],
+                                       atol=1e-4, rtol=1e-4)

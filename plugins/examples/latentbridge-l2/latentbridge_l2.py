@@ -1,6 +1,8 @@
 """An example third-party latentbridge plugin: objective ``l2`` (an L2 penalty on the soft tokens), a
 message kind of its own (``soft_echo``) with the translator that emits it and the injection mode that places
-it, and an evaluation system of its own (``answer_relay``)."""
+it, a key/value message kind of its own (``kv_echo``, read as a cache prefix) with its translator and
+injection mode, and an evaluation system of its own (``answer_relay``). It imports only ``latentbridge``,
+``latentbridge.api`` and a built-in translator."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from latentbridge.plugins.translators.linear import LinearTranslator
 
 from latentbridge import (
     InjectionMode,
+    KVGeometryConfig,
+    KVPrefix,
     Message,
     Objective,
     ObjectiveConfig,
@@ -18,6 +22,7 @@ from latentbridge import (
     StepContext,
     System,
     Text,
+    Translator,
     hookimpl,
     option,
 )
@@ -100,14 +105,89 @@ class SoftAround(InjectionMode):
         return [Text(text.prefix), Soft(), Text(text.prompt), Soft(), *answer_segment(text)]
 
 
+# -- a key/value message kind of its own: k virtual tokens' keys and values, read as a cache prefix ---------
+
+
+@dataclass
+class KVEcho(Message):
+    """``keys[l]``, ``values[l]``: ``b kv_heads k head_dim`` per target layer (after its rotary embedding),
+    laid out as the built-in kv prefix is (``bridge.layout.kv_prefix``), so the target reads them as a
+    cache right after its special prefix; its bytes are those of every layer's keys and values."""
+
+    keys: list
+    values: list
+    kind = "kv_echo"
+
+    def rows(self):
+        return self.keys[0].shape[0]
+
+    def ntokens(self):
+        return [self.keys[0].shape[2]] * self.rows()
+
+    def nbytes(self):
+        per_row = sum(k[0].numel() * k.element_size() + v[0].numel() * v.element_size()
+                      for k, v in zip(self.keys, self.values, strict=True))
+        return [per_row] * self.rows()
+
+    def vectors(self):
+        return [t.transpose(1, 2).flatten(2) for pair in zip(self.keys, self.values, strict=True) for t in pair]
+
+    def with_vectors(self, groups):
+        flat = [t for pair in zip(self.keys, self.values, strict=True) for t in pair]
+        shaped = [g.reshape(t.shape[0], t.shape[2], t.shape[1], t.shape[3]).transpose(1, 2).to(t.dtype)
+                  for g, t in zip(groups, flat, strict=True)]
+        return KVEcho(shaped[0::2], shaped[1::2])
+
+    def target_inputs(self, bridge, rows, texts, prompts):
+        return bridge.layout.kv_prefix(KVPrefix(self.keys, self.values), rows)
+
+
+@dataclass
+class EchoKVConfig(KVGeometryConfig):
+    pass
+
+
+class EchoKV(Translator):
+    """The source's states averaged, then one linear map per target layer to k virtual keys and values."""
+
+    name = "echo_kv"
+    Config = EchoKVConfig
+    emits = "kv_echo"
+
+    def __init__(self, config):
+        super().__init__(config)
+        c = config
+        self.heads, self.head_dim = c.target_kv_heads, c.target_head_dim
+        self.out = torch.nn.Linear(c.d_src, c.target_layers * 2 * c.k * c.target_kv_heads * c.target_head_dim)
+
+    def message(self, states, seeds=None):
+        c = self.config
+        h, mask = states.hidden.to(self.out.weight.dtype), states.mask.to(self.out.weight.dtype)
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        kv = self.out(pooled).view(h.shape[0], c.target_layers, 2, self.heads, c.k, self.head_dim)
+        return KVEcho([kv[:, i, 0] for i in range(c.target_layers)], [kv[:, i, 1] for i in range(c.target_layers)])
+
+
+class CachePrefix(InjectionMode):
+    """[bos][kv_echo's virtual tokens][prompt]: the message as a cache before the prompt."""
+
+    name = "cache_prefix"
+    accepts = ("kv_echo",)
+
+    def segments(self, text):
+        return [Text(text.prefix), Soft(), Text(text.prompt), *answer_segment(text)]
+
+
 @hookimpl
 def register_translators(register):
     register(EchoLinear)
+    register(EchoKV)
 
 
 @hookimpl
 def register_injection_modes(register):
     register(SoftAround)
+    register(CachePrefix)
 
 
 # -- an evaluation system of its own: the source's final answer line alone, relayed as text -------------
