@@ -662,8 +662,9 @@ def test_with_retokenize_the_source_reads_the_targets_tokens_and_specials_keep_t
 def test_a_plugin_adds_a_key_value_message_kind_with_public_names_only(random_pair, monkeypatch):
     """The example package's ``kv_echo``: k virtual keys and values per target layer, laid out through
     ``bridge.layout.kv_prefix`` by its own ``target_inputs``, with its translator (geometry from
-    ``KVGeometryConfig``) and injection mode: registered, trained one step, and read as a cache (a message
-    holding the target's own cache of a text reads as that text)."""
+    ``KVGeometryConfig``); its layout family (``cache_prefix``) lets the built-in ``soft_plus_text`` and
+    ``soft_only`` place it, not ``fused_prompt``. Registered, trained one step, and read as a cache (a
+    message holding the target's own cache of a text reads as that text)."""
     import importlib.util
     import sys
     import types
@@ -681,12 +682,12 @@ def test_a_plugin_adds_a_key_value_message_kind_with_public_names_only(random_pa
     example = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, example)
     spec.loader.exec_module(example)
-    plugin = types.SimpleNamespace(
-        register_translators=hookimpl(lambda register: register(example.EchoKV)),
-        register_injection_modes=hookimpl(lambda register: register(example.CachePrefix)),
-    )
-    registry = Registry.load(autoload=False, extra=[plugin])
-    data = recipe_dict(random_pair, "translator=echo_kv", "translator.k=2", "injection=cache_prefix",
+    plugin = types.SimpleNamespace(register_translators=hookimpl(lambda register: register(example.EchoKV)))
+    registry = Registry.load(autoload=True, extra=[plugin])
+    with pytest.raises(ConfigError, match="'fused_prompt' does not place the kv_echo message"):
+        validate_recipe(recipe_dict(random_pair, "translator=echo_kv", "injection=fused_prompt"), registry)
+    validate_recipe(recipe_dict(random_pair, "translator=echo_kv", "injection=soft_only"), registry)
+    data = recipe_dict(random_pair, "translator=echo_kv", "translator.k=2", "injection=soft_plus_text",
                        "task.shots=1", reverse=True)  # the target has a BOS: the cache follows it
     exp = Experiment.build(validate_recipe(data, registry), registry)
     c = exp.translator.config
@@ -715,3 +716,13 @@ def test_a_plugin_adds_a_key_value_message_kind_with_public_names_only(random_pa
             supervised = (inputs.labels[r] != -100).nonzero().flatten()
             torch.testing.assert_close(logits[r, supervised - 1], alone[len(ids) - len(text.answer) - 1 : -1],
                                        atol=1e-4, rtol=1e-4)
+
+
+def test_a_message_kind_names_a_known_layout_family():
+    from latentbridge.api.messages import LAYOUTS, Message, layout_of
+
+    assert [layout_of(k) for k in ("soft_tokens", "kv_prefix", "kv_fusion", "kv_share", "activation")] == \
+        ["soft_slot", "cache_prefix", "fused_prompt", "cache_before", "patched_prompt"]
+    assert set(LAYOUTS) == {"soft_slot", "cache_prefix", "fused_prompt", "cache_before", "patched_prompt"}
+    with pytest.raises(ValueError, match="layout must be one of"):
+        type("Odd", (Message,), {"kind": "odd", "layout": "soft_slots"})

@@ -12,7 +12,7 @@ class AfterCache(FusedPrompt):
     target's own text follows, at the layers it shares."""
 
     name = "after_cache"
-    accepts = ("kv_share",)
+    accepts = ("cache_before",)
 
 
 @hookimpl

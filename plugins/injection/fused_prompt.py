@@ -12,7 +12,7 @@ class FusedPrompt(InjectionMode):
     changes the cache of these positions, the answer positions are never fused."""
 
     name = "fused_prompt"
-    accepts = ("kv_fusion",)
+    accepts = ("fused_prompt",)
 
     def segments(self, text: TargetText) -> list[Segment]:
         return [Text(text.prefix), Text(text.prompt), *answer_segment(text)]

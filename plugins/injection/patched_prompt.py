@@ -13,7 +13,7 @@ class PatchedPrompt(FusedPrompt):
     changes the state entering one layer at the prompt's last token."""
 
     name = "patched_prompt"
-    accepts = ("activation",)
+    accepts = ("patched_prompt",)
 
 
 @hookimpl

@@ -11,7 +11,7 @@ class SoftOnly(InjectionMode):
     """[bos][soft][cue]: the question reaches the target only through the soft tokens."""
 
     name = "soft_only"
-    accepts = ("soft_tokens", "kv_prefix")
+    accepts = ("soft_slot", "cache_prefix")
     reads_question = False
 
     def segments(self, text: TargetText) -> list[Segment]:

@@ -11,7 +11,7 @@ class SoftPlusText(InjectionMode):
     """[bos][soft][prompt]: soft tokens in front of the literal prompt (few-shot header and question)."""
 
     name = "soft_plus_text"
-    accepts = ("soft_tokens", "kv_prefix")
+    accepts = ("soft_slot", "cache_prefix")
 
     def segments(self, text: TargetText) -> list[Segment]:
         return [Text(text.prefix), Soft(), Text(text.prompt), *answer_segment(text)]

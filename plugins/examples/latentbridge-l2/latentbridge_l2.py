@@ -1,7 +1,8 @@
 """An example third-party latentbridge plugin: objective ``l2`` (an L2 penalty on the soft tokens), a
 message kind of its own (``soft_echo``) with the translator that emits it and the injection mode that places
-it, a key/value message kind of its own (``kv_echo``, read as a cache prefix) with its translator and
-injection mode, and an evaluation system of its own (``answer_relay``). It imports only ``latentbridge``,
+it, a key/value message kind of its own (``kv_echo``, laid out as a cache prefix, so the built-in
+``soft_only`` and ``soft_plus_text`` place it) with its translator, and an evaluation system of its own
+(``answer_relay``). It imports only ``latentbridge``,
 ``latentbridge.api`` and a built-in translator."""
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class KVEcho(Message):
     keys: list
     values: list
     kind = "kv_echo"
+    layout = "cache_prefix"  # the family of segments it needs: every injection mode that accepts it places it
 
     def rows(self):
         return self.keys[0].shape[0]
@@ -168,16 +170,6 @@ class EchoKV(Translator):
         return KVEcho([kv[:, i, 0] for i in range(c.target_layers)], [kv[:, i, 1] for i in range(c.target_layers)])
 
 
-class CachePrefix(InjectionMode):
-    """[bos][kv_echo's virtual tokens][prompt]: the message as a cache before the prompt."""
-
-    name = "cache_prefix"
-    accepts = ("kv_echo",)
-
-    def segments(self, text):
-        return [Text(text.prefix), Soft(), Text(text.prompt), *answer_segment(text)]
-
-
 @hookimpl
 def register_translators(register):
     register(EchoLinear)
@@ -187,7 +179,6 @@ def register_translators(register):
 @hookimpl
 def register_injection_modes(register):
     register(SoftAround)
-    register(CachePrefix)
 
 
 # -- an evaluation system of its own: the source's final answer line alone, relayed as text -------------

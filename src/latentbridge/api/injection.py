@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from latentbridge.api.messages import layout_of
 from latentbridge.api.segments import Segment, Text
 
 
@@ -60,18 +61,25 @@ class InjectionMode:
     which pieces the target reads, in order; :func:`latentbridge.bridge.layout.assemble` does the rest
     (left padding as ``[pad][bos][soft][text]``, positions from the mask, labels ``-100`` except answers).
     ``reads_question`` says whether the literal question text is part of the input (False for
-    ``soft_only``: the only mode that really tests communication). ``accepts`` names the message kinds
-    it places (:mod:`latentbridge.api.messages`): a ``Soft()`` segment holds soft tokens or, for a
-    ``kv_prefix``, the virtual tokens' place; a mode without one can take a ``kv_fusion``.
+    ``soft_only``: the only mode that really tests communication). ``accepts`` names the layout families
+    (``Message.layout``: ``soft_slot``, ``cache_prefix``, ``fused_prompt``, ``cache_before``,
+    ``patched_prompt``) or message kinds it places: a ``Soft()`` segment holds soft tokens (``soft_slot``)
+    or a cache's place (``cache_prefix``); a mode without one can take a ``fused_prompt`` message.
+    :meth:`takes` says whether it places a kind.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[InjectionConfig]] = InjectionConfig
     reads_question: ClassVar[bool] = True
-    accepts: ClassVar[tuple[str, ...]] = ("soft_tokens",)
+    accepts: ClassVar[tuple[str, ...]] = ("soft_slot",)
 
     def __init__(self, config: InjectionConfig):
         self.config = config
+
+    @classmethod
+    def takes(cls, kind: str) -> bool:
+        """Whether it places messages of ``kind``: named, or of a layout family it accepts."""
+        return kind in cls.accepts or layout_of(kind) in cls.accepts
 
     @abstractmethod
     def segments(self, text: TargetText) -> list[Segment]:

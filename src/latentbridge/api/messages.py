@@ -80,12 +80,37 @@ class Layouts(Protocol):
     def activation(self, message: ActivationPatch, rows: Sequence[Sequence[Any]], texts: Sequence[Any]) -> Any: ...
 
 
+LAYOUTS = ("soft_slot", "cache_prefix", "fused_prompt", "cache_before", "patched_prompt")
+_KINDS: dict[str, type[Message]] = {}
+
+
+def layout_of(kind: str) -> str | None:
+    """The layout family of message kind ``kind`` (None for a kind no loaded module defines)."""
+    cls = _KINDS.get(kind)
+    return cls.layout if cls is not None else None
+
+
 class Message:
     """What a translator emits for a batch. Subclasses set ``kind`` and implement :meth:`target_inputs`
     (how the target reads it: most kinds call one of ``bridge.layout``'s :class:`Layouts`), :meth:`nbytes`,
-    :meth:`ntokens` and :meth:`rows`."""
+    :meth:`ntokens` and :meth:`rows`.
+
+    ``layout`` names the family of segments it needs from an injection mode, so that a mode accepts a
+    family rather than each kind by name: ``soft_slot`` (vectors at each ``Soft()``), ``cache_prefix``
+    (a cache in the ``Soft()``'s place), ``fused_prompt`` (the target's own prompt, fused, no ``Soft()``),
+    ``cache_before`` (a cache before the whole row, no ``Soft()``), ``patched_prompt`` (the prompt read
+    as it is, the message acting inside the model). None: only modes that name the kind accept it."""
 
     kind: ClassVar[str]
+    layout: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("kind"), str):
+            _KINDS[cls.kind] = cls
+        if cls.layout is not None and cls.layout not in LAYOUTS:
+            raise ValueError(f"message kind {cls.__name__}: layout must be one of {', '.join(LAYOUTS)}, "
+                             f"not {cls.layout!r}")
 
     def vector_mask(self) -> torch.Tensor | None:
         """``b n``: which of :meth:`vectors`' positions are real, for a kind whose rows differ in length
@@ -132,6 +157,7 @@ class SoftTokens(Message):
 
     tokens: torch.Tensor
     kind: ClassVar[str] = "soft_tokens"
+    layout: ClassVar[str | None] = "soft_slot"
 
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
@@ -173,6 +199,7 @@ class KVPrefix(Message):
     rotated: bool = True
     layers: list[int] | None = None
     kind: ClassVar[str] = "kv_prefix"
+    layout: ClassVar[str | None] = "cache_prefix"
 
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
@@ -240,6 +267,7 @@ class KVFusion(Message):
     extra: dict[str, Any] = field(default_factory=dict)
     fuse_special: bool = True
     kind: ClassVar[str] = "kv_fusion"
+    layout: ClassVar[str | None] = "fused_prompt"
 
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
@@ -275,6 +303,7 @@ class ActivationPatch(Message):
     layer: int
     mode: str = "replace"
     kind: ClassVar[str] = "activation"
+    layout: ClassVar[str | None] = "patched_prompt"
 
     def target_inputs(self, bridge: Any, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                       prompts: Sequence[Any]) -> Any:
@@ -310,6 +339,7 @@ class KVShare(Message):
     mask: torch.Tensor
     shared: list[int]
     kind: ClassVar[str] = "kv_share"
+    layout: ClassVar[str | None] = "cache_before"
 
     def rows(self) -> int:
         return self.mask.shape[0]

@@ -320,7 +320,7 @@ class Bridge:
         modes = modes or [self.injection] * len(texts)
         rows = []
         for mode, text in zip(modes, texts, strict=True):
-            if message.kind not in mode.accepts:
+            if not mode.takes(message.kind):
                 raise LatentBridgeError(f"injection mode '{mode.name}' does not take a {message.kind} message "
                                         f"(it takes {', '.join(mode.accepts)})")
             with blame("injection mode", mode.name, mode):

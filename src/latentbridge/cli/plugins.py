@@ -90,9 +90,12 @@ def _show(info: PluginInfo) -> None:
         console.print(f"trains messages: {', '.join(trains) if trains is not None else 'any kind'}", highlight=False)
     if info.kind == "translator":
         extra = " (reads the source's key/value cache)" if info.cls.reads_cache else ""
-        console.print(f"emits: {info.cls.emits}{extra}", highlight=False)
+        from latentbridge.api.messages import layout_of
+
+        family = layout_of(info.cls.emits)
+        console.print(f"emits: {info.cls.emits}{f' (layout {family})' if family else ''}{extra}", highlight=False)
     if info.kind == "injection":
-        console.print(f"accepts messages: {', '.join(info.cls.accepts)}", highlight=False)
+        console.print(f"accepts messages: {', '.join(info.cls.accepts)} (layout families or kinds)", highlight=False)
     if info.kind == "system":
         default = "evaluated by default" if info.cls.default else "evaluated when eval.systems names it"
         console.print(f"role: {info.cls.role} ({default}; settings: eval.system_config.{info.name})", highlight=False)

@@ -60,11 +60,11 @@ def message_problems(specs: Mapping[str, Any], objectives: Mapping[str, Any], cu
         modes.append(("curriculum.text_injection", curriculum.text_injection))
     problems = []
     for path, mode in modes:
-        accepts = registry.get("injection", mode).cls.accepts if mode in registry.names("injection") else None
-        if accepts is not None and kind not in accepts:
-            takes = [n for n in registry.names("injection") if kind in registry.get("injection", n).cls.accepts]
+        cls = registry.get("injection", mode).cls if mode in registry.names("injection") else None
+        if cls is not None and not cls.takes(kind):
+            takes = [n for n in registry.names("injection") if registry.get("injection", n).cls.takes(kind)]
             problems.append(f"{path}: '{mode}' does not place the {kind} message of translator '{translator.name}' "
-                            f"(it takes {', '.join(accepts)}); use one of: {', '.join(takes) or 'none'}")
+                            f"(it takes {', '.join(cls.accepts)}); use one of: {', '.join(takes) or 'none'}")
     for name in objectives:
         trains = registry.get("objective", name).cls.messages
         if trains is not None and kind not in trains:
