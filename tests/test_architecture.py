@@ -205,3 +205,11 @@ def test_the_example_package_uses_public_names_only():
             imported |= {a.name for a in node.names if a.name.startswith("latentbridge")}
     public = ("latentbridge.api", "latentbridge.plugins")
     assert imported and all(m == "latentbridge" or m.startswith(public) for m in imported), imported
+
+
+def test_the_layout_helpers_are_public_in_the_api():
+    from latentbridge.api import layout as public
+    from latentbridge.bridge import layout as internal
+
+    for name in ("left_pad", "positions_from_mask", "pad_hidden"):
+        assert getattr(internal, name) is getattr(public, name)  # one function, its home the api
