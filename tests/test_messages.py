@@ -596,6 +596,10 @@ def test_retokenize_gives_one_sharer_token_per_receiver_token(random_pair, rever
     ids = exp.bridge.target_encoder.prompt_ids(prompts[0])
     first, longest = retokenize(receiver, sharer, ids, "first"), retokenize(receiver, sharer, ids, "longest")
     assert len(first) == len(longest) == len(ids)
+    memo: dict[int, int] = {}
+    assert retokenize(receiver, sharer, ids, "first", memo) == first and set(memo) == set(ids)
+    memo[ids[-1]] = -7  # a remembered mapping is what the next call reads
+    assert retokenize(receiver, sharer, ids[-1:], "first", memo) == [-7]
     split = 0
     for token, f, g in zip(ids, first, longest, strict=True):
         if token in receiver.all_special_ids:

@@ -217,9 +217,8 @@ class C2C(Translator):
                 out.append(own + (gate * weight * projection).to(own.dtype))
             return out[0], out[1]
 
-        hard = {t: [float(self.fusers[t].gate_logit(kind) > 0) for kind in KINDS] for t in self.fusers}
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
-                        states.text, fuse, self.layer_map, extra={"gates": hard},
+                        states.text, fuse, self.layer_map,
                         fuse_special=self.config.alignment == "last_character")
 
     def describe(self) -> dict:

@@ -111,6 +111,7 @@ class Bridge:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
         self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
+        self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token
 
     # -- source side ---------------------------------------------------------------------------------
 
@@ -187,8 +188,9 @@ class Bridge:
         # a translator aligned as the C2C authors align: the source reads the target's tokens, re-encoded
         strategy = getattr(self.translator, "retokenize", None) if cache else None
         if strategy:
+            memo = self._retokenized.setdefault(strategy, {})  # per strategy: the pair is the bridge's
             rows = [retokenize(self.target.tokenizer, self.source.tokenizer, self.target_encoder.prompt_ids(p),
-                               strategy) for p in prompts]
+                               strategy, memo) for p in prompts]
         else:
             rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)

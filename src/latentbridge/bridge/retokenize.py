@@ -31,24 +31,32 @@ def _special(receiver: Any, sharer: Any, token_id: int) -> int:
     return _fallback(sharer)
 
 
-def retokenize(receiver: Any, sharer: Any, ids: Sequence[int], strategy: str = "first") -> list[int]:
-    """One sharer token id per receiver token id of ``ids`` (see the module)."""
+def _one(receiver: Any, sharer: Any, token_id: int, strategy: str, special: set[int]) -> int:
+    if token_id in special:
+        return _special(receiver, sharer, token_id)
+    text = receiver.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    encoded = sharer(text, add_special_tokens=False)["input_ids"]
+    if not encoded:
+        return _fallback(sharer)
+    if len(encoded) == 1 or strategy == "first":
+        return int(encoded[0])
+    lengths = [len(sharer.decode([t], skip_special_tokens=False, clean_up_tokenization_spaces=False)) for t in encoded]
+    return int(encoded[lengths.index(max(lengths))])
+
+
+def retokenize(receiver: Any, sharer: Any, ids: Sequence[int], strategy: str = "first",
+               memo: dict[int, int] | None = None) -> list[int]:
+    """One sharer token id per receiver token id of ``ids`` (see the module). ``memo`` (receiver id ->
+    sharer id, for this pair and strategy) keeps what was mapped for the next call: the mapping is per
+    token, and training maps the same tokens at every step."""
     if strategy not in ("first", "longest"):
         raise ValueError(f"alignment strategy must be 'first' or 'longest', not {strategy!r}")
-    special = set(receiver.all_special_ids)
+    memo = {} if memo is None else memo
+    special: set[int] | None = None
     out = []
     for token_id in ids:
-        if token_id in special:
-            out.append(_special(receiver, sharer, token_id))
-            continue
-        text = receiver.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        encoded = sharer(text, add_special_tokens=False)["input_ids"]
-        if not encoded:
-            out.append(_fallback(sharer))
-        elif len(encoded) == 1 or strategy == "first":
-            out.append(int(encoded[0]))
-        else:
-            lengths = [len(sharer.decode([t], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-                       for t in encoded]
-            out.append(int(encoded[lengths.index(max(lengths))]))
+        if token_id not in memo:
+            special = set(receiver.all_special_ids) if special is None else special
+            memo[token_id] = _one(receiver, sharer, token_id, strategy, special)
+        out.append(memo[token_id])
     return out
