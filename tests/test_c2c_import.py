@@ -35,7 +35,7 @@ def checkpoint(random_pair, tmp_path):
             "dtype": {"__type__": "torch.dtype", "value": "bfloat16"}}
     config = C2CConfig(source_layers=s["layers"], source_kv_heads=s["kv_heads"], source_head_dim=s["head_dim"],
                        target_layers=t["layers"], target_kv_heads=t["kv_heads"], target_head_dim=t["head_dim"],
-                       hidden=HIDDEN, intermediate=HIDDEN, d_src=8, d_tgt=8, target_rms=1.0)
+                       hidden=HIDDEN, intermediate=HIDDEN, d_src=8, d_tgt=8)
     offset = s["layers"] - t["layers"]
     layers = {str(r): [[min(max(r + offset, 0), s["layers"] - 1), r]] for r in range(t["layers"])}
     torch.manual_seed(3)

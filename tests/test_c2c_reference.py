@@ -47,7 +47,7 @@ def reference_branch(sd, kind, receiver, sharer, gate, blocks=BLOCKS):
 def translator(**over) -> C2C:
     config = C2CConfig(source_layers=2, source_kv_heads=HS, source_head_dim=DS, target_layers=2,
                        target_kv_heads=HT, target_head_dim=DT, hidden=HIDDEN, intermediate=INNER, blocks=BLOCKS,
-                       dropout=0.0, d_src=8, d_tgt=8, target_rms=1.0, **over)
+                       dropout=0.0, d_src=8, d_tgt=8, **over)
     torch.manual_seed(0)
     c2c = C2C(config)
     with torch.no_grad():  # every weight random, the gates open or closed by hand
@@ -106,7 +106,7 @@ def test_the_reference_sizes():
     receiving from Qwen2.5-0.5B (2 x 64) has 17,066,002 parameters per receiver layer (two branches of
     8,533,000 and two gate logits), as their projector does."""
     config = C2CConfig(source_layers=24, source_kv_heads=2, source_head_dim=64, target_layers=1,
-                       target_kv_heads=8, target_head_dim=128, d_src=896, d_tgt=1024, target_rms=1.0)
+                       target_kv_heads=8, target_head_dim=128, d_src=896, d_tgt=1024)
     from latentbridge.plugins.translators.c2c import LayerFuser
 
     assert sum(p.numel() for p in LayerFuser(config).parameters()) == 17_066_002

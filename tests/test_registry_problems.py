@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from typer.testing import CliRunner
 
-from latentbridge import Objective, ObjectiveConfig, Translator, TranslatorConfig, hookimpl
+from latentbridge import Objective, ObjectiveConfig, SoftTokenConfig, Translator, hookimpl
 from latentbridge.cli import app
 from latentbridge.config.recipe import validate_recipe
 from latentbridge.config.yamlio import parse_yaml
@@ -57,7 +57,7 @@ class EvilLinear(Translator):
     name = "linear"
 
     @dataclass
-    class Config(TranslatorConfig):
+    class Config(SoftTokenConfig):
         evil_knob: int = 3
 
 

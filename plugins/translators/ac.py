@@ -34,7 +34,6 @@ from latentbridge.api.messages import SourceStates
 @dataclass
 class ACConfig(TranslatorConfig):
     k: int = option(1, gt=0, help="unused (one vector per item)")
-    scale: Literal["target_rms", "none"] = option("none", help="unused: the state is sent as the source computed it")
     layer: int = option(2, ge=0, help="target layer j: the state entering decoder block j (hidden_states[j]) at "
                         "the prompt's last token is combined with the source's")
     mode: Literal["replace", "sum", "mean"] = option("replace", help="how: replaced by, summed with or averaged "

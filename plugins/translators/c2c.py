@@ -222,7 +222,7 @@ class C2C(Translator):
                         fuse_special=self.config.alignment == "last_character")
 
     def describe(self) -> dict:
-        open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind)) > 0] for t in self.fusers}
+        open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind).detach()) > 0] for t in self.fusers}
         return {**super().describe(), "layer_map": self.layer_map, "open_gates": open_,
                 "parameters_per_layer": sum(p.numel() for p in next(iter(self.fusers.values())).parameters())
                 if self.fusers else 0}

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge import SoftTokenConfig, Translator, hookimpl, option
 from latentbridge.nn.layers import Attention, feed_forward, timestep_embedding
 from latentbridge.nn.pooling import masked_mean
 
 
 @dataclass
-class DiTConfig(TranslatorConfig):
+class DiTConfig(SoftTokenConfig):
     d_model: int = option(128, gt=0, help="width of the DiT")
     depth: int = option(2, gt=0, help="DiT blocks (self-attention, cross-attention to the source, MLP)")
     heads: int = option(4, gt=0, help="attention heads; must divide d_model")

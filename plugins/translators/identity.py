@@ -14,12 +14,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from latentbridge import LatentBridgeError, Translator, TranslatorConfig, hookimpl, option
+from latentbridge import LatentBridgeError, SoftTokenConfig, Translator, hookimpl, option
 from latentbridge.nn.pooling import select_last_k
 
 
 @dataclass
-class IdentityConfig(TranslatorConfig):
+class IdentityConfig(SoftTokenConfig):
     projection: Literal["none", "linear"] = option(
         "none", help="'none': widths must match; 'linear': a trainable d_src -> d_tgt map"
     )

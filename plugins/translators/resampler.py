@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentbridge import Translator, TranslatorConfig, hookimpl, option
+from latentbridge import SoftTokenConfig, Translator, hookimpl, option
 from latentbridge.nn.layers import Attention, feed_forward
 
 
 @dataclass
-class ResamplerConfig(TranslatorConfig):
+class ResamplerConfig(SoftTokenConfig):
     d_model: int = option(128, gt=0, help="width of the resampler's latents")
     depth: int = option(2, gt=0, help="blocks of (cross-attention, self-attention, MLP)")
     heads: int = option(4, gt=0, help="attention heads; must divide d_model")

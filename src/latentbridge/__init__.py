@@ -30,7 +30,7 @@ from latentbridge.api.options import option
 from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
 from latentbridge.api.system import System, SystemConfig
 from latentbridge.api.task import ContextTask, ContextTaskConfig, Example, Prompt, Task, TaskConfig
-from latentbridge.api.translator import KVGeometryConfig, Translator, TranslatorConfig
+from latentbridge.api.translator import KVGeometryConfig, SoftTokenConfig, Translator, TranslatorConfig
 from latentbridge.errors import ConfigError, LatentBridgeError, PluginError, ShapeError
 
 # the library: what each command does, as a function (imported on first use; see __getattr__)
@@ -78,6 +78,7 @@ __all__ = [
     "Translator",
     "TranslatorConfig",
     "KVGeometryConfig",
+    "SoftTokenConfig",
     "__version__",
     "hookimpl",
     "option",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -18,11 +19,28 @@ from latentbridge.errors import LatentBridgeError
 
 @dataclass
 class TranslatorConfig:
-    """Fields every translator has. ``d_src`` and ``d_tgt`` are filled in from the models when left out."""
+    """Fields every translator has. ``d_src`` and ``d_tgt`` are filled in from the models when left out.
+    A translator that sends soft tokens inherits :class:`SoftTokenConfig` (their scale); one that reads or
+    writes caches inherits :class:`KVGeometryConfig`."""
 
     k: int = option(8, gt=0, help="number of soft tokens produced per example")
     d_src: int | None = option(None, gt=0, help="source hidden size (default: read from the source model)")
     d_tgt: int | None = option(None, gt=0, help="target embedding size (default: read from the target model)")
+
+    def check(self) -> list[tuple[str, str]]:
+        return []
+
+
+# the fields that left the base config for SoftTokenConfig (a recipe naming them for another translator is
+# accepted with a warning, so run folders written before still read; see Registry.parse_config)
+SOFT_TOKEN_FIELDS = ("scale", "target_rms")
+
+
+@dataclass
+class SoftTokenConfig(TranslatorConfig):
+    """A soft-token translator's config: how :meth:`Translator.rescale` sizes each soft token. ``target_rms``
+    is filled in from the target when left out."""
+
     scale: Literal["target_rms", "none"] = option(
         "target_rms",
         help="'target_rms': rescale every soft token to RMS target_rms (a typical real token's size); 'none'",
@@ -30,9 +48,6 @@ class TranslatorConfig:
     target_rms: float | None = option(
         None, gt=0, help="median RMS of the target's token embeddings (default: measured on the target model)"
     )
-
-    def check(self) -> list[tuple[str, str]]:
-        return []
 
 
 @dataclass
@@ -70,7 +85,7 @@ class Translator(nn.Module):
     """
 
     name: ClassVar[str]
-    Config: ClassVar[type[TranslatorConfig]] = TranslatorConfig
+    Config: ClassVar[type[TranslatorConfig]] = SoftTokenConfig
     emits: ClassVar[str] = "soft_tokens"
     reads_cache: ClassVar[bool] = False
     reads_layers: ClassVar[bool] = False  # True: it reads states.layers (models.source_layers) as well
@@ -80,11 +95,26 @@ class Translator(nn.Module):
     # True: it translates the source's context (SourceStates.context), so it needs a context split
     needs_context: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = cls.__dict__.get("Config")
+        if (cls.emits == "soft_tokens" and isinstance(config, type) and dataclasses.is_dataclass(config)
+                and issubclass(config, TranslatorConfig) and not issubclass(config, SoftTokenConfig)):
+            # a soft-token translator written before SoftTokenConfig existed: its config keeps scale and
+            # target_rms (so it behaves as it did), with a warning to its author
+            warnings.warn(f"translator '{getattr(cls, 'name', cls.__name__)}': {config.__name__} extends "
+                          "TranslatorConfig, which no longer has the soft-token fields scale and target_rms; extend "
+                          "latentbridge.SoftTokenConfig instead (they are added for you until 0.2)",
+                          DeprecationWarning, stacklevel=2)
+            merged = dataclasses.make_dataclass(config.__name__, [], bases=(config, SoftTokenConfig))
+            merged.__module__, merged.__qualname__, merged.__doc__ = config.__module__, config.__qualname__, config.__doc__
+            cls.Config = merged
+
     def __init__(self, config: TranslatorConfig):
         super().__init__()
         if config.d_src is None or config.d_tgt is None:
             raise LatentBridgeError(f"translator '{self.name}': d_src and d_tgt must be set before building it")
-        if config.scale == "target_rms" and config.target_rms is None:
+        if isinstance(config, SoftTokenConfig) and config.scale == "target_rms" and config.target_rms is None:
             raise LatentBridgeError(f"translator '{self.name}': scale 'target_rms' needs target_rms to be set")
         self.config = config
 
@@ -107,7 +137,7 @@ class Translator(nn.Module):
         ``s * target_rms / rms(s)`` (``rms(s) = sqrt(mean(s**2) + 1e-12)``), so it has the RMS of a
         typical real token embedding of the target (the median over its vocabulary) whatever the
         translator's raw output scale; its direction is what the translator learns."""
-        if self.config.scale == "none":
+        if not isinstance(self.config, SoftTokenConfig) or self.config.scale == "none":
             return soft
         rms = soft.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         return (soft.float() * (self.config.target_rms / rms)).to(soft.dtype)

@@ -15,7 +15,7 @@ from torch import nn
 
 from latentbridge.api.context import BuildContext
 from latentbridge.api.task import Task
-from latentbridge.api.translator import KVGeometryConfig, Translator, TranslatorConfig
+from latentbridge.api.translator import KVGeometryConfig, SoftTokenConfig, Translator, TranslatorConfig
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.facts import check_against_models
 from latentbridge.bridge.models import FrozenModel, load_frozen
@@ -112,7 +112,7 @@ class Experiment:
             labels=task.labels(), batch_size=recipe.train.batch_size, world_size=world_size(),
             source_tokenizer=source.tokenizer, target_tokenizer=target.tokenizer, target_embed=target.embed,
             target_embedding_matrix=target.model.get_input_embeddings().weight,
-            target_rms=translator.config.target_rms, translator=translator,
+            target_rms=getattr(translator.config, "target_rms", None) or target.embedding_rms(), translator=translator,
         )
         torch.manual_seed(recipe.seed + 1)  # objective parameters (probe heads) get their own stream
         objectives = nn.ModuleDict(
@@ -167,7 +167,8 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
         config,
         d_src=source.hidden_size,
         d_tgt=target.hidden_size,
-        target_rms=config.target_rms if config.target_rms is not None else target.embedding_rms(),
+        **({"target_rms": config.target_rms if config.target_rms is not None else target.embedding_rms()}
+           if isinstance(config, SoftTokenConfig) else {}),
         **cache_fields(config, source, target),
         **({"n_source_layers": len(recipe.models.source_layers)}
            if recipe.models.source_layers and hasattr(config, "n_source_layers") else {}),

@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from latentbridge.api.options import option
-from latentbridge.api.translator import Translator, TranslatorConfig
+from latentbridge.api.translator import SoftTokenConfig, Translator
 from latentbridge.nn.pooling import masked_mean, select_last_k
 
 VARIANT_HELP = ("'pooled': masked mean of the source tokens -> k soft tokens; "
@@ -19,7 +19,7 @@ VARIANT_HELP = ("'pooled': masked mean of the source tokens -> k soft tokens; "
 
 
 @dataclass
-class PooledOrPerTokenConfig(TranslatorConfig):
+class PooledOrPerTokenConfig(SoftTokenConfig):
     variant: Literal["pooled", "per_token"] = option("pooled", help=VARIANT_HELP)
 
 

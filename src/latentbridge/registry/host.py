@@ -12,8 +12,10 @@ plugins (built-ins stay); ``LATENTBRIDGE_DISABLE_PLUGINS=dist-a,dist-b`` skips s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata as md  # noqa: F401  (kept: callers patch md.entry_points through this module)
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +23,7 @@ import pluggy
 
 from latentbridge.api import hookspecs
 from latentbridge.api.context import StepQuantity
+from latentbridge.api.translator import SOFT_TOKEN_FIELDS
 from latentbridge.config.schema import ConfigError, collect_config, config_to_dict, did_you_mean
 from latentbridge.errors import PluginError
 from latentbridge.registry.entries import (
@@ -41,6 +44,8 @@ from latentbridge.registry.loading import (
     autoload_enabled,
     disabled_distributions,
 )
+
+log = logging.getLogger("latentbridge")
 
 __all__ = [
     "AUTOLOAD_ENV", "DISABLE_ENV", "ENTRY_POINT_GROUP", "KINDS", "Kind", "KindSpec", "LoadProblem", "PluginInfo",
@@ -167,7 +172,10 @@ class Registry(Loader):
         if not entries or len(entries) > 1:
             problems.append(self.unknown_message(kind, name, path))
             return None
-        return collect_config(entries[0].cls.Config, data, path, problems)
+        config_cls = entries[0].cls.Config
+        if kind == "translator" and isinstance(data, Mapping):
+            data = _without_legacy_soft_fields(config_cls, name, data, path)
+        return collect_config(config_cls, data, path, problems)
 
     def config_for(self, kind: str, name: str, data: Mapping[str, Any] | None = None, path: str = ""):
         problems: list[str] = []
@@ -184,6 +192,20 @@ class Registry(Loader):
         wanted = normalize_distribution(provider)
         return [e for e in entries
                 if normalize_distribution(e.provider.distribution) == wanted or e.provider.module == provider]
+
+
+def _without_legacy_soft_fields(config_cls: type, name: str, data: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """A translator block without the soft-token fields (``scale``, ``target_rms``) its translator does not
+    have: every recipe written before they left the base config names them (run folders' recipe.yaml
+    included), and they never did anything outside soft tokens. Warns once per call; goes in 0.2."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    legacy = [key for key in SOFT_TOKEN_FIELDS if key in data and key not in fields]
+    if not legacy:
+        return data
+    log.warning("warning: %s: translator '%s' sends no soft tokens, so %s %s ignored; remove %s from the recipe "
+                "(accepted until 0.2)", path or "translator", name, " and ".join(legacy),
+                "is" if len(legacy) == 1 else "are", "it" if len(legacy) == 1 else "them")
+    return {key: value for key, value in data.items() if key not in legacy}
 
 
 _REGISTRY: Registry | None = None
