@@ -37,6 +37,9 @@ KINDS = {
     "kv_prefix_soft_only": [*_KV_PREFIX, "injection=soft_only"],  # the message, then the cue only
     "c2c": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
             "task.shots=2"],
+    # c2c fusing the response too (the authors' include_response): every answer token's entry is fused
+    "c2c_response": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16",
+                     "injection=fused_prompt", "task.shots=2", "translator.include_response=true"],
     # a context split: the source reads three facts and the question, the target the question only
     "kv_translate": ["task=passages", "task.n_facts=3", "translator=kv_translate", "translator.hidden=16",
                      "injection=soft_plus_text"],
@@ -104,6 +107,8 @@ def teacher_forced(model, inputs, tokens: torch.Tensor) -> torch.Tensor:
         mask, pos = inputs.attention_mask, inputs.position_ids[:, -1:] + 1
         for i in range(tokens.shape[1]):
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            if inputs.step is not None:  # as greedy_generate does
+                inputs.step(past, tokens[:, i : i + 1], mask, pos)
             out = model(input_ids=tokens[:, i : i + 1], attention_mask=mask, position_ids=pos,
                         **with_cache(model, past), use_cache=True)
             past, pos = cache_of(out), pos + 1
@@ -168,11 +173,11 @@ def _answer_logits(inputs, logits: torch.Tensor, r: int) -> torch.Tensor:
     return logits[r, supervised - 1]
 
 
-@pytest.mark.parametrize(("name", "role", "dtype"), [(n, r, d) for n, r, _, d in CASES if _ == "c2c"])
-def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, dtype):
+@pytest.mark.parametrize(("name", "role", "kind", "dtype"), [c for c in CASES if c[2] in ("c2c", "c2c_response")])
+def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, kind, dtype):
     """c2c whose fusers add nothing: every row of a padded batch gets the logits of the target reading its
     own prompt and answer, as plain text."""
-    exp = experiment_for(families, name, role, "c2c", dtype)
+    exp = experiment_for(families, name, role, kind, dtype)
     bridge, target = exp.bridge, exp.bridge.target
     prompts = prompts_of(exp)
     saved = {k: v.clone() for k, v in exp.translator.state_dict().items()}

@@ -34,7 +34,13 @@ body, a linear projection and a linear weight, projection starting at zero); ``l
 token reads the sharer token holding its last character, special tokens included, see
 :func:`latentbridge.bridge.kv.align`). What differs and has no option yet: with chat templates the sharer
 reads the receiver's template tokens re-encoded (the authors' sharer reads its own template, padded to the
-same length), and the response tokens are never fused (the reference's ``include_response``).
+same length).
+
+``include_response: true`` fuses the response as the authors' ``include_response`` does
+(:class:`latentbridge.bridge.kv.ResponseFusion`): every token from the prompt's last on, in training and at
+each decoding step, writes a fused entry, from the receiver's unfused twin and the sharer's cache continued
+with the token re-encoded. The authors' sharer reads the receiver's token ids there as they are (their pairs
+share a vocabulary); this one reads them re-encoded, as it reads the prompt.
 """
 
 from __future__ import annotations
@@ -73,6 +79,14 @@ class C2CConfig(KVGeometryConfig):
     temperature: float = option(1.0, gt=0, help="Gumbel-sigmoid temperature of the gates at the start of training")
     final_temperature: float = option(0.001, gt=0, help="the temperature once annealed")
     anneal_steps: int | None = option(None, gt=0, help="steps over which the temperature falls (default: the run's)")
+    include_response: bool = option(False, help="fuse every token from the prompt's last on too, at each decoding "
+                                    "step (the authors' include_response; needs alignment: retokenize)")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.include_response and self.alignment != "retokenize":
+            return [("include_response", "needs alignment: retokenize (the source reads each response token "
+                     "re-encoded, at the target's positions)")]
+        return []
 
 
 def layer_map(source_layers: int, target_layers: int, kind: str) -> list[int | None]:
@@ -219,7 +233,8 @@ class C2C(Translator):
 
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
                         states.text, fuse, self.layer_map,
-                        fuse_special=self.config.alignment == "last_character")
+                        fuse_special=self.config.alignment == "last_character",
+                        response=self.retokenize if self.config.include_response else None)
 
     def describe(self) -> dict:
         open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind).detach()) > 0] for t in self.fusers}

@@ -255,7 +255,10 @@ class KVFusion(Message):
     ``offsets``: per row, each real source token's character span in the prompt text (for the token
     alignment); ``fuse``: the translator's fuser; ``layers``: receiver layer -> source layer it reads
     (None: not fused); ``text``: per row, the prompt text the source read. ``fuse_special``: False leaves
-    the receiver's special and template tokens (those without text) unfused, as the C2C authors do."""
+    the receiver's special and template tokens (those without text) unfused, as the C2C authors do.
+    ``response``: None, or the strategy (``first``/``longest``) with which the sharer reads the receiver's
+    response tokens re-encoded, so that each token from the prompt's last on is fused too, at every decoding
+    step (the authors' ``include_response``)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -266,6 +269,7 @@ class KVFusion(Message):
     layers: list[int | None]
     extra: dict[str, Any] = field(default_factory=dict)
     fuse_special: bool = True
+    response: str | None = None
     kind: ClassVar[str] = "kv_fusion"
     layout: ClassVar[str | None] = "fused_prompt"
 

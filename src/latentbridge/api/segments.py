@@ -40,7 +40,9 @@ class TargetInputs:
     covers the cache's positions and the input's, ``position_ids`` the input's only). ``patch``: for a
     message that acts inside the model (an activation written into the residual stream; cache positions
     that some layers must not see), a function of the model giving a context manager around every pass
-    over these inputs and the decoding that continues them (:meth:`patched`, :meth:`forward`)."""
+    over these inputs and the decoding that continues them (:meth:`patched`, :meth:`forward`). ``step``: for a
+    message that changes what each new token writes to the cache (c2c's ``include_response``), called before
+    every decoding step with the cache, the step's token ids (``b 1``), the attention mask and the positions."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
@@ -49,6 +51,7 @@ class TargetInputs:
     soft_mask: torch.Tensor | None = None
     cache: Callable[[], dict[str, Any]] | None = None
     patch: Callable[[Any], AbstractContextManager[Any]] | None = None
+    step: Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -32,7 +32,7 @@ from latentbridge.api.segments import TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
-from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
+from latentbridge.bridge.kv import ResponseSource, kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
@@ -83,7 +83,12 @@ class Layouts:
 
     def kv_fusion(self, message: KVFusion, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                   prompts: Sequence[Prompt]) -> TargetInputs:
-        return kv_fusion_inputs(self.bridge.target, self.bridge.target_encoder, message, rows, texts, prompts)
+        bridge, response = self.bridge, None
+        if message.response is not None:  # the sharer reads the response tokens re-encoded, as it read the prompt
+            memo = bridge._retokenized.setdefault(message.response, {})
+            response = ResponseSource(bridge.source, lambda ids: retokenize(
+                bridge.target.tokenizer, bridge.source.tokenizer, ids, message.response, memo))
+        return kv_fusion_inputs(bridge.target, bridge.target_encoder, message, rows, texts, prompts, response)
 
     def kv_share(self, message: KVShare, rows: Sequence[Sequence[Any]]) -> TargetInputs:
         return kv_share_inputs(self.bridge.target, message, rows)

@@ -109,6 +109,8 @@ def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens:
         if all(done):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if inputs.step is not None:  # what this token writes to the cache is the message's (c2c include_response)
+            inputs.step(past, next_token[:, None], mask, next_pos)
         out = model(
             input_ids=next_token[:, None], attention_mask=mask, position_ids=next_pos, **with_cache(model, past),
             use_cache=True, **extra,
