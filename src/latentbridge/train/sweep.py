@@ -12,8 +12,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from latentbridge.errors import LatentBridgeError
+from latentbridge.train.launchers import Cell
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,27 @@ def status_of(folder: Path) -> str | None:
     return json.loads(info.read_text()).get("status") if info.is_file() else None
 
 
+class SweepStopped(Exception):
+    """A stop signal ended the sweep: the running cells wrote checkpoints; rerun the same command to continue."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"{signal_name}: sweep stopped; rerun the same command to continue it")
+        self.signal_name = signal_name
+
+
+def sweep_cells(recipes: Sequence[str], grids: Sequence[str], seeds: int, out: Path,
+                overrides: Sequence[str] = ()) -> list[Cell]:
+    """Every cell of the sweep, in order, each with its run folder, whether it resumes, and its log
+    (``<out>/logs/<folder name>.log``)."""
+    cells = []
+    for configuration, seed in plan(recipes, grids, seeds):
+        folder = run_folder(out, configuration, seed)
+        cells.append(Cell(f"{configuration.name} seed {seed}", configuration.recipe,
+                          [*overrides, *configuration.overrides, f"seed={seed}", f"run_dir={folder}"], folder,
+                          resume=status_of(folder) not in (None, "finished"), log=out / "logs" / f"{folder.name}.log"))
+    return cells
+
+
 def run_sweep(
     recipes: Sequence[str],
     grids: Sequence[str],
@@ -86,30 +109,43 @@ def run_sweep(
     overrides: Sequence[str] = (),
     run_one: Callable[[str, list[str], Path, bool], None] | None = None,
     log: Callable[[str], None] = print,
+    launcher: Any = None,
+    outcomes: dict[str, str] | None = None,
 ) -> tuple[Path, dict[str, list[Path]]]:
     """Run (or skip, or resume) every run of the sweep, then write the report; returns its path and
     the run folders by configuration. ``run_one(recipe, overrides, run_dir, resume)`` trains one run
-    (default: :func:`train_one`)."""
+    in this process (default: :func:`train_one`), one after another; a ``launcher``
+    (:class:`~latentbridge.train.launchers.LocalLauncher`, ``SlurmLauncher``) runs them instead. A cell that
+    fails does not stop the others; ``outcomes``, when given, gets each cell's (``finished``, ``diverged``,
+    ``interrupted``, ``failed``, or ``skipped``: finished before). A stop signal raises :class:`SweepStopped`
+    once the running cells have written their checkpoints, before any report."""
     from latentbridge.config.recipe import load_recipe
     from latentbridge.report.document import write_report
 
     run_one = run_one or (lambda recipe, run_overrides, folder, resume: train_one(recipe, run_overrides, folder, resume, log=log))
+    outcomes = {} if outcomes is None else outcomes
 
     runs = plan(recipes, grids, seeds)
     for configuration, seed in runs:  # every recipe and override is checked before the first run starts
         load_recipe(configuration.recipe, [*overrides, *configuration.overrides, f"seed={seed}"])
+    cells = sweep_cells(recipes, grids, seeds, out, overrides)
     groups: dict[str, list[Path]] = {}
-    for i, (configuration, seed) in enumerate(runs, start=1):
-        folder = run_folder(out, configuration, seed)
-        groups.setdefault(configuration.name, []).append(folder)
-        status = status_of(folder)
-        where = f"[{i}/{len(runs)}] {configuration.name} seed {seed}"
-        if status == "finished":
-            log(f"{where}: finished before, skipped")
-            continue
-        log(f"{where}: {'resuming' if status else 'running'} in {folder}")
-        run_one(configuration.recipe, [*overrides, *configuration.overrides, f"seed={seed}", f"run_dir={folder}"],
-                folder, status is not None)
+    for (configuration, _), cell in zip(runs, cells, strict=True):
+        groups.setdefault(configuration.name, []).append(cell.folder)
+    todo = []
+    for i, cell in enumerate(cells, start=1):
+        if status_of(cell.folder) == "finished":
+            log(f"[{i}/{len(cells)}] {cell.name}: finished before, skipped")
+            outcomes[cell.name] = "skipped"
+        else:
+            todo.append(cell)
+    if launcher is not None:
+        outcomes.update(launcher.run(todo))
+        if launcher.stopped_by is not None:
+            raise SweepStopped(launcher.stopped_by)
+    else:
+        _run_here(todo, len(cells), run_one, log, outcomes)
+    failed = [c for c in cells if outcomes.get(c.name) == "failed"]
     reported = {name: [f for f in fs if status_of(f) == "finished"] for name, fs in groups.items()}
     for name, folders in groups.items():
         for folder in folders:
@@ -117,12 +153,39 @@ def run_sweep(
                 log(f"{folder}: {status_of(folder) or 'not run'}, left out of the report")
     reported = {name: fs for name, fs in reported.items() if fs}
     if not reported:
-        raise LatentBridgeError(f"sweep {out}: no run finished, so there is nothing to report")
+        raise LatentBridgeError(f"sweep {out}: no run finished, so there is nothing to report"
+                                + (f" ({len(failed)} failed: see {out / 'logs'})" if failed else ""))
     groups = reported
     report = write_report([f for fs in groups.values() for f in fs], out / "report", groups=groups,
                           title=f"Sweep: {', '.join(recipes)}" + (f" over {', '.join(grids)}" if grids else "")
                           + f", {seeds} seed{'s' if seeds > 1 else ''}")
     return report, groups
+
+
+def _run_here(cells: Sequence[Cell], total: int, run_one: Callable[[str, list[str], Path, bool], None],
+              log: Callable[[str], None], outcomes: dict[str, str]) -> None:
+    """The cells one after another in this process; a cell that raises is logged (its traceback in its
+    log file) and the sweep goes on; a stop signal stops it."""
+    import traceback
+
+    from latentbridge.train.state import Preempted
+
+    for i, cell in enumerate(cells, start=total - len(cells) + 1):
+        log(f"[{i}/{total}] {cell.name}: {'resuming' if cell.resume else 'running'} in {cell.folder}")
+        try:
+            run_one(cell.recipe, list(cell.overrides), cell.folder, cell.resume)
+        except Preempted as stop:
+            outcomes[cell.name] = "interrupted"
+            raise SweepStopped(stop.signal_name) from None
+        except Exception as exc:  # noqa: BLE001  (one cell's failure is the cell's, not the sweep's)
+            outcomes[cell.name] = "failed"
+            if cell.log is not None:
+                cell.log.parent.mkdir(parents=True, exist_ok=True)
+                cell.log.write_text(traceback.format_exc())
+            log(f"{cell.name}: failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                + (f" (traceback in {cell.log})" if cell.log is not None else "") + "; the sweep goes on")
+            continue
+        outcomes[cell.name] = "diverged" if status_of(cell.folder) == "stopped" else "finished"
 
 
 def train_one(
