@@ -81,7 +81,7 @@ class Experiment:
     @classmethod
     def build(
         cls, recipe: Recipe, registry: Registry | None = None, log: Callable[[str], None] = lambda _: None,
-        translator_dir: str | None = None,
+        translator_dir: str | None = None, should_stop: Callable[[], str | None] | None = None,
     ) -> Experiment:
         registry = registry or get_registry()
         seed_everything(recipe.seed)
@@ -122,7 +122,8 @@ class Experiment:
         bridge = Bridge(source, target, translator, injection, m.source_layer,
                         chat_template=bool(getattr(task.config, "chat_template", False)), source_layers=m.source_layers)
         if recipe.source.view == "generation":
-            bridge.solutions, bridge.through_answer = make_solutions(recipe, task, bridge, log), recipe.source.through_answer
+            bridge.solutions = make_solutions(recipe, task, bridge, log, should_stop)
+            bridge.through_answer = recipe.source.through_answer
         if recipe.cache.source:
             bridge.source_cache = make_source_cache(recipe, task, bridge)
         experiment = cls(recipe, registry, task, bridge, objectives)
@@ -208,10 +209,13 @@ def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> obj
     return instance
 
 
-def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[str], None]):
+def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[str], None],
+                   should_stop: Callable[[], str | None] | None = None):
     """The source's own solutions (``source.view: generation``), decoded as the evaluation decodes: those
     of the dev and test items and of the train items the run uses (``train.max_train_examples``) are
-    made now, once, and cached on disk; any other prompt's when first read."""
+    made now, once, and cached on disk as they are made; any other prompt's when first read.
+    ``should_stop`` (a stop signal's name, or None) ends the making early: see
+    :class:`~latentbridge.bridge.solutions.SolvingStopped`."""
     from latentbridge.bridge.solutions import SourceSolutions
     from latentbridge.io.caches import cache_root
 
@@ -219,10 +223,13 @@ def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[st
     root = Path(recipe.cache.dir).expanduser() if recipe.cache.dir else cache_root()
     solutions = SourceSolutions(bridge.source, bridge.source_encoder, max_new_tokens=e.max_new_tokens, stop=e.stop,
                                 batch_size=e.batch_size, root=root, log=log)
+    if should_stop is not None:
+        solutions.should_stop = should_stop
     train = task.examples("train")[: recipe.train.max_train_examples or None]
     prompts = [task.prompt(x) for x in [*train, *task.examples("dev"), *task.examples("test")]]
     with torch.no_grad():
         solutions.get(prompts, save=True)
+    solutions.should_stop = lambda: None  # later solving (a new prompt now and then) is the runner's to stop
     return solutions
 
 

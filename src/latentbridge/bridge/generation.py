@@ -9,7 +9,7 @@ states of the layers named over the prompt and every generated token it read. Th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,16 +67,23 @@ def greedy_generate(
     eos_ids: set[int],
     stop: Sequence[str] = (),
     keep: Sequence[int] | None = None,
+    interrupt: Callable[[], bool] | None = None,
 ) -> list[Generation] | tuple[list[Generation], Kept]:
     """Greedy continuations of every row of ``inputs`` (``b L d`` embeddings); with ``keep`` (indices into
-    ``hidden_states``: 0 is the embeddings), also those layers' states computed on the way (:class:`Kept`)."""
+    ``hidden_states``: 0 is the embeddings), also those layers' states computed on the way (:class:`Kept`).
+    ``interrupt``, asked before every decoding step, stops the batch (:class:`DecodingInterrupted`)."""
     with inputs.patched(model):  # a message acting inside the model acts on the prompt and every decoding step
         return _decode(model, tokenizer, inputs, max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop,
-                       keep=keep)
+                       keep=keep, interrupt=interrupt)
+
+
+class DecodingInterrupted(Exception):
+    """A decoding stopped before its end because ``interrupt`` said so (nothing of the batch is kept)."""
 
 
 def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens: int, eos_ids: set[int],
-            stop: Sequence[str], keep: Sequence[int] | None = None) -> list[Generation] | tuple[list[Generation], Kept]:
+            stop: Sequence[str], keep: Sequence[int] | None = None,
+            interrupt: Callable[[], bool] | None = None) -> list[Generation] | tuple[list[Generation], Kept]:
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
     positions = inputs.position_ids
@@ -94,6 +101,8 @@ def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens:
     done = [False] * b
     next_pos = positions[:, -1:] + 1
     for _ in range(max_new_tokens):
+        if interrupt is not None and interrupt():
+            raise DecodingInterrupted
         next_token = logits.argmax(-1)
         for r, token in enumerate(next_token.tolist()):
             if done[r]:

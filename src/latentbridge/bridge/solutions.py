@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 
 from latentbridge.api.segments import Text
 from latentbridge.api.task import Prompt
-from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.generation import DecodingInterrupted, greedy_generate
 from latentbridge.bridge.layout import assemble
 from latentbridge.io.atomic import write_atomic
 from latentbridge.io.digest import json_digest
@@ -50,8 +51,18 @@ class SolvedStates:
     hidden: dict[int, torch.Tensor]
 
 
+class SolvingStopped(Exception):
+    """A stop signal ended the solving: the solutions made so far are saved (``done`` of ``total``)."""
+
+    def __init__(self, signal_name: str, done: int, total: int):
+        super().__init__(f"{signal_name}: stopped after {done}/{total} solutions (saved)")
+        self.signal_name, self.done, self.total = signal_name, done, total
+
+
 class SourceSolutions:
-    """Greedy solutions of the source for prompts, by a digest of the token ids it reads."""
+    """Greedy solutions of the source for prompts, by a digest of the token ids it reads. ``should_stop``
+    (a function giving a signal's name, or None) is asked before each batch and at every decoding step:
+    when it names one, the batch is dropped, what was made is saved and :class:`SolvingStopped` raised."""
 
     def __init__(self, source: Any, encoder: Any, *, max_new_tokens: int, stop: Sequence[str], batch_size: int,
                  root: Path | None, log: Callable[[str], None] = lambda _: None):
@@ -64,6 +75,7 @@ class SourceSolutions:
         self.known: dict[str, str] = self._load()
         # rows whose states were read from the source's generation, and rows that needed a second pass
         self.reused = self.second_passes = 0
+        self.should_stop: Callable[[], str | None] = lambda: None
 
     def _load(self) -> dict[str, str]:
         if self.path is None or not self.path.is_file():
@@ -98,15 +110,26 @@ class SourceSolutions:
         if missing:
             by_digest = {d: p for d, p in zip(digests, prompts, strict=True)}
             todo = [by_digest[d] for d in missing]
-            if len(todo) > self.batch_size:
-                self.log(f"source view 'generation': the source solves {len(todo)} prompts (once, then cached)")
+            progress = _Progress(len(todo), self.log) if len(todo) > self.batch_size else None
+            if progress is not None:
+                self.log(f"source view 'generation': the source solves {len(todo)} prompts (once, then cached; "
+                         "saved as they are made)")
             for start in range(0, len(todo), self.batch_size):
+                stop = self.should_stop()
+                if stop is not None:
+                    self._save(save)
+                    raise SolvingStopped(stop, start, len(todo))
                 chunk = todo[start : start + self.batch_size]
                 names = missing[start : start + self.batch_size]
                 rows = [self.encoder.prompt_ids(p) for p in chunk]
                 inputs = assemble([[Text(r)] for r in rows], None, self.source.embed, self.source.pad_id)
-                made = greedy_generate(self.source.model, self.source.tokenizer, inputs, keep=keep,
-                                       max_new_tokens=self.max_new_tokens, eos_ids=self.source.eos_ids(), stop=self.stop)
+                try:
+                    made = greedy_generate(self.source.model, self.source.tokenizer, inputs, keep=keep,
+                                           max_new_tokens=self.max_new_tokens, eos_ids=self.source.eos_ids(),
+                                           stop=self.stop, interrupt=lambda: self.should_stop() is not None)
+                except DecodingInterrupted:
+                    self._save(save)
+                    raise SolvingStopped(self.should_stop() or "SIGTERM", start, len(todo)) from None
                 outs, kept = made if keep is not None else (made, None)
                 for r, (d, out) in enumerate(zip(names, outs, strict=True)):
                     self.known[d] = out.text
@@ -114,13 +137,43 @@ class SourceSolutions:
                         at = kept.positions(r, kept.read[r])
                         states[d] = SolvedStates(ids=rows[r] + out.token_ids[: kept.read[r]],
                                                  hidden={i: h[r, at] for i, h in kept.hidden.items()})
-                done = start + len(chunk)
-                if len(todo) > self.batch_size and (done // self.batch_size) % 25 == 0:
-                    self.log(f"source view 'generation': {done}/{len(todo)} solutions")
-            if save and self.path is not None:
-                write_atomic(self.path, json.dumps({"key": self.key, "solutions": self.known}))
+                if progress is not None:
+                    self._save(save)  # every batch: a stopped run keeps what it made
+                    progress.update(start + len(chunk))
+            self._save(save)
         return [self.known[d] for d in digests], states
+
+    def _save(self, save: bool) -> None:
+        if save and self.path is not None:
+            write_atomic(self.path, json.dumps({"key": self.key, "solutions": self.known}))
 
     def digest(self, prompt: Prompt) -> str:
         """The key of ``prompt``'s solution (a digest of the token ids the source reads)."""
         return self._digest(prompt.for_source)
+
+
+class _Progress:
+    """Progress lines of a long solving: done/total, the rate and an estimate of the time left, about every
+    ten seconds (and at the end)."""
+
+    def __init__(self, total: int, log: Callable[[str], None], every: float = 10.0):
+        self.total, self.log, self.every = total, log, every
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        self.log(f"source view 'generation': {done}/{self.total} solutions, {rate:.1f}/s"
+                 + (f", about {_duration(left)} left" if done < self.total else f", done in {_duration(now - self.start)}"))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

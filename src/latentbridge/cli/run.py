@@ -47,8 +47,9 @@ def run(
         try:
             result = train_recipe(resolved, resume=resume, consumers=[display], log=display.log)
         except Preempted as stop:
-            display.log(f"{stop.signal_name}: stopped after step {stop.step}; checkpoint written")
-            display.log(f"continue with: latentbridge run {recipe} run_dir={run_dir} --resume")
+            display.log(f"{stop.signal_name}: {stop.detail or f'stopped after step {stop.step}; checkpoint written'}")
+            # the run's own resolved recipe: every override it was started with is in it
+            display.log(f"continue with: latentbridge run {run_dir / 'recipe.yaml'} run_dir={run_dir} --resume")
             raise typer.Exit(EXIT_PREEMPTED) from None
         except Diverged as stop:
             last = f"step {stop.last_checkpoint}" if stop.last_checkpoint is not None else "none yet"

@@ -62,7 +62,12 @@ class RunFolder:
         """Create the folder with ``run.json`` (refused if a run holds it) and the resolved recipe."""
         if not self.main:
             return
-        claim(self.path, info)
+        existing = self.path / "run.json"
+        held = json.loads(existing.read_text()) if existing.is_file() else None
+        if held is not None and (held.get("status") == "preparing" or held.get("phase") == "preparing"):
+            write_json_atomic(existing, info)  # the folder this run claimed while it prepared (train_recipe)
+        else:
+            claim(self.path, info)
         (self.path / "recipe.yaml").write_text(self.recipe.to_yaml())
         self.index("running", state)
 

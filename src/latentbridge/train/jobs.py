@@ -10,6 +10,7 @@ Preemption and divergence raise :class:`~latentbridge.train.state.Preempted` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -88,8 +89,10 @@ def train_recipe(
     continues its newest checkpoint. ``consumers`` receive every run event (see
     :mod:`latentbridge.api.events`); ``log`` gets the lines printed while the models load."""
     from latentbridge.bridge.build import Experiment
+    from latentbridge.bridge.solutions import SolvingStopped
     from latentbridge.runtime.distributed import rank
     from latentbridge.train.runner import Runner
+    from latentbridge.train.state import Preempted
 
     resolved = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
     if run_dir is not None:
@@ -97,6 +100,138 @@ def train_recipe(
     resume = resume or resolved.resume
     # under torchrun the folder was chosen once, before the processes started (all get the same run_dir)
     folder = Path(resolved.run_dir) if rank() != 0 and resolved.run_dir else choose_run_dir(resolved, resume)
-    experiment = Experiment.build(resolved, log=log or (lambda _: None))
+    log = log or (lambda _: None)
+    main = rank() == 0
+    resume_from_preparing = resume and not has_checkpoint(folder)
+    if resume_from_preparing:  # stopped while preparing: start it again, in its folder
+        same_recipe(folder, resolved)
+        log(f"{folder}: stopped before its first checkpoint; starting it again there (solutions made are kept)")
+        resume = False
+    claimed = False
+    if not resume and main and not resume_from_preparing:
+        claim_preparing(folder, resolved)  # the folder exists from the first second
+        claimed = True
+    stop = StopFlag()
+    previous = stop.install()
+    try:
+        experiment = Experiment.build(resolved, log=log, should_stop=stop.name)
+        if stop.name() is not None:  # a signal while the models loaded
+            raise SolvingStopped(stop.name() or "SIGTERM", 0, 0)
+    except SolvingStopped as stopped:
+        if main:
+            mark_preparing_stopped(folder, stopped)
+        what = (f"{stopped.done}/{stopped.total} of the source's solutions saved" if stopped.total
+                else "stopped while the models loaded")
+        raise Preempted(stopped.signal_name, 0, detail=f"stopped before training: {what}") from None
+    except LatentBridgeError:  # a problem with the input: no run folder left behind for it
+        if claimed:
+            release_preparing(folder)
+        raise
+    except BaseException as exc:  # the folder says why it holds no run (a rerun with --resume starts it again)
+        if main and (folder / "run.json").is_file():
+            mark_preparing_failed(folder, exc)
+        raise
+    finally:
+        stop.restore(previous)
     state = Runner(experiment, folder, consumers=consumers).run(resume=resume)
     return TrainResult(folder, state)
+
+
+class StopFlag:
+    """SIGTERM, SIGINT and SIGUSR1 while a run prepares (models loading, the source solving) are noted, not
+    fatal: the preparation stops at its next batch with what it made saved. A second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def name(self) -> str | None:
+        return self.signal
+
+    def _on(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def install(self) -> dict[int, Any]:
+        import signal
+        import threading
+
+        from latentbridge.train.state import PREEMPT_SIGNALS
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {getattr(signal, n): signal.signal(getattr(signal, n), self._on) for n in PREEMPT_SIGNALS
+                if hasattr(signal, n)}
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        import signal
+
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+PREPARING = "preparing"
+
+
+def claim_preparing(folder: Path, recipe: Recipe) -> None:
+    """Claim ``folder`` for a new run before anything loads: ``run.json`` (status ``preparing``, exclusive
+    create: a folder holding a run is refused) and the resolved recipe."""
+    import sys
+    import time
+
+    from latentbridge.io.rundir import claim
+
+    claim(folder, {"recipe": recipe.name, "overrides": list(recipe.overrides), "command": sys.argv,
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": PREPARING})
+    (folder / "recipe.yaml").write_text(recipe.to_yaml())
+
+
+def same_recipe(folder: Path, recipe: Recipe) -> None:
+    """Refuse to start ``folder``'s run again with another recipe than the one it was claimed with."""
+    from latentbridge.io.card import recipe_hash
+
+    saved = folder / "recipe.yaml"
+    if not saved.is_file():
+        return
+    held = load_recipe(str(saved))
+    if recipe_hash(held.to_dict()) != recipe_hash(recipe.to_dict()):
+        raise LatentBridgeError(f"{folder} holds a run of another recipe; resume with the run's own recipe: "
+                                f"latentbridge run {saved} run_dir={folder} --resume")
+
+
+def release_preparing(folder: Path) -> None:
+    """Undo :func:`claim_preparing`: its two files, and the folder if nothing else is in it."""
+    for name in ("run.json", "recipe.yaml"):
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else is there: leave it
+        folder.rmdir()
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return any((folder / "checkpoints").glob("step_*"))
+
+
+def mark_preparing_failed(folder: Path, exc: BaseException) -> None:
+    from latentbridge.io.atomic import write_json_atomic
+
+    path = folder / "run.json"
+    data = json.loads(path.read_text())
+    if data.get("status") == PREPARING:
+        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        data.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=error,
+                    phase=PREPARING)
+        write_json_atomic(path, data)
+
+
+def mark_preparing_stopped(folder: Path, stopped: Any) -> None:
+    """``run.json`` of a run stopped while it prepared: preempted, in which phase, how far it got."""
+    from latentbridge.io.atomic import write_json_atomic
+
+    path = folder / "run.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(status="preempted", signal=stopped.signal_name, step=0, phase=PREPARING,
+                solutions={"done": stopped.done, "total": stopped.total})
+    write_json_atomic(path, data)

@@ -9,9 +9,12 @@ PREEMPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
 
 class Preempted(Exception):
-    def __init__(self, signal_name: str, step: int):
+    """A stop signal ended the run with what it made saved; ``detail`` says what, when not a checkpoint of
+    ``step`` (a run stopped while it prepared)."""
+
+    def __init__(self, signal_name: str, step: int, detail: str | None = None):
         super().__init__(f"{signal_name} at step {step}")
-        self.signal_name, self.step = signal_name, step
+        self.signal_name, self.step, self.detail = signal_name, step, detail
 
 
 class Diverged(Exception):
