@@ -94,3 +94,62 @@ def test_nproc_without_run_dir_or_overrides_picks_one_folder_for_every_process(r
     again = cli("--resume")
     assert again.returncode == 2
     assert "nothing to resume: the runs of 'tiny' in runs/ are finished" in again.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_match_one_process(random_pair, tmp_path):
+    """Two machines (two launchers on 127.0.0.1, one process each, torchrun's static rendezvous) train what
+    one process trains with the same global batch, and write the same evaluation files."""
+    recipe = tmp_path / "nodes.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES)))
+    one = launch(recipe, tmp_path / "one", tmp_path / "cache1")
+    assert one.returncode == 0, one.stderr
+    port = _free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={tmp_path / 'two'}", "--nnodes", "2",
+         "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port)],
+        env=env(tmp_path / f"cache-node{rank}"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    a = load_file(str(tmp_path / "one" / "translator.safetensors"))
+    b = load_file(str(tmp_path / "two" / "translator.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3)
+    speed = [json.loads(x) for x in (tmp_path / "two" / "speed.jsonl").read_text().splitlines()]
+    assert {s["processes"] for s in speed} == {2}
+    assert (tmp_path / "one" / "eval_samples_test_step_4.jsonl").read_text() == \
+        (tmp_path / "two" / "eval_samples_test_step_4.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--nnodes", "2", "--node-rank", "2", "--master-addr", "127.0.0.1"], "--node-rank 2 is out of range for --nnodes 2 (0..1)"),
+    (["--nnodes", "2", "--node-rank", "-1", "--master-addr", "127.0.0.1"], "--node-rank -1 is out of range"),
+    (["--nnodes", "2", "--node-rank", "1"], "give --master-addr"),
+    (["--nnodes", "0"], "--nnodes must be at least 1"),
+    (["--nnodes", "2", "--master-addr", "h", "--master-port", "70000"], "--master-port must be a port number"),
+])
+def test_bad_node_arguments_are_one_line_and_exit_2(random_pair, tmp_path, args, line):
+    recipe = tmp_path / "nodes.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES)))
+    result = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={tmp_path / 'r'}",
+                             *args], env=env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert line in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_several_nodes_need_a_shared_run_dir(random_pair, tmp_path):
+    recipe = tmp_path / "nodes.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(random_pair, *OVERRIDES)))
+    result = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), "--nnodes", "2",
+                             "--master-addr", "127.0.0.1"], env=env(tmp_path / "cache"), capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "give run_dir=" in result.stderr

@@ -12,6 +12,7 @@ from rich.markup import escape
 from latentbridge.api import events
 from latentbridge.cli.app import OVERRIDES_HELP, app, console
 from latentbridge.cli.ui import RunDisplay, fmt_acc, print_results
+from latentbridge.errors import LatentBridgeError
 
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (with --resume)
@@ -23,6 +24,11 @@ def run(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest complete checkpoint (same as resume=true)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine: relaunches itself under torchrun."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Machines taking part (each runs this command with its "
+                               "--node-rank); needs run_dir= and --master-addr."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This machine's rank, 0..nnodes-1."),
+    master_addr: str = typer.Option(None, "--master-addr", help="Address of the machine of --node-rank 0."),
+    master_port: int = typer.Option(29500, "--master-port", help="A free port on that machine."),
 ) -> None:
     """Train a translator as the recipe says, evaluating as it goes; ends with a results table.
 
@@ -35,11 +41,16 @@ def run(
     from latentbridge.train.state import Diverged, Preempted
 
     overrides = list(overrides or [])
+    nodes = check_nodes(nnodes, node_rank, master_addr, master_port)
     resolved = load_recipe(recipe, overrides)
+    if nnodes > 1 and not resolved.run_dir:
+        raise LatentBridgeError("--nnodes: every machine must write to the same folder: give run_dir=... (on a "
+                                "file system they share)")
     resume = resume or resolved.resume
     run_dir = choose_run_dir(resolved, resume)
-    if nproc > 1 and not launched_by_torchrun():  # every process must write to the folder chosen here
-        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, f"run_dir={run_dir}", *(["--resume"] if resume else [])])
+    if (nproc > 1 or nnodes > 1) and not launched_by_torchrun():  # every process writes to the folder chosen here
+        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, f"run_dir={run_dir}", *(["--resume"] if resume else [])],
+                                nodes)
     init_from_env()
     out = console if is_main() else Console(quiet=True)
     resolved.run_dir = str(run_dir)
@@ -66,13 +77,31 @@ def run(
     shutdown()
 
 
-def relaunch_under_torchrun(nproc: int, args: list[str]) -> None:
-    """Replace this process with ``torchrun --standalone --nproc_per_node N -m latentbridge ARGS``."""
+def check_nodes(nnodes: int, node_rank: int, master_addr: str | None, master_port: int) -> list[str]:
+    """torchrun's arguments for ``--nnodes`` machines (static rendezvous at ``master_addr:master_port``);
+    ``--standalone`` for one."""
+    if nnodes < 1:
+        raise LatentBridgeError(f"--nnodes must be at least 1, got {nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise LatentBridgeError(f"--node-rank {node_rank} is out of range for --nnodes {nnodes} (0..{nnodes - 1})")
+    if not 0 < master_port < 65536:
+        raise LatentBridgeError(f"--master-port must be a port number (1..65535), got {master_port}")
+    if nnodes == 1:
+        return ["--standalone"]
+    if not master_addr:
+        raise LatentBridgeError("--nnodes: give --master-addr, the address of the machine of --node-rank 0")
+    return [f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--master_addr={master_addr}",
+            f"--master_port={master_port}"]
+
+
+def relaunch_under_torchrun(nproc: int, args: list[str], nodes: list[str] | None = None) -> None:
+    """Replace this process with ``torchrun NODES --nproc_per_node N -m latentbridge ARGS`` (``NODES``:
+    ``--standalone``, or a static rendezvous of several machines from :func:`check_nodes`)."""
     import os
     import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "latentbridge", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", *(nodes or ["--standalone"]),
+               f"--nproc_per_node={nproc}", "-m", "latentbridge", *args]
     os.execv(sys.executable, command)
 
 
