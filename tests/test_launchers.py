@@ -218,3 +218,68 @@ def test_a_launcher_block_sets_the_slurm_options(tmp_path):
 
     with pytest.raises(LatentBridgeError, match="launcher.partitoin: unknown setting.*partition"):
         slurm_launcher(tmp_path, block, {})
+
+
+# -- a real SLURM (tests/slurm_cluster.py): the daemons of the distribution's packages, on this machine ---------
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    from .slurm_cluster import local_slurm, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    with local_slurm(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def test_a_real_slurm_runs_a_two_cell_array(tmp_path, random_pair, slurm):
+    pytest.importorskip("submitit")
+    recipe = _recipe(tmp_path, random_pair)
+    out = tmp_path / "array"
+    result = subprocess.run([sys.executable, "-m", "latentbridge", "sweep", str(recipe), *FAST, "--seeds", "2",
+                             "--out", str(out), "--launcher", "slurm", "--cpus", "1", "--time", "10"],
+                            env={**ENV, **slurm}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(_status(out / f"tiny-seed{s}") == "finished" for s in (0, 1))
+    assert list((out / "slurm").glob("*_submission.sh"))  # submitted through sbatch
+    assert (out / "report" / "report.md").is_file()
+
+
+def test_a_real_slurm_requeues_a_signalled_cell_and_it_resumes_exactly(tmp_path, random_pair, slurm):
+    """SIGUSR1 to the job (what SLURM sends before the time limit): the cell checkpoints, the job requeues
+    and ends as an uninterrupted run."""
+    pytest.importorskip("submitit")
+    recipe = _recipe(tmp_path, random_pair, "train.steps=150", "train.log_every=1", "train.warmup_steps=0",
+                     "eval.every=150")
+    out = tmp_path / "array"
+    env = {**ENV, **slurm}
+    process = subprocess.Popen([sys.executable, "-m", "latentbridge", "sweep", str(recipe), "--out", str(out),
+                                "--launcher", "slurm", "--cpus", "1", "--time", "10"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        cell = out / "tiny-seed0"
+        _wait_for(lambda: _steps_logged(cell) >= 3, 300, "the cell's third step")
+        jobs = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True, text=True).stdout.split()
+        assert len(jobs) == 1
+        subprocess.run(["scancel", "--signal=USR1", jobs[0]], env=env, check=True)
+
+        def requeued() -> bool:  # pending again, held back by SLURM's requeue delay
+            state = subprocess.run(["squeue", "-h", "-j", jobs[0], "-o", "%t %r"], env=env, capture_output=True,
+                                   text=True).stdout.split()
+            return state[:1] == ["PD"]
+
+        _wait_for(requeued, 120, "the job to requeue")
+        # start it now rather than after the delay (the delay is SLURM's; what is tested is the requeue)
+        subprocess.run(["scontrol", "update", f"JobId={jobs[0]}", "StartTime=now"], env=env, check=True)
+        output, _ = process.communicate(timeout=900)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    log = "".join(p.read_text() for p in (out / "slurm").glob("*_log.out"))
+    assert "SIGUSR1: stopped after step" in log and "resuming from checkpoint at step" in log
+    reference = tmp_path / "reference"
+    ran = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={reference}"], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert _outputs(cell) == _outputs(reference)
