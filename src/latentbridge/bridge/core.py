@@ -148,7 +148,8 @@ class Bridge:
             return self._hidden_with_prefix(rows, shared)
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True
+            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), output_hidden_states=True,
+            logits_to_keep=1,  # only the hidden states are read: no full-vocabulary logits per position
         )
         return out.hidden_states[self.source_layer], mask
 
@@ -163,7 +164,7 @@ class Bridge:
         mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
         out = self.source.model(
             input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
-            **with_cache(self.source.model, cached.cache(b)), output_hidden_states=True,
+            **with_cache(self.source.model, cached.cache(b)), output_hidden_states=True, logits_to_keep=1,
         )
         hidden = torch.cat([cached.hidden.expand(b, -1, -1), out.hidden_states[self.source_layer]], 1)
         return hidden, mask
@@ -204,7 +205,7 @@ class Bridge:
         # the last window - 1 positions of a sliding-window layer (Mistral with a window, Gemma-2/3)
         kept = with_cache(self.source.model, DynamicCache()) if cache else {"use_cache": False}
         out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                output_hidden_states=True, **kept)
+                                output_hidden_states=True, logits_to_keep=1, **kept)
         states = SourceStates(out.hidden_states[self.source_layer], mask,
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
@@ -253,7 +254,7 @@ class Bridge:
         if again:  # only those rows, through the source once more
             ids, mask = left_pad([rows[i] for i in again], self.source.pad_id, self.source.device)
             out = self.source.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                                    output_hidden_states=True, use_cache=False)
+                                    output_hidden_states=True, use_cache=False, logits_to_keep=1)
             for j, i in enumerate(again):
                 per_row[i] = {layer: out.hidden_states[layer][j][mask[j].bool()] for layer in layers}
         lengths = [len(r) for r in rows]

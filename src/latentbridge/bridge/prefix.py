@@ -35,7 +35,7 @@ class PrefixState:
         ids = torch.tensor([list(prefix)], device=device)
         # a plain cache: every slot of every layer (a sliding layer's would keep only the window's last ones)
         out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
-                    use_cache=True, output_hidden_states=True, **with_cache(model, DynamicCache()))
+                    use_cache=True, output_hidden_states=True, logits_to_keep=1, **with_cache(model, DynamicCache()))
         kv = [(lay.keys, lay.values) for lay in cache_of(out).layers]
         return cls(kv, out.hidden_states[layer])
 
