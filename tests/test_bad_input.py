@@ -193,3 +193,60 @@ def test_a_plugin_that_raises_is_named(random_pair, tmp_path, monkeypatch):
 def test_source_layer_out_of_range(random_pair, tmp_path):
     path = write_recipe(tmp_path, recipe_dict(random_pair, "models.source_layer=-9"))
     assert_user_error(run_cli("run", path), "models.source_layer: -9 is out of range")
+
+
+# -- rough edges a new user met (issue: a newcomer's first hour) -------------------------------------------
+
+def test_describe_takes_a_kind_in_the_plural_and_names_a_wrong_one():
+    result = run_cli("describe", "linear", "--kind", "translators")
+    assert result.exit_code == 0, result.output
+    assert "translator linear" in result.output
+    assert_user_error(run_cli("describe", "linear", "--kind", "objective"),
+                      "unknown objective 'linear' ('linear' is a translator: --kind translator)")
+    assert_user_error(run_cli("describe", "linear", "--kind", "transltr"), "--kind 'transltr': not a kind")
+
+
+def test_runs_of_a_folder_that_is_not_there_is_an_error(tmp_path):
+    assert_user_error(run_cli("runs", tmp_path / "no-such-root"), "is not a folder")
+
+
+def test_damaged_translator_weights_are_one_line(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair))
+    run_dir = tmp_path / "run"
+    assert run_cli("run", path, f"run_dir={run_dir}").exit_code == 0
+    weights = run_dir / "best" / "translator.safetensors"
+    good = (run_dir / "translator.safetensors").read_bytes()
+    weights.write_bytes(good[:100])
+    result = run_cli("eval", run_dir)
+    assert_user_error(result, f"{weights}: not a readable safetensors file")
+    assert (run_dir / "translator.safetensors").read_bytes() == good  # nothing else touched
+
+
+def test_a_data_file_that_is_not_utf8_names_its_line(random_pair, tmp_path, gsm8k_slice):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(gsm8k_slice / "train.jsonl", data / "train.jsonl")
+    (data / "test.jsonl").write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 2"}\n')
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "task={name: gsm8k}", f"task.data_dir={data}"))
+    assert_user_error(run_cli("run", path, f"run_dir={tmp_path / 'run'}"),
+                      f"{data}/test.jsonl:2: not UTF-8 (byte 0xe9 at column 18)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_that_is_no_model_is_refused_by_validate(random_pair, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.json").write_text('{"foo": 1}')
+    path = write_recipe(tmp_path, recipe_dict(random_pair, f"models.source={fake}"))
+    assert_user_error(run_cli("validate", path), "models.source:", "names no model_type")
+    notokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(random_pair["llama"], notokenizer)
+    for f in notokenizer.glob("tokenizer*"):
+        f.unlink()
+    path = write_recipe(tmp_path, recipe_dict(random_pair, f"models.target={notokenizer}"), name="r2.yaml")
+    assert_user_error(run_cli("validate", path), "models.target: the tokenizer in", "does not load")
+
+
+def test_a_message_longer_than_the_targets_context_is_refused(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "translator.k=100000000"))
+    assert_user_error(run_cli("validate", path), "translator.k: 100000000 message positions do not fit")

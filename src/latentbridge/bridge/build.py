@@ -149,9 +149,9 @@ class Experiment:
         load_translator_weights(self.translator, folder)
         objectives = folder / OBJECTIVES_FILE
         if objectives.is_file():
-            from safetensors.torch import load_file
+            from latentbridge.io.weights import read_tensors
 
-            self.objectives.load_state_dict(load_file(str(objectives)))
+            self.objectives.load_state_dict(read_tensors(objectives))
 
 
 def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, target: FrozenModel) -> Translator:

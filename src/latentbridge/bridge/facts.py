@@ -85,6 +85,41 @@ def read_facts(name: str, path: Path) -> ModelFacts:
     )
 
 
+def folder_problems(key: str, name: str, path: Path) -> list[str]:
+    """What makes ``path`` no model folder: a config.json without a model type or an architecture, or a
+    tokenizer that does not load (read before any weight)."""
+    try:
+        raw = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"{key}: {path}/config.json cannot be read ({type(exc).__name__})"]
+    problems = []
+    if not isinstance(raw, dict) or not isinstance(raw.get("model_type"), str) or not raw.get("model_type"):
+        problems.append(f"{key}: {path}/config.json names no model_type: not a transformers model folder")
+    elif not (isinstance(raw.get("architectures"), list) and raw["architectures"]):
+        problems.append(f"{key}: {path}/config.json names no architectures (e.g. \"LlamaForCausalLM\"): "
+                        "which model class to load is unknown")
+    if problems:
+        return problems
+    try:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001  (transformers raises many kinds of errors for a bad tokenizer)
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        problems.append(f"{key}: the tokenizer in {path} does not load ({first})")
+    return problems
+
+
+def max_positions(path: Path) -> int | None:
+    """The longest sequence ``path``'s model reads (``max_position_embeddings``), where its config says."""
+    try:
+        config, _ = text_config(json.loads((Path(path) / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError):
+        return None
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def has_chat_template(path: Path) -> bool:
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return True
@@ -99,6 +134,10 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
     from latentbridge.bridge.models import resolve_model_path
 
     m = recipe.models
+    problems = [p for key, name in (("models.source", m.source), ("models.target", m.target))
+                for p in folder_problems(key, name, resolve_model_path(name))]
+    if problems:  # nothing else can be read off a folder that is not a model's
+        return problems
     source = read_facts(m.source, resolve_model_path(m.source))
     target = read_facts(m.target, resolve_model_path(m.target))
     problems = [p for p in [source.layer_problem(m.source_layer, "models.source_layer")] if p]
@@ -108,6 +147,11 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
         if given is not None and given != facts.hidden_size:
             problems.append(f"translator.{key}: is {given} but {facts.name} has hidden size {facts.hidden_size}; "
                             f"remove translator.{key} to use the model's")
+    k = getattr(recipe.translator.config, "k", None)
+    context = max_positions(resolve_model_path(m.target))
+    if isinstance(k, int) and context and k >= context:
+        problems.append(f"translator.k: {k} message positions do not fit in {target.name}'s context "
+                        f"({context} positions, max_position_embeddings)")
     if getattr(recipe.task.config, "chat_template", False):
         problems += [f"task.chat_template: the tokenizer of {f.name} has no chat template"
                      for f in (source, target) if not f.chat_template]

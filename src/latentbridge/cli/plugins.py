@@ -117,6 +117,8 @@ def describe(
     ),
 ) -> None:
     registry = get_registry()
+    if kind is not None:
+        kind = _kind_named(kind)
     matches = [p for p in registry.all() if p.name == name and (kind is None or p.kind == kind)]
     quantities = [r for r in quantity_rows(registry) if r["name"] == name] if kind in (None, "quantity") else []
     if quantities and matches:
@@ -127,8 +129,13 @@ def describe(
                           f"{escape(r['version'])}): {escape(r['description'])}", highlight=False)
         return
     if not matches:
-        every = sorted({p.name for p in registry.all()} | {r["name"] for r in quantity_rows(registry)})
-        raise LatentBridgeError(f"unknown plugin '{name}'{did_you_mean(name, every)}; see `latentbridge list-plugins`")
+        every = sorted({p.name for p in registry.all() if kind is None or p.kind == kind}
+                       | ({r["name"] for r in quantity_rows(registry)} if kind in (None, "quantity") else set()))
+        what = f"{KINDS[kind].words} " if kind in KINDS else ""
+        elsewhere = sorted({p.kind for p in registry.all() if p.name == name})
+        hint = f" ('{name}' is a {' and a '.join(elsewhere)}: --kind {elsewhere[0]})" if elsewhere else \
+            did_you_mean(name, every)
+        raise LatentBridgeError(f"unknown {what or 'plugin '}'{name}'{hint}; see `latentbridge list-plugins`")
     kinds = list(dict.fromkeys(p.kind for p in matches))
     if len(kinds) > 1:
         raise LatentBridgeError(f"'{name}' names several plugins ({', '.join(kinds)}); add --kind")
@@ -145,3 +152,14 @@ def describe(
         if i:
             console.print()
         _show(info)
+
+
+def _kind_named(kind: str) -> str:
+    """``--kind`` as a kind's name: singular or plural (``translators``), any case; else one line, exit 2."""
+    wanted = kind.strip().lower()
+    known = [*KINDS, "quantity"]
+    for name in known:
+        if wanted in (name, f"{name}s", name.replace("_", "-"), f"{name.replace('_', '-')}s") or \
+                (name.endswith("y") and wanted == f"{name[:-1]}ies"):
+            return name
+    raise LatentBridgeError(f"--kind {kind!r}: not a kind{did_you_mean(wanted, known)}; the kinds: {', '.join(known)}")

@@ -10,7 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+
 from latentbridge.cli.app import app, console
+from latentbridge.errors import LatentBridgeError
 
 
 def overrides_cell(record: dict[str, Any]) -> str:
@@ -29,6 +31,8 @@ def runs(
     final accuracies."""
     from latentbridge.io.rundir import read_index
 
+    if not root.is_dir():
+        raise LatentBridgeError(f"runs: {root} is not a folder (give the folder holding the runs, e.g. runs/)")
     index = read_index(root)
     if as_json:
         typer.echo(json.dumps([{**r, "overrides": r.get("overrides") or []} for r in index.values()], indent=2))

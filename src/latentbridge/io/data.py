@@ -19,8 +19,13 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     object is an error naming the file and line."""
     if not path.is_file():
         raise LatentBridgeError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is named by its number
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LatentBridgeError(f"{path}:{line_no}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                        f"{exc.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

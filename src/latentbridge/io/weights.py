@@ -40,12 +40,25 @@ def read_translator_meta(folder: str | Path) -> dict[str, Any]:
         raise LatentBridgeError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
+def read_tensors(path: str | Path) -> dict[str, Any]:
+    """A safetensors file's tensors; a damaged or foreign file is one line naming it."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001  (safetensors raises its own error types for a damaged file)
+        raise LatentBridgeError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]}); the run's "
+                                "checkpoints/ keep earlier copies") from None
+
+
 def load_translator_weights(translator: Translator, folder: str | Path) -> Translator:
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise LatentBridgeError(f"no translator weights: {path} does not exist")
-    state = load_file(str(path))
-    missing, unexpected = translator.load_state_dict(state, strict=False)
+    state = read_tensors(path)
+    try:
+        missing, unexpected = translator.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+        raise LatentBridgeError(f"{path}: weights do not fit translator '{translator.name}' ({detail})") from None
     if missing or unexpected:
         raise LatentBridgeError(
             f"{path}: weights do not fit translator '{translator.name}' "
