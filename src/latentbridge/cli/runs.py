@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-
 from latentbridge.cli.app import app, console
 from latentbridge.errors import LatentBridgeError
 
