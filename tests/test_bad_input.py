@@ -250,3 +250,17 @@ def test_a_folder_that_is_no_model_is_refused_by_validate(random_pair, tmp_path)
 def test_a_message_longer_than_the_targets_context_is_refused(random_pair, tmp_path):
     path = write_recipe(tmp_path, recipe_dict(random_pair, "translator.k=100000000"))
     assert_user_error(run_cli("validate", path), "translator.k: 100000000 message positions do not fit")
+
+
+def test_a_run_dir_holding_foreign_files_is_refused_unless_forced(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair))
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("my notes")
+    assert_user_error(run_cli("run", path, f"run_dir={run_dir}"), f"run_dir {run_dir} holds files that are not a run's (notes.txt)")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # nothing written
+    forced = run_cli("run", path, f"run_dir={run_dir}", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (run_dir / "notes.txt").read_text() == "my notes" and (run_dir / "run.json").is_file()
+    (tmp_path / "empty").mkdir()  # an empty folder is fine without --force
+    assert run_cli("run", path, f"run_dir={tmp_path / 'empty'}").exit_code == 0

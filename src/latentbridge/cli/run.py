@@ -29,6 +29,7 @@ def run(
     node_rank: int = typer.Option(0, "--node-rank", help="This machine's rank, 0..nnodes-1."),
     master_addr: str = typer.Option(None, "--master-addr", help="Address of the machine of --node-rank 0."),
     master_port: int = typer.Option(29500, "--master-port", help="A free port on that machine."),
+    force: bool = typer.Option(False, "--force", help="Write a new run into a run_dir that holds other files."),
 ) -> None:
     """Train a translator as the recipe says, evaluating as it goes; ends with a results table.
 
@@ -47,16 +48,16 @@ def run(
         raise LatentBridgeError("--nnodes: every machine must write to the same folder: give run_dir=... (on a "
                                 "file system they share)")
     resume = resume or resolved.resume
-    run_dir = choose_run_dir(resolved, resume)
+    run_dir = choose_run_dir(resolved, resume, force)
     if (nproc > 1 or nnodes > 1) and not launched_by_torchrun():  # every process writes to the folder chosen here
-        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, f"run_dir={run_dir}", *(["--resume"] if resume else [])],
-                                nodes)
+        relaunch_under_torchrun(nproc, ["run", recipe, *overrides, f"run_dir={run_dir}", *(["--resume"] if resume else []),
+                                        *(["--force"] if force else [])], nodes)
     init_from_env()
     out = console if is_main() else Console(quiet=True)
     resolved.run_dir = str(run_dir)
     with RunDisplay(out) as display:
         try:
-            result = train_recipe(resolved, resume=resume, consumers=[display], log=display.log)
+            result = train_recipe(resolved, resume=resume, consumers=[display], log=display.log, force=force)
         except Preempted as stop:
             display.log(f"{stop.signal_name}: {stop.detail or f'stopped after step {stop.step}; checkpoint written'}")
             # the run's own resolved recipe: every override it was started with is in it

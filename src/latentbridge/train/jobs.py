@@ -62,8 +62,9 @@ def find_resume_dir(name: str, given: str | Path | None, root: str | Path = "run
     raise LatentBridgeError(f"nothing to resume: no run of '{name}' in {root}/; give run_dir=...")
 
 
-def choose_run_dir(recipe: Recipe, resume: bool) -> Path:
-    """Where the run goes: the folder to resume, or a new one (refusing a folder that holds a run)."""
+def choose_run_dir(recipe: Recipe, resume: bool, force: bool = False) -> Path:
+    """Where the run goes: the folder to resume, or a new one (refusing a folder that holds a run, and one
+    that holds anything else unless ``force``)."""
     from latentbridge.train.runner import default_run_dir
 
     if resume:
@@ -71,6 +72,13 @@ def choose_run_dir(recipe: Recipe, resume: bool) -> Path:
     folder = default_run_dir(recipe)
     if (folder / "run.json").exists():
         raise LatentBridgeError(f"{folder} already holds a run; add --resume to continue it, or choose another run_dir")
+    if folder.is_file():
+        raise LatentBridgeError(f"run_dir {folder} is a file, not a folder")
+    foreign = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if foreign and not force:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise LatentBridgeError(f"run_dir {folder} holds files that are not a run's ({shown}); choose an empty or "
+                                "new folder, or add --force to write the run among them")
     return folder
 
 
@@ -82,11 +90,12 @@ def train_recipe(
     resume: bool = False,
     consumers: Iterable[Any] = (),
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train and evaluate a recipe (a shipped recipe's name, a YAML file, or a loaded :class:`Recipe`).
 
-    ``run_dir`` sets where the run is written (default: ``runs/<name>-<time>-<random>``); ``resume``
-    continues its newest checkpoint. ``consumers`` receive every run event (see
+    ``run_dir`` sets where the run is written (default: ``runs/<name>-<time>-<random>``; a folder holding
+    other files is refused unless ``force``); ``resume`` continues its newest checkpoint. ``consumers`` receive every run event (see
     :mod:`latentbridge.api.events`); ``log`` gets the lines printed while the models load."""
     from latentbridge.bridge.build import Experiment
     from latentbridge.bridge.solutions import SolvingStopped
@@ -99,7 +108,7 @@ def train_recipe(
         resolved.run_dir = str(run_dir)
     resume = resume or resolved.resume
     # under torchrun the folder was chosen once, before the processes started (all get the same run_dir)
-    folder = Path(resolved.run_dir) if rank() != 0 and resolved.run_dir else choose_run_dir(resolved, resume)
+    folder = Path(resolved.run_dir) if rank() != 0 and resolved.run_dir else choose_run_dir(resolved, resume, force)
     log = log or (lambda _: None)
     main = rank() == 0
     resume_from_preparing = resume and not has_checkpoint(folder)
