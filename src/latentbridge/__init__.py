@@ -41,6 +41,7 @@ _LIBRARY = {
     "summarize_evals": "latentbridge.eval.jobs",
     "report_runs": "latentbridge.report.document",
     "run_sweep": "latentbridge.train.sweep",
+    "load_bridge": "latentbridge.eval.loaded",
 }
 
 __all__ = [

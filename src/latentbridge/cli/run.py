@@ -143,3 +143,40 @@ def summarize(
         return
     for row in rows:
         print_results(console, row, f"{row['file']} (step {row['step']}, {row['n_items']} items)")
+
+
+@app.command("generate")
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `latentbridge run`."),
+    questions: list[str] = typer.Argument(..., help="Questions; '-' reads one per line from stdin."),
+    system: str = typer.Option("bridged", "--system", help="Which system answers: bridged, target, source, "
+                               "relay, a control, or any registered system."),
+    step: str = typer.Option("best", "--step", help="best (chosen on dev) or final weights."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per question: question, system, output."),
+) -> None:
+    """Ask a trained bridge: each question's greedy answer, decoded as the run's evaluation decodes."""
+    import sys
+
+    from latentbridge.eval.loaded import load_bridge
+    from latentbridge.registry.host import get_registry
+
+    known = get_registry().names("system")
+    if system not in known:  # before the models load
+        raise LatentBridgeError(f"--system {system!r}: unknown; known: {', '.join(known)}")
+    asked: list[str] = []
+    for q in questions:
+        if q == "-":
+            asked += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        else:
+            asked.append(q)
+    if not asked:
+        raise LatentBridgeError("generate: no question given (stdin held none)")
+    bridge = load_bridge(run_dir, step=step)
+    outputs = bridge.generate(asked, system=system)
+    for i, (q, out) in enumerate(zip(asked, outputs, strict=True)):
+        if as_json:
+            typer.echo(json.dumps({"question": q, "system": system, "output": out}))
+        else:
+            if len(asked) > 1:
+                typer.echo(("\n" if i else "") + f"# {q}")
+            typer.echo(out.strip())
