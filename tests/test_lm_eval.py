@@ -146,6 +146,21 @@ def test_bad_model_args_are_one_clear_error(bridge_run, tmp_path):
         LatentBridgeLM(run=str(tmp_path))
     with pytest.raises(LatentBridgeError, match="step must be"):
         LatentBridgeLM(run=str(bridge_run["run"]), step="last")
+    # a misspelt argument is named, never ignored (sytem=target once evaluated the bridged system)
+    with pytest.raises(LatentBridgeError, match="unknown model argument 'sytem' \\(did you mean 'system'\\?\\)"):
+        LatentBridgeLM(run=str(bridge_run["run"]), sytem="target")
+    with pytest.raises(LatentBridgeError, match="dtype must be one of"):
+        LatentBridgeLM(run=str(bridge_run["run"]), dtype="int8")
+    with pytest.raises(LatentBridgeError, match="batch_size must be an integer or 'auto'"):
+        LatentBridgeLM(run=str(bridge_run["run"]), batch_size="big")
+
+
+def test_dtype_is_honoured_and_auto_batch_is_said(bridge_run, capsys):
+    lm = LatentBridgeLM(run=str(bridge_run["run"]), system="target", dtype="bfloat16", batch_size="auto",
+                        max_batch_size=3)
+    assert lm.frozen.model.dtype == torch.bfloat16 and lm.batch_size_per_gpu == 3
+    assert "batch_size=auto is not searched for; using batch size 3" in capsys.readouterr().err
+    assert LatentBridgeLM(run=str(bridge_run["run"]), system="target", dtype="float32").frozen.model.dtype == torch.float32
 
 
 def test_the_cli_runs_lm_eval_with_the_bridge_offline(bridge_run, tmp_path):
@@ -173,3 +188,11 @@ def test_the_empty_context_uses_the_prefix_token(bridge_run):
     with torch.no_grad():
         logp = torch.log_softmax(lm.frozen.model(input_ids=torch.tensor([context + scored])).logits[0].float(), -1)
     assert score == pytest.approx(sum(logp[len(context) - 1 + i, t].item() for i, t in enumerate(scored)), abs=1e-4)
+
+
+def test_requests_show_a_progress_bar(bridge_run, capsys):
+    lm = LatentBridgeLM(run=str(bridge_run["run"]), system="target", batch_size=2)
+    lm.loglikelihood(requests("loglikelihood", [("Velkar has", " 3 rings."), ("Kor has", " 2 moons.")]))
+    assert "Running loglikelihood requests" in capsys.readouterr().err
+    lm.loglikelihood(requests("loglikelihood", [("Velkar has", " 3 rings.")]), disable_tqdm=True)
+    assert "Running loglikelihood requests" not in capsys.readouterr().err

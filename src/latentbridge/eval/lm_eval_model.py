@@ -25,6 +25,7 @@ context), so the target's score measures what the message adds to any text.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from latentbridge.eval.harness import item_seed
 from latentbridge.runtime.precision import autocast
 
 SYSTEMS = ("target", "source", "bridged")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's hf default when neither the config nor the tokenizer says
 
 
@@ -57,10 +59,21 @@ class LatentBridgeLM(TemplateLM):
 
     def __init__(self, run: str, system: str = "bridged", step: str = "best", batch_size: int | str = 8,
                  device: str | None = None, max_length: int | None = None, max_gen_toks: int = 256,
-                 **_ignored: Any):
+                 dtype: str | None = None, max_batch_size: int | None = None, **unknown: Any):
         super().__init__()
         from latentbridge.bridge.build import Experiment
         from latentbridge.config.recipe import load_recipe
+        from latentbridge.config.schema import did_you_mean
+
+        if unknown:  # a misspelt argument must not quietly leave its default in force (sytem=target -> bridged)
+            known = ["run", "system", "step", "batch_size", "device", "max_length", "max_gen_toks", "dtype",
+                     "max_batch_size"]
+            name = sorted(unknown)[0]
+            raise LatentBridgeError(f"lm-eval model 'latentbridge': unknown model argument '{name}'"
+                                    f"{did_you_mean(name, known)}; the arguments: {', '.join(known)}")
+        if dtype is not None and str(dtype) not in DTYPES:
+            raise LatentBridgeError(f"lm-eval model 'latentbridge': dtype must be one of {', '.join(DTYPES)}, "
+                                    f"got '{dtype}'")
 
         if system not in SYSTEMS:
             raise LatentBridgeError(f"lm-eval model 'latentbridge': system must be one of {', '.join(SYSTEMS)}, got '{system}'")
@@ -75,6 +88,8 @@ class LatentBridgeLM(TemplateLM):
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             device = None  # lm-eval's default device is cuda:0: on a machine without CUDA, the recipe's (auto) stands, as hf does
         overrides = [f"models.device={device}"] if device else []
+        if dtype is not None:  # honoured as the recipe's models.dtype (both models)
+            overrides.append(f"models.dtype={dtype}")
         recipe = load_recipe(folder / "recipe.yaml", overrides)
         self.experiment = Experiment.build(recipe, translator_dir=str(weights) if system == "bridged" else None)
         self.bridge = self.experiment.bridge
@@ -84,7 +99,7 @@ class LatentBridgeLM(TemplateLM):
         self.tokenizer = self.frozen.tokenizer
         self.cue = self.experiment.task.config.cue
         self.autocast = recipe.models.autocast
-        self.batch_size_per_gpu = _batch_size(batch_size)
+        self.batch_size_per_gpu = _batch_size(batch_size, max_batch_size)
         self._max_length = int(max_length) if max_length else None
         self._max_gen_toks = int(max_gen_toks)
 
@@ -172,6 +187,7 @@ class LatentBridgeLM(TemplateLM):
     def _loglikelihood_tokens(self, requests: Sequence[tuple[Any, list[int], list[int]]],
                               disable_tqdm: bool = False, **_: Any) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool]] = []
+        bar = _bar(len(requests), "Running loglikelihood requests", disable_tqdm)
         for start in range(0, len(requests), self.batch_size_per_gpu):
             batch = requests[start : start + self.batch_size_per_gpu]
             with autocast(self.frozen.device, self.frozen.dtype, self.autocast):
@@ -180,6 +196,8 @@ class LatentBridgeLM(TemplateLM):
                 results.append((float(total), bool(is_greedy)))
                 if args is not None:
                     self.cache_hook.add_partial("loglikelihood", args, (float(total), bool(is_greedy)))
+            bar.update(len(batch))
+        bar.close()
         return results
 
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
@@ -190,7 +208,7 @@ class LatentBridgeLM(TemplateLM):
                     token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
                     max_seq_len=self.max_length, context_len=1)):
                 windows.append((index, (None, context, scored)))
-        scores = self._loglikelihood_tokens([w for _, w in windows])
+        scores = self._loglikelihood_tokens([w for _, w in windows], disable_tqdm=disable_tqdm)
         totals = [0.0] * len(requests)
         for (index, _), (logprob, _) in zip(windows, scores, strict=True):
             totals[index] += logprob
@@ -201,8 +219,10 @@ class LatentBridgeLM(TemplateLM):
     @torch.no_grad()
     def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
         outputs: list[str] = []
+        bar = _bar(len(requests), "Running generate_until requests", disable_tqdm)
         for start in range(0, len(requests), self.batch_size_per_gpu):
             batch = requests[start : start + self.batch_size_per_gpu]
+            bar.update(len(batch))
             settings = [_generation_settings(r.args[1], self._max_gen_toks) for r in batch]
             groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
             for i, setting in enumerate(settings):
@@ -215,6 +235,7 @@ class LatentBridgeLM(TemplateLM):
             for i, request in enumerate(batch):
                 outputs.append(texts[i])
                 self.cache_hook.add_partial("generate_until", request.args, texts[i])
+        bar.close()
         return outputs
 
     def _generate(self, contexts: Sequence[str], until: list[str], max_new: int) -> list[str]:
@@ -229,6 +250,13 @@ class LatentBridgeLM(TemplateLM):
         with autocast(model.device, model.dtype, self.autocast):
             outs = greedy_generate(model.model, model.tokenizer, inputs, max_new_tokens=max_new, eos_ids=eos, stop=until)
         return [o.text for o in outs]
+
+
+def _bar(total: int, description: str, disable: bool) -> Any:
+    """A progress bar over requests, as lm-eval's ``hf`` model shows (tqdm, on stderr)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, disable=disable)
 
 
 def _after_prefix(context: Sequence[int], prefix_token: int) -> tuple[int, ...]:
@@ -246,10 +274,22 @@ def _generation_settings(kwargs: dict[str, Any] | None, default_max: int) -> tup
     return tuple(until), int(kwargs.get("max_gen_toks", default_max))
 
 
-def _batch_size(value: int | str | None) -> int:
+AUTO_BATCH = 8  # what batch_size=auto means here: no search for the largest batch that fits
+
+
+def _batch_size(value: int | str | None, cap: int | None = None) -> int:
+    """The batch size: an integer, or ``auto`` (:data:`AUTO_BATCH`, said on stderr, capped by
+    ``max_batch_size``: latentbridge does not search for the largest batch that fits, as ``hf`` does)."""
     if value is None or (isinstance(value, str) and value.startswith("auto")):
-        return 8
-    size = int(value)
+        size = min(AUTO_BATCH, int(cap)) if cap else AUTO_BATCH
+        print(f"latentbridge: batch_size=auto is not searched for; using batch size {size} (give batch_size=N "
+              "to choose)", file=sys.stderr)
+        return size
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise LatentBridgeError(f"lm-eval model 'latentbridge': batch_size must be an integer or 'auto', got "
+                                f"'{value}'") from None
     if size < 1:
         raise LatentBridgeError(f"lm-eval model 'latentbridge': batch_size must be at least 1, got {size}")
     return size
