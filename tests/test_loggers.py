@@ -50,14 +50,25 @@ def test_tensorboard_holds_every_term_and_every_accuracy(random_pair, tmp_path):
             (event,) = [e for e in acc.Scalars(key) if e.step == line["step"]]
             assert event.value == pytest.approx(line[key], rel=1e-6), key
     assert "speed/examples_per_s" in tags
-    for evaluation in evaluations(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    written = [("dev", e) for e in evaluations(run_dir)] + [("test", summary["test"]["final"])]
+    if summary["test"].get("best") is not None:
+        written.append(("test_best", summary["test"]["best"]))
+    for prefix, evaluation in written:  # each evaluation under its own name, at its own step
+        step = evaluation["step"]
         for system, s in evaluation["systems"].items():
             if s is None:
                 continue
-            (event,) = [e for e in acc.Scalars(f"test/{system}/accuracy") if e.step == evaluation["step"]]
+            (event,) = [e for e in acc.Scalars(f"{prefix}/{system}/accuracy") if e.step == step]
             assert event.value == pytest.approx(s["accuracy"])
-            (low,) = [e for e in acc.Scalars(f"test/{system}/ci_low") if e.step == evaluation["step"]]
+            (low,) = [e for e in acc.Scalars(f"{prefix}/{system}/ci_low") if e.step == step]
             assert low.value == pytest.approx(s["ci95"][0])
+    # the final and the dev-chosen weights' test evaluations never share a name: no tag has two points at
+    # one step (they did when best_step was the last step), and the best one is under test_best/
+    for tag in tags:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert len(steps) == len(set(steps)), tag
+    assert summary["test"].get("best") is None or acc.Scalars("test_best/bridged/accuracy")
 
 
 def test_mlflow_local_store_holds_params_metrics_and_the_bridge_card(random_pair, tmp_path):

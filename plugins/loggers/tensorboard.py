@@ -3,7 +3,7 @@
 Written into ``<run folder>/tensorboard/`` (``dir``): every loss term (``loss``, ``loss/<term>``), each
 weight, ``lr``, ``grad_norm``, ``speed/examples_per_s`` at every logging window, and at each evaluation
 every system's accuracy and the ends of its 95% interval (``<split>/<system>/accuracy``, ``.../ci_low``,
-``.../ci_high``). A resumed run purges what was logged after its checkpoint. View with
+``.../ci_high``; the test evaluation of the dev-chosen weights as ``test_best/...``). A resumed run purges what was logged after its checkpoint. View with
 ``tensorboard --logdir runs/``.
 """
 
@@ -30,11 +30,14 @@ def scalars(values: dict) -> dict[str, float]:
 
 
 def evaluation_scalars(event: EvaluationEnded) -> dict[str, float]:
+    """``<split>/<system>/accuracy`` (and ``ci_low``, ``ci_high``); the test evaluation of the weights chosen
+    on dev goes under ``test_best/`` so that it never shares a name with the final weights' ``test/``."""
     out: dict[str, float] = {}
+    split = f"{event.split}_best" if event.summary.get("weights") == "best" else event.split
     for system, s in event.summary["systems"].items():
         if s is None:
             continue
-        prefix = f"{event.split}/{system}"
+        prefix = f"{split}/{system}"
         out[f"{prefix}/accuracy"] = float(s["accuracy"])
         out[f"{prefix}/ci_low"], out[f"{prefix}/ci_high"] = (float(x) for x in s["ci95"])
     return out
