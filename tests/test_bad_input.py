@@ -264,3 +264,16 @@ def test_a_run_dir_holding_foreign_files_is_refused_unless_forced(random_pair, t
     assert (run_dir / "notes.txt").read_text() == "my notes" and (run_dir / "run.json").is_file()
     (tmp_path / "empty").mkdir()  # an empty folder is fine without --force
     assert run_cli("run", path, f"run_dir={tmp_path / 'empty'}").exit_code == 0
+
+
+def test_limit_shortens_every_evaluation(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair, "eval.n=6", "eval.dev_n=6"))
+    run_dir = tmp_path / "run"
+    result = run_cli("run", path, f"run_dir={run_dir}", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    for name in ("eval_samples_dev_step_2.jsonl", "eval_samples_test_step_4.jsonl"):
+        assert len((run_dir / name).read_text().splitlines()) == 2
+    again = run_cli("eval", run_dir, "--step", "final", "--limit", "1")
+    assert again.exit_code == 0, again.output
+    assert len((run_dir / "eval_final" / "eval_samples_test_step_4.jsonl").read_text().splitlines()) == 1
+    assert_user_error(run_cli("run", path, f"run_dir={tmp_path / 'r2'}", "--limit", "0"), "--limit must be at least 1")

@@ -30,6 +30,8 @@ def run(
     master_addr: str = typer.Option(None, "--master-addr", help="Address of the machine of --node-rank 0."),
     master_port: int = typer.Option(29500, "--master-port", help="A free port on that machine."),
     force: bool = typer.Option(False, "--force", help="Write a new run into a run_dir that holds other files."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate N items of dev and test only (eval.n=N, "
+                              "eval.dev_n=N): a smoke run, as lm-eval's --limit."),
 ) -> None:
     """Train a translator as the recipe says, evaluating as it goes; ends with a results table.
 
@@ -41,7 +43,7 @@ def run(
     from latentbridge.train.jobs import choose_run_dir, train_recipe
     from latentbridge.train.state import Diverged, Preempted
 
-    overrides = list(overrides or [])
+    overrides = list(overrides or []) + limit_overrides(limit)
     nodes = check_nodes(nnodes, node_rank, master_addr, master_port)
     resolved = load_recipe(recipe, overrides)
     if nnodes > 1 and not resolved.run_dir:
@@ -78,6 +80,15 @@ def run(
     shutdown()
 
 
+def limit_overrides(limit: int | None) -> list[str]:
+    """``--limit N``: every evaluation on N items (the overrides ``eval.n=N eval.dev_n=N``)."""
+    if limit is None:
+        return []
+    if limit < 1:
+        raise LatentBridgeError(f"--limit must be at least 1, got {limit}")
+    return [f"eval.n={limit}", f"eval.dev_n={limit}"]
+
+
 def check_nodes(nnodes: int, node_rank: int, master_addr: str | None, master_port: int) -> list[str]:
     """torchrun's arguments for ``--nnodes`` machines (static rendezvous at ``master_addr:master_port``);
     ``--standalone`` for one."""
@@ -112,6 +123,7 @@ def evaluate(
     step: str = typer.Option("best", "--step", help="Which translator: 'best' (chosen on dev) or 'final'."),
     split: str = typer.Option("test", "--split", help="Which items: 'test' or 'dev'."),
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for the evaluation, e.g. eval.n=50."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate N items only (eval.n=N, eval.dev_n=N)."),
 ) -> None:
     """Re-evaluate a saved translator; writes eval_<step>/ inside the run folder."""
     from latentbridge.eval.jobs import evaluate_run
@@ -123,7 +135,8 @@ def evaluate(
         def progress(what: str, done: int, total: int) -> None:
             display.on_run_event(events.EvaluationProgress(0, what, done, total))
 
-        result = evaluate_run(run_dir, step, overrides or [], split=split, progress=progress, log=display.log)
+        result = evaluate_run(run_dir, step, [*(overrides or []), *limit_overrides(limit)], split=split,
+                              progress=progress, log=display.log)
     print_results(out, result, f"{run_dir}: {step} translator (step {result['step']}) on {split}")
     out.print(f"records in {escape(str(run_dir / f'eval_{step}'))}")
     shutdown()

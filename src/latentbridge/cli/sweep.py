@@ -26,6 +26,7 @@ def sweep(
     threads: int = typer.Option(None, "--threads", help="CPU threads per cell (default: the cores divided among "
                                 "the jobs)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their run folders; run nothing."),
+    limit: int = typer.Option(None, "--limit", help="Every evaluation on N items (eval.n=N, eval.dev_n=N)."),
     launcher_config: Path = typer.Option(None, "--launcher-config", help="A YAML file whose `launcher:` block "
                                          "sets the SLURM options below (the command line wins)."),
     partition: str = typer.Option(None, "--partition", help="slurm: partition."),
@@ -50,8 +51,11 @@ def sweep(
     from latentbridge.train.launchers import LocalLauncher
     from latentbridge.train.sweep import SweepStopped, run_sweep, status_of, sweep_cells, train_one
 
+    from latentbridge.cli.run import limit_overrides
+
     overrides = [a for a in recipes_and_overrides if "=" in a or a.startswith("~")]
     recipes = [a for a in recipes_and_overrides if a not in overrides]
+    overrides += limit_overrides(limit)
     if not recipes:
         raise LatentBridgeError("sweep: name at least one recipe")
     if launcher not in ("local", "slurm"):
