@@ -48,10 +48,9 @@ def sweep(
 
     A cell that fails does not stop the others; they are named at the end (exit 1). SIGINT, SIGTERM or
     SIGUSR1 stops every running cell with a checkpoint (exit 75): rerun the same command to continue."""
+    from latentbridge.cli.run import limit_overrides
     from latentbridge.train.launchers import LocalLauncher
     from latentbridge.train.sweep import SweepStopped, run_sweep, status_of, sweep_cells, train_one
-
-    from latentbridge.cli.run import limit_overrides
 
     overrides = [a for a in recipes_and_overrides if "=" in a or a.startswith("~")]
     recipes = [a for a in recipes_and_overrides if a not in overrides]
