@@ -55,9 +55,10 @@ def test_dev_curves_and_the_test_points_at_the_end(tmp_path):
     assert dev["bridged (dev)"] == ([100, 200, 300], [0.7, 0.5, 0.6])  # dev accuracies, not test
     points = {line.get_label(): (line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines()
               if str(line.get_label()).startswith("_test")}
-    assert points["_test final bridged"] == (300, 0.4) and points["_test best bridged"] == (100, 0.8)
-    assert points["_test final shuffled"] == (300, 0.3) and points["_test best null"] == (100, 0.2)
-    assert points["_test final target"] == (300, 0.8) and "_test best target" not in points  # weights change no baseline
+    shift = 0.03 * 300  # each test point just right of its step, beside the dev point there
+    assert points["_test final bridged"] == (300 + shift, 0.4) and points["_test best bridged"] == (100 + shift, 0.8)
+    assert points["_test final shuffled"] == (300 + shift, 0.3) and points["_test best null"] == (100 + shift, 0.2)
+    assert points["_test final target"] == (300 + shift, 0.8) and "_test best target" not in points  # weights change no baseline
     best_line = next(line for line in ax.get_lines() if line.get_label() == "best/ (step 100)")
     assert list(best_line.get_xdata()) == [100, 100]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -89,3 +90,22 @@ def test_a_run_evaluated_at_step_zero_only(tmp_path):
     low, high = fig.axes[0].get_xlim()
     assert low <= 0 < high and high <= 2
     assert not fig.axes[1].get_lines()
+
+
+def test_nothing_covers_the_curves(tmp_path):
+    """The legends stand outside their axes, and no test point sits on a dev curve's point."""
+    folder = make_run(tmp_path, "r", {"name": "r"}, 0, {100: 7, 200: 5, 300: 6}, final=counts(4), best=counts(8))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (100, 200, 300)))
+    fig = curves_figure(load_run(folder))
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    ax = fig.axes[0]
+    dev = {(x, y) for line in curves(ax) for x, y in zip(line.get_xdata(), line.get_ydata())}
+    tested = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines() if str(line.get_label()).startswith("_test")]
+    assert tested and not set(tested) & dev

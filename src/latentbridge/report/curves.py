@@ -42,31 +42,34 @@ def _x_range(ax: Axes, steps: Sequence[int]) -> None:
         ax.set_xlim(-0.05 * span, 1.05 * span)
 
 
-def _test_points(ax: Axes, run: RunRecord, system: str, color: Any) -> None:
-    """The test accuracies of ``system``: final weights (filled circle at the final step) and, for the
-    systems the weights change (not the baselines), the best weights (star at the best step)."""
+def _test_points(ax: Axes, run: RunRecord, system: str, color: Any, shift: float) -> None:
+    """The test accuracies of ``system``: final weights (circle) and, for the systems the weights change
+    (not the baselines), the best weights (star), each drawn ``shift`` steps right of its step, beside the
+    dev curve's point there rather than over it."""
     for weights, marker in (("final", "o"), ("best", "*")):
         summary = run.test.get(weights)
         value = run.accuracy(summary, system)
         if value is not None and not (weights == "best" and system_role(system) == "baseline"):
-            ax.plot([summary["step"]], [value], linestyle="none", marker=marker, color=color, markersize=11,
-                    markeredgecolor="black", markeredgewidth=0.6, zorder=20, label=f"_test {weights} {system}")
+            ax.plot([summary["step"] + shift], [value], linestyle="none", marker=marker, color=color, markersize=9,
+                    markeredgecolor="black", markeredgewidth=0.6, zorder=1, label=f"_test {weights} {system}")
 
 
 def curves_figure(run: RunRecord) -> Figure:
     """The figure: dev accuracy per system with the test points (left axes), every loss term (right)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(14, 4.5))
     ax_acc, ax_loss = fig.subplots(1, 2)
     steps = [e["step"] for e in run.evaluations]
+    span = max([*steps, *(s["step"] for s in run.test.values() if s)], default=1) or 1
+    shift = 0.03 * span  # the test points sit just right of their step
     drawn = 0
     systems = list(dict.fromkeys(s for e in run.evaluations for s in e.get("systems", {})))
     for system in systems:
         values = [run.accuracy(e, system) for e in run.evaluations]
         if any(v is not None for v in values):
             (line,) = ax_acc.plot(steps, values, label=f"{system} (dev)", **_style(drawn, len(steps)))
-            _test_points(ax_acc, run, system, line.get_color())
+            _test_points(ax_acc, run, system, line.get_color(), shift)
             drawn += 1
     for weights, marker in (("final", "o"), ("best", "*")):  # legend entries for the test points
         if weights in run.test:
@@ -76,8 +79,8 @@ def curves_figure(run: RunRecord) -> Figure:
         ax_acc.axvline(run.best_step, color="grey", linestyle=":", linewidth=1.0, label=f"best/ (step {run.best_step})")
     ax_acc.set(xlabel="step", ylabel="accuracy", title=f"{run.run_id}: accuracy (dev; test marked)", ylim=(0, 1))
     _x_range(ax_acc, steps)
-    if drawn:
-        ax_acc.legend(fontsize="small")
+    if drawn:  # outside the axes: a legend never covers a curve
+        ax_acc.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     terms = sorted({k for m in run.metrics for k in m if k.startswith("loss/")})
     loss_steps: list[int] = []
     drawn = 0
@@ -90,7 +93,7 @@ def curves_figure(run: RunRecord) -> Figure:
     ax_loss.set(xlabel="step", ylabel="loss (unweighted terms)", title="training losses")
     _x_range(ax_loss, loss_steps)
     if drawn:
-        ax_loss.legend()
+        ax_loss.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
