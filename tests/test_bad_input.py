@@ -277,3 +277,12 @@ def test_limit_shortens_every_evaluation(random_pair, tmp_path):
     assert again.exit_code == 0, again.output
     assert len((run_dir / "eval_final" / "eval_samples_test_step_4.jsonl").read_text().splitlines()) == 1
     assert_user_error(run_cli("run", path, f"run_dir={tmp_path / 'r2'}", "--limit", "0"), "--limit must be at least 1")
+
+
+def test_force_never_writes_over_a_runs_own_files(random_pair, tmp_path):
+    path = write_recipe(tmp_path, recipe_dict(random_pair))
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text("my own recipe")
+    assert_user_error(run_cli("run", path, f"run_dir={run_dir}", "--force"), "holds recipe.yaml, which a run writes")
+    assert (run_dir / "recipe.yaml").read_text() == "my own recipe"

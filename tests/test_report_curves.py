@@ -106,6 +106,6 @@ def test_nothing_covers_the_curves(tmp_path):
         legend = ax.get_legend().get_window_extent(renderer)
         assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
     ax = fig.axes[0]
-    dev = {(x, y) for line in curves(ax) for x, y in zip(line.get_xdata(), line.get_ydata())}
+    dev = {(x, y) for line in curves(ax) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}
     tested = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines() if str(line.get_label()).startswith("_test")]
     assert tested and not set(tested) & dev

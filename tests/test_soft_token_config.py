@@ -122,3 +122,32 @@ def test_a_translator_without_scale_sends_its_output_as_computed():
     h = torch.randn(2, 3, 4) * 7
     out = Raw(TranslatorConfig(k=2, d_src=4, d_tgt=4))(h, torch.ones(2, 3))
     torch.testing.assert_close(out, h[:, :2])
+
+
+@pytest.mark.parametrize("name", ["kv_prefix", "c2c", "ac", "linear"])
+def test_a_run_started_before_the_move_resumes(name, caplog):
+    """Recipes written by the code before SoftTokenConfig (and before c2c's include_response), with the
+    hashes it gave them (tests/data/recipes_before, written at c887cf5): each hashes as it did, so its runs
+    resume instead of being refused as another recipe's."""
+    import json
+
+    from latentbridge.io.card import recipe_hash
+
+    folder = REPO / "tests" / "data" / "recipes_before"
+    before = json.loads((folder / "hashes.json").read_text())[name]
+    with caplog.at_level(logging.WARNING, logger="latentbridge"):
+        recipe = load_recipe(folder / f"{name}.yaml")
+    assert recipe_hash(recipe.to_dict()) == before
+    if name != "linear":
+        changed = load_recipe(folder / f"{name}.yaml", ["translator.k=3"])
+        assert recipe_hash(changed.to_dict()) != before  # the hash still sees a real change
+
+
+def test_an_old_plugin_with_the_bare_base_config_gets_the_soft_token_config():
+    with pytest.warns(DeprecationWarning, match="SoftTokenConfig"):
+
+        class Bare(Translator):
+            name = "bare_soft"
+            Config = TranslatorConfig
+
+    assert Bare.Config is SoftTokenConfig

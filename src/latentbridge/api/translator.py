@@ -106,7 +106,17 @@ class Translator(nn.Module):
                           "TranslatorConfig, which no longer has the soft-token fields scale and target_rms; extend "
                           "latentbridge.SoftTokenConfig instead (they are added for you until 0.2)",
                           DeprecationWarning, stacklevel=2)
-            merged = dataclasses.make_dataclass(config.__name__, [], bases=(config, SoftTokenConfig))
+            if config is TranslatorConfig:  # no options of its own
+                cls.Config = SoftTokenConfig
+                return
+            try:
+                merged = dataclasses.make_dataclass(config.__name__, [], bases=(config, SoftTokenConfig),
+                                                    frozen=config.__dataclass_params__.frozen)
+            except TypeError:  # a frozen config cannot take the (unfrozen) fields: it sends its tokens unscaled
+                warnings.warn(f"translator '{getattr(cls, 'name', cls.__name__)}': {config.__name__} could not "
+                              "take scale and target_rms; its soft tokens are not rescaled", DeprecationWarning,
+                              stacklevel=2)
+                return
             merged.__module__, merged.__qualname__, merged.__doc__ = config.__module__, config.__qualname__, config.__doc__
             cls.Config = merged
 

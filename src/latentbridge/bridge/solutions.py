@@ -51,6 +51,9 @@ class SolvedStates:
     hidden: dict[int, torch.Tensor]
 
 
+SAVE_EVERY = 10.0  # seconds between saves while a long solving runs (and at its end, or when it is stopped)
+
+
 class SolvingStopped(Exception):
     """A stop signal ended the solving: the solutions made so far are saved (``done`` of ``total``)."""
 
@@ -76,6 +79,7 @@ class SourceSolutions:
         # rows whose states were read from the source's generation, and rows that needed a second pass
         self.reused = self.second_passes = 0
         self.should_stop: Callable[[], str | None] = lambda: None
+        self._saved_at = time.monotonic()
 
     def _load(self) -> dict[str, str]:
         if self.path is None or not self.path.is_file():
@@ -138,13 +142,17 @@ class SourceSolutions:
                         states[d] = SolvedStates(ids=rows[r] + out.token_ids[: kept.read[r]],
                                                  hidden={i: h[r, at] for i, h in kept.hidden.items()})
                 if progress is not None:
-                    self._save(save)  # every batch: a stopped run keeps what it made
+                    if time.monotonic() - self._saved_at >= SAVE_EVERY:  # a stopped run keeps what it made
+                        self._save(save)
                     progress.update(start + len(chunk))
             self._save(save)
         return [self.known[d] for d in digests], states
 
     def _save(self, save: bool) -> None:
+        """Write what is known, merged with what another process (a parallel sweep's cell) saved meanwhile."""
+        self._saved_at = time.monotonic()
         if save and self.path is not None:
+            self.known = {**self._load(), **self.known}
             write_atomic(self.path, json.dumps({"key": self.key, "solutions": self.known}))
 
     def digest(self, prompt: Prompt) -> str:

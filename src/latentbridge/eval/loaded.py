@@ -101,11 +101,10 @@ class LoadedBridge:
                                choices=tuple(fields.get("choices", ()))))
         return out
 
-    def _evaluator(self, items: Sequence[Example], systems: Sequence[str]) -> _Asked:
+    def _evaluator(self, items: Sequence[Example], systems: Sequence[str], out: Path) -> _Asked:
         settings = EvalSettings.from_config(self.recipe.eval, "test")
         settings.systems = list(dict.fromkeys(systems))
         settings.n = len(items)
-        out = Path(tempfile.mkdtemp(prefix="latentbridge-asked-"))
         return _Asked(self.bridge, self.task, settings, out, split="test", seed=self.recipe.seed, use_cache=False,
                       autocast=self.recipe.models.autocast, items=items)
 
@@ -120,8 +119,9 @@ class LoadedBridge:
         items = self.items(questions)
         if not items:
             return []
-        ev = self._evaluator(items, [system])
-        outputs = ev.system(system).generate(ev)
+        with tempfile.TemporaryDirectory(prefix="latentbridge-asked-") as out:  # nothing is written to the run
+            ev = self._evaluator(items, [system], Path(out))
+            outputs = ev.system(system).generate(ev)
         if outputs is None:
             raise LatentBridgeError(f"system {system!r} writes no text for these items")
         return list(outputs)
@@ -142,11 +142,12 @@ class LoadedBridge:
         (item,) = self.items([question])
         item = Example(id=item.id, question=item.question, answer=choices[0], context=item.context,
                        choices=tuple(choices), gold=0)
-        ev = self._evaluator([item], [system])
-        ev.choices = True
-        if not hasattr(self.task, "continuation"):  # a free-text task: each choice is the text that follows
-            ev.task = _AsWritten(self.task)
-        scores = ev.system(system).score(ev)
+        with tempfile.TemporaryDirectory(prefix="latentbridge-asked-") as out:
+            ev = self._evaluator([item], [system], Path(out))
+            ev.choices = True
+            if not hasattr(self.task, "continuation"):  # a free-text task: each choice is the text that follows
+                ev.task = _AsWritten(self.task)
+            scores = ev.system(system).score(ev)
         if scores is None:
             raise LatentBridgeError(f"system {system!r} does not score choices")
         return [float(s) for s in scores[0]]

@@ -21,11 +21,34 @@ CARD_FILE = "bridge_card.json"
 LATER_DEFAULT_SYSTEMS = ("covgauss", "randomrot")
 
 
+# translator fields added later, by translator: at these values a recipe is the one it was before them
+LATER_TRANSLATOR_DEFAULTS = {"c2c": {"include_response": False}}
+# the soft-token fields every translator config had before SoftTokenConfig (by translator: their default)
+FORMER_SOFT_FIELDS = {"scale": "target_rms", "target_rms": None}
+FORMER_SOFT_DEFAULTS = {"ac": {"scale": "none"}}
+
+
+def _translator_as_hashed_before(translator: dict[str, Any]) -> dict[str, Any]:
+    """A translator config as recipes hashed it before the fields it gained or lost since: a run started then
+    resumes. A field added later is left out at its default; a config without the soft-token fields gets
+    them back at the values every such recipe held (they did nothing outside soft tokens)."""
+    name, config = translator["name"], dict(translator)  # the recipe's flat block: name and fields
+    for key, default in LATER_TRANSLATOR_DEFAULTS.get(name, {}).items():
+        if key in config and config[key] == default:
+            del config[key]
+    if "scale" not in config and "target_rms" not in config:
+        config.update({**FORMER_SOFT_FIELDS, **FORMER_SOFT_DEFAULTS.get(name, {})})
+    return config
+
+
 def recipe_hash(recipe_dict: dict[str, Any]) -> str:
     """Hash of the resolved recipe: what is trained and evaluated. Where the run is written and what
     watches it (its loggers) are left out, so adding a logger to a resumed run is allowed; so are the
     evaluation systems that became defaults later (:data:`LATER_DEFAULT_SYSTEMS`)."""
     data = {k: v for k, v in recipe_dict.items() if k not in ("run_dir", "loggers")}
+    translator = data.get("translator")
+    if isinstance(translator, dict) and "name" in translator:
+        data["translator"] = _translator_as_hashed_before(translator)
     evaluation = data.get("eval")
     if isinstance(evaluation, dict) and isinstance(evaluation.get("systems"), list):
         data["eval"] = {**evaluation, "systems": [s for s in evaluation["systems"] if s not in LATER_DEFAULT_SYSTEMS]}

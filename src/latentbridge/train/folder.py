@@ -26,7 +26,8 @@ from latentbridge.io.weights import OBJECTIVES_FILE, save_translator
 from latentbridge.train.state import RunState
 
 # details that belong to one status only: replaced at every status change
-STATUS_DETAILS = ("error", "step", "signal", "reason", "last_checkpoint", "final_step", "best_step")
+STATUS_DETAILS = ("error", "step", "signal", "reason", "last_checkpoint", "final_step", "best_step", "phase",
+                  "solutions")
 INDEXED_DETAILS = ("reason", "signal", "error")
 
 
@@ -63,9 +64,11 @@ class RunFolder:
         if not self.main:
             return
         existing = self.path / "run.json"
-        held = json.loads(existing.read_text()) if existing.is_file() else None
-        if held is not None and (held.get("status") == "preparing" or held.get("phase") == "preparing"):
-            write_json_atomic(existing, info)  # the folder this run claimed while it prepared (train_recipe)
+        if existing.is_file() and not any((self.path / "checkpoints").glob("step_*")):
+            # the folder this run claimed while it prepared (train_recipe), or one whose run stopped before its
+            # first checkpoint: nothing of a run is there to lose (a new run never gets here: choose_run_dir
+            # refuses a folder holding run.json unless it is resumed)
+            write_json_atomic(existing, info)
         else:
             claim(self.path, info)
         (self.path / "recipe.yaml").write_text(self.recipe.to_yaml())

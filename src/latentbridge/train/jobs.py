@@ -75,6 +75,10 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool = False) -> Path:
     if folder.is_file():
         raise LatentBridgeError(f"run_dir {folder} is a file, not a folder")
     foreign = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    taken = [name for name in foreign if name in RUN_NAMES or name.startswith(("eval_samples_", "eval_"))]
+    if taken:  # even with --force: a run would overwrite (or, failing, remove) them
+        raise LatentBridgeError(f"run_dir {folder} holds {', '.join(taken[:3])}, which a run writes; choose another "
+                                "run_dir (--force writes among other files, never over a run's own)")
     if foreign and not force:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise LatentBridgeError(f"run_dir {folder} holds files that are not a run's ({shown}); choose an empty or "
@@ -127,22 +131,29 @@ def train_recipe(
         if stop.name() is not None:  # a signal while the models loaded
             raise SolvingStopped(stop.name() or "SIGTERM", 0, 0)
     except SolvingStopped as stopped:
+        stop.restore(previous)
         if main:
             mark_preparing_stopped(folder, stopped)
         what = (f"{stopped.done}/{stopped.total} of the source's solutions saved" if stopped.total
                 else "stopped while the models loaded")
         raise Preempted(stopped.signal_name, 0, detail=f"stopped before training: {what}") from None
     except LatentBridgeError:  # a problem with the input: no run folder left behind for it
+        stop.restore(previous)
         if claimed:
             release_preparing(folder)
         raise
     except BaseException as exc:  # the folder says why it holds no run (a rerun with --resume starts it again)
+        stop.restore(previous)
         if main and (folder / "run.json").is_file():
             mark_preparing_failed(folder, exc)
         raise
+    # the flag stays until the runner's own handlers are in: a signal in between is the runner's to honour
+    runner = Runner(experiment, folder, consumers=consumers)
+    runner.inherited_signal = stop.name
+    try:
+        state = runner.run(resume=resume)
     finally:
         stop.restore(previous)
-    state = Runner(experiment, folder, consumers=consumers).run(resume=resume)
     return TrainResult(folder, state)
 
 
@@ -183,6 +194,10 @@ class StopFlag:
 
 
 PREPARING = "preparing"
+# what a run folder holds (besides eval_samples_*.jsonl and eval_<step>/): never overwritten by a new run
+RUN_NAMES = frozenset({"run.json", "recipe.yaml", "metrics.jsonl", "speed.jsonl", "summary.json", "bridge_card.json",
+                       "translator.json", "translator.safetensors", "objectives.safetensors", "best", "checkpoints",
+                       "tensorboard", "report"})
 
 
 def claim_preparing(folder: Path, recipe: Recipe) -> None:
@@ -241,6 +256,7 @@ def mark_preparing_stopped(folder: Path, stopped: Any) -> None:
 
     path = folder / "run.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update(status="preempted", signal=stopped.signal_name, step=0, phase=PREPARING,
-                solutions={"done": stopped.done, "total": stopped.total})
+    data.update(status="preempted", signal=stopped.signal_name)
+    if not has_checkpoint(folder):  # stopped before its first step: say how far it got
+        data.update(step=0, phase=PREPARING, solutions={"done": stopped.done, "total": stopped.total})
     write_json_atomic(path, data)

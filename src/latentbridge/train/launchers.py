@@ -95,6 +95,7 @@ class LocalLauncher:
     poll_seconds: float = 0.2
     devices: list[str] | None = None  # None: cuda_devices()
     _stop: str | None = field(default=None, init=False)
+    _again: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
@@ -118,10 +119,13 @@ class LocalLauncher:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._stop is None:
             self._stop = signal.Signals(signum).name
+        else:  # a second signal: every running cell is asked to stop now (a run's second SIGINT)
+            self._again = True
 
     def run(self, cells: Sequence[Cell]) -> dict[str, str]:
         """Run ``cells`` (in order, ``jobs`` at once); each cell's name -> its outcome. Cells never started
-        because of a stop signal are left out."""
+        because of a stop signal are left out; a cell that a stop signal ended is ``interrupted``."""
+        self._stop, self._again = None, False
         outcomes: dict[str, str] = {}
         waiting = list(cells)
         running: dict[int, tuple[subprocess.Popen, Cell, Any]] = {}  # slot -> process, cell, log file
@@ -135,6 +139,11 @@ class LocalLauncher:
                     for process, _, _ in running.values():
                         process.send_signal(getattr(signal, self._stop))
                     waiting, forwarded = [], True
+                if self._again:
+                    self.log("second stop signal: the running cells stop now")
+                    for process, _, _ in running.values():
+                        process.send_signal(signal.SIGINT)
+                    self._again = False
                 for slot in [s for s in range(self.jobs) if s not in running]:
                     if not waiting:
                         break
@@ -154,7 +163,8 @@ class LocalLauncher:
                     if out is not subprocess.DEVNULL:
                         out.close()
                     del running[slot]
-                    outcomes[cell.name] = outcome_of(code)
+                    outcomes[cell.name] = outcome_of(code) if not forwarded or code in (0, EXIT_DIVERGED) \
+                        else "interrupted"  # stopped by the signal it was sent (even before its handlers were in)
                     done = len(outcomes)
                     self.log(f"[{done}/{done + len(running) + len(waiting)}] {cell.name}: {outcomes[cell.name]}"
                              + (f" (exit {code})" if outcomes[cell.name] == "failed" else ""))
@@ -222,7 +232,9 @@ class CellJob:
                 time.sleep(0.2)
             if process.poll() is None:
                 process.kill()
-        resumed = Cell(cell.name, cell.recipe, cell.overrides, cell.folder, resume=True, log=cell.log)
+        # resume what the run wrote; a run stopped before it claimed its folder starts again
+        resumed = Cell(cell.name, cell.recipe, cell.overrides, cell.folder, resume=(cell.folder / "run.json").is_file(),
+                       log=cell.log)
         return submitit.helpers.DelayedSubmission(self, resumed)
 
 
@@ -268,8 +280,13 @@ class SlurmLauncher:
             raise LatentBridgeError("--gpus must be >= 0, --cpus >= 1, --mem > 0 and --max-requeues >= 0")
 
     def _executor(self) -> Any:
-        os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", PREEMPT_SIGNAL)  # read when submitit is imported
+        os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", PREEMPT_SIGNAL)  # read when submitit is first imported
         import submitit
+        from submitit.slurm.slurm import SlurmJobEnvironment
+
+        # what sbatch is told to send (--signal) and what each task listens for (read from this environment,
+        # which the tasks inherit) must be one signal, whenever submitit was first imported in this process
+        os.environ["SUBMITIT_PREEMPT_SIGNAL"] = SlurmJobEnvironment.USR_SIG
 
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.executor,
                                          slurm_max_num_timeout=self.max_requeues)

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,8 @@ class Runner:
         self.card = card.bridge_card(experiment)
         self.folder = RunFolder(self.run_dir, experiment, self.card, self.main)
         self.signal_name: str | None = None
+        # a stop signal noted before this runner took the signals over (train_recipe: while the run was set up)
+        self.inherited_signal: Callable[[], str | None] | None = None
         loggers = experiment.build_loggers(self.run_dir) if self.main else []
         self.events = EventBus([*loggers, *consumers], global_hook=experiment.registry.event_hook())
         self.evaluators = {split: Evaluator(
@@ -287,6 +289,9 @@ class Runner:
             if hasattr(signal, name):
                 signum = getattr(signal, name)
                 previous[signum] = signal.signal(signum, self._on_signal)
+        inherited = self.inherited_signal() if self.inherited_signal is not None else None
+        if inherited is not None and self.signal_name is None:  # it came while the run was being set up
+            self.signal_name = inherited
         return previous
 
     def _check_signal(self) -> None:
