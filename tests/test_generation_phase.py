@@ -102,7 +102,7 @@ def test_should_stop_is_asked_between_batches_and_saves_what_was_made(tmp_path, 
     monkeypatch.setattr(solutions_module, "greedy_generate", fake_generate)
     monkeypatch.setattr(solutions_module, "assemble", lambda rows, soft, embed, pad: type(
         "I", (), {"inputs_embeds": __import__("torch").zeros(len(rows), 1, 1)})())
-    encoder = type("E", (), {"prefix": [], "chat": None, "prompt_ids": lambda self, p: [len(p.text), hash(p.text) % 97]})()
+    encoder = type("E", (), {"prefix": [], "chat": None, "prompt_ids": lambda self, p: [ord(c) for c in p.text]})()
     source = type("S", (), {"fingerprint": {"x": 1}, "dtype": "float32", "model": None, "tokenizer": None,
                             "embed": None, "pad_id": 0, "eos_ids": lambda self: set()})()
     solutions = SourceSolutions(source, encoder, max_new_tokens=4, stop=[], batch_size=2, root=tmp_path)

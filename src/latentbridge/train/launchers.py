@@ -58,6 +58,12 @@ def _install(handler: Callable[[int, Any], None], names: Sequence[str]) -> dict[
     return previous
 
 
+def _restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers :func:`_install` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def outcome_of(returncode: int) -> str:
     return {0: "finished", EXIT_DIVERGED: "diverged", EXIT_PREEMPTED: "interrupted"}.get(returncode, "failed")
 
@@ -175,8 +181,7 @@ class LocalLauncher:
                 process.terminate()
                 if out is not subprocess.DEVNULL:
                     out.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            _restore(previous)
         return outcomes
 
     @property
@@ -339,8 +344,7 @@ class SlurmLauncher:
                 self.log(f"{self._stop}: no longer waiting; {len(pending)} cell(s) go on under SLURM ({ids}); "
                          "rerun the same command once they are done to write the report")
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            _restore(previous)
         return outcomes
 
     @property
