@@ -129,6 +129,18 @@ def _task_process(folder: Path) -> int | None:
     return None
 
 
+def _assert_resumed_as_uninterrupted(out: Path, cell: Path, recipe: Path, tmp_path: Path) -> None:
+    """The cell's task logs say it checkpointed on SIGUSR1 and resumed from it, and the cell computed what a
+    run of the same recipe never interrupted computes."""
+    log = "".join(p.read_text() for p in (out / "slurm").glob("*_log.out"))
+    assert "SIGUSR1: stopped after step" in log and "resuming from checkpoint at step" in log
+    reference = tmp_path / "reference"
+    ran = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={reference}"], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert _outputs(cell) == _outputs(reference)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the task process through /proc")
 def test_a_preempted_cell_requeues_and_ends_as_an_uninterrupted_run(tmp_path, random_pair):
     """SIGUSR1 (SLURM's signal before the time limit) to the array task: the run writes its checkpoint, the
@@ -148,13 +160,7 @@ def test_a_preempted_cell_requeues_and_ends_as_an_uninterrupted_run(tmp_path, ra
     finally:
         process.kill()
     assert process.returncode == 0, output
-    log = "".join(p.read_text() for p in (out / "slurm").glob("*_log.out"))
-    assert "SIGUSR1: stopped after step" in log and "resuming from checkpoint at step" in log
-    reference = tmp_path / "reference"
-    ran = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={reference}"], env=ENV,
-                         capture_output=True, text=True, timeout=600)
-    assert ran.returncode == 0, ran.stderr
-    assert _outputs(cell) == _outputs(reference)
+    _assert_resumed_as_uninterrupted(out, cell, recipe, tmp_path)
 
 
 def test_a_stop_signal_checkpoints_every_running_cell_and_rerunning_continues(tmp_path, random_pair):
@@ -276,10 +282,4 @@ def test_a_real_slurm_requeues_a_signalled_cell_and_it_resumes_exactly(tmp_path,
     finally:
         process.kill()
     assert process.returncode == 0, output
-    log = "".join(p.read_text() for p in (out / "slurm").glob("*_log.out"))
-    assert "SIGUSR1: stopped after step" in log and "resuming from checkpoint at step" in log
-    reference = tmp_path / "reference"
-    ran = subprocess.run([sys.executable, "-m", "latentbridge", "run", str(recipe), f"run_dir={reference}"], env=ENV,
-                         capture_output=True, text=True, timeout=600)
-    assert ran.returncode == 0, ran.stderr
-    assert _outputs(cell) == _outputs(reference)
+    _assert_resumed_as_uninterrupted(out, cell, recipe, tmp_path)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import latentbridge
 from latentbridge import Task, TaskConfig, hookimpl, option
-from latentbridge.api.answers import squad_exact, squad_f1, squad_normalize
+from latentbridge.api.answers import SquadScored
 from latentbridge.api.task import Example, Split
 from latentbridge.io.data import read_chat_items
 
@@ -37,13 +36,11 @@ class ChatSFTConfig(TaskConfig):
     answer_separator: str = option("", help="nothing between the assistant turn's opening and the response")
 
 
-class ChatSFT(Task):
+class ChatSFT(SquadScored, Task):
     """Instruction/response pairs; the response is supervised and scored by exact match and token F1."""
 
     name = "chat_sft"
     Config = ChatSFTConfig
-    filters: ClassVar[tuple[str, ...]] = ("exact_match",)
-    metrics: ClassVar[tuple[str, ...]] = ("f1",)
 
     def load(self, split: Split) -> list[Example]:
         c = self.config
@@ -52,19 +49,8 @@ class ChatSFT(Task):
         self.left_out = {**getattr(self, "left_out", {}), split: longer}
         return examples
 
-    def extract_answer(self, generated: str, filter: str) -> str | None:
-        return squad_normalize(generated) or None
-
-    def gold_answer(self, example: Example) -> str | None:
-        return squad_normalize(example.answer)
-
-    def is_correct(self, generated: str, example: Example, filter: str | None = None) -> bool:
-        return squad_exact(generated.strip(), (example.answer,))
-
-    def item_metric(self, generated: str, example: Example, metric: str) -> float:
-        if metric != "f1":
-            return super().item_metric(generated, example, metric)
-        return squad_f1(generated.strip(), (example.answer,))
+    def golds(self, example: Example) -> tuple[str, ...]:
+        return (example.answer,)  # the one response
 
 
 @hookimpl

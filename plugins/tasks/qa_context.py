@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from latentbridge import ContextTask, ContextTaskConfig, hookimpl, option
-from latentbridge.api.answers import squad_exact, squad_f1, squad_normalize
+from latentbridge.api.answers import SquadScored
 from latentbridge.api.task import Example, Split
 from latentbridge.io.data import ContextLayout, read_context_items
 
@@ -36,35 +35,19 @@ def first_line(generated: str) -> str:
     return next((line.strip() for line in generated.splitlines() if line.strip()), "")
 
 
-class QAContext(ContextTask):
+class QAContext(SquadScored, ContextTask):
     """Extractive or free-text QA over a context the target does not read (SQuAD, HotpotQA, LongBench)."""
 
     name = "qa_context"
     Config = QAContextConfig
-    filters: ClassVar[tuple[str, ...]] = ("exact_match",)
-    metrics: ClassVar[tuple[str, ...]] = ("f1",)
 
     def load(self, split: Split) -> list[Example]:
         c = self.config
         file = c.train_file if split == "train" else c.test_file
         return read_context_items(Path(c.data_dir).expanduser() / file, split, c.layout)
 
-    def _golds(self, example: Example) -> tuple[str, ...]:
-        return example.answers or (example.answer,)
-
-    def extract_answer(self, generated: str, filter: str) -> str | None:
-        return squad_normalize(first_line(generated)) or None
-
-    def gold_answer(self, example: Example) -> str | None:
-        return squad_normalize(self._golds(example)[0])
-
-    def is_correct(self, generated: str, example: Example, filter: str | None = None) -> bool:
-        return squad_exact(first_line(generated), self._golds(example))
-
-    def item_metric(self, generated: str, example: Example, metric: str) -> float:
-        if metric != "f1":
-            return super().item_metric(generated, example, metric)
-        return squad_f1(first_line(generated), self._golds(example))
+    def answer_text(self, generated: str) -> str:
+        return first_line(generated)
 
 
 @hookimpl

@@ -11,7 +11,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 INVALID = "[invalid]"
 
@@ -87,3 +87,34 @@ def squad_f1(prediction: str, golds: Sequence[str]) -> float:
             precision, recall = same / len(mine), same / len(theirs)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best  # no token in common (an empty prediction included) scores 0, as in SQuAD v1.1's script
+
+
+class SquadScored:
+    """A free-text task scored as SQuAD scores it: exact match (the primary filter ``exact_match``) and token
+    F1 (the item metric ``f1``) of the normalised answer against every gold answer. A task mixes it in before
+    its base (``class T(SquadScored, Task)``) and may say which part of a generation is the answer
+    (:meth:`answer_text`, default: all of it) and which answers are gold (:meth:`golds`, default: the item's
+    ``answers``, else its ``answer``)."""
+
+    filters: tuple[str, ...] = ("exact_match",)
+    metrics: tuple[str, ...] = ("f1",)
+
+    def answer_text(self, generated: str) -> str:
+        return generated.strip()
+
+    def golds(self, example: Any) -> tuple[str, ...]:
+        return tuple(example.answers) or (example.answer,)
+
+    def extract_answer(self, generated: str, filter: str) -> str | None:
+        return squad_normalize(self.answer_text(generated)) or None
+
+    def gold_answer(self, example: Any) -> str | None:
+        return squad_normalize(self.golds(example)[0])
+
+    def is_correct(self, generated: str, example: Any, filter: str | None = None) -> bool:
+        return squad_exact(self.answer_text(generated), self.golds(example))
+
+    def item_metric(self, generated: str, example: Any, metric: str) -> float:
+        if metric != "f1":
+            return super().item_metric(generated, example, metric)  # type: ignore[misc]
+        return squad_f1(self.answer_text(generated), self.golds(example))

@@ -32,6 +32,7 @@ class ModelFacts:
     sliding_window: int | None
     multimodal: bool  # the folder's config wraps a text config (Gemma-3, ...): the language model is used
     chat_template: bool = False  # its tokenizer has a chat template
+    max_positions: int | None = None  # the longest sequence it reads (max_position_embeddings), where it says
 
     def layer_problem(self, layer: int, key: str) -> str | None:
         """A message when ``layer`` is not a valid ``hidden_states`` index (0 .. num_layers, or negative)."""
@@ -82,7 +83,13 @@ def read_facts(name: str, path: Path) -> ModelFacts:
         sliding_window=config.get("sliding_window") if config.get("use_sliding_window", True) else None,
         multimodal=nested,
         chat_template=has_chat_template(Path(path)),
+        max_positions=_max_positions(config),
     )
+
+
+def _max_positions(config: dict[str, Any]) -> int | None:
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def folder_problems(key: str, name: str, path: Path) -> list[str]:
@@ -108,16 +115,6 @@ def folder_problems(key: str, name: str, path: Path) -> list[str]:
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
         problems.append(f"{key}: the tokenizer in {path} does not load ({first})")
     return problems
-
-
-def max_positions(path: Path) -> int | None:
-    """The longest sequence ``path``'s model reads (``max_position_embeddings``), where its config says."""
-    try:
-        config, _ = text_config(json.loads((Path(path) / "config.json").read_text()))
-    except (OSError, json.JSONDecodeError):
-        return None
-    value = config.get("max_position_embeddings") or config.get("n_positions")
-    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def has_chat_template(path: Path) -> bool:
@@ -148,10 +145,9 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
             problems.append(f"translator.{key}: is {given} but {facts.name} has hidden size {facts.hidden_size}; "
                             f"remove translator.{key} to use the model's")
     k = getattr(recipe.translator.config, "k", None)
-    context = max_positions(resolve_model_path(m.target))
-    if isinstance(k, int) and context and k >= context:
+    if isinstance(k, int) and target.max_positions and k >= target.max_positions:
         problems.append(f"translator.k: {k} message positions do not fit in {target.name}'s context "
-                        f"({context} positions, max_position_embeddings)")
+                        f"({target.max_positions} positions, max_position_embeddings)")
     if getattr(recipe.task.config, "chat_template", False):
         problems += [f"task.chat_template: the tokenizer of {f.name} has no chat template"
                      for f in (source, target) if not f.chat_template]

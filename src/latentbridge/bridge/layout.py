@@ -86,10 +86,6 @@ def assemble(
     )
 
 
-
-
-
-
 def inject(
     mode: InjectionMode,
     soft: torch.Tensor,

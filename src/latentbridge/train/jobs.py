@@ -105,7 +105,7 @@ def train_recipe(
     from latentbridge.bridge.solutions import SolvingStopped
     from latentbridge.runtime.distributed import rank
     from latentbridge.train.runner import Runner
-    from latentbridge.train.state import Preempted
+    from latentbridge.train.state import Preempted, install_signal_handlers, restore_signal_handlers
 
     resolved = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
     if run_dir is not None:
@@ -120,31 +120,27 @@ def train_recipe(
         same_recipe(folder, resolved)
         log(f"{folder}: stopped before its first checkpoint; starting it again there (solutions made are kept)")
         resume = False
-    claimed = False
-    if not resume and main and not resume_from_preparing:
+    claimed = main and not resume and not resume_from_preparing
+    if claimed:
         claim_preparing(folder, resolved)  # the folder exists from the first second
-        claimed = True
     stop = StopFlag()
-    previous = stop.install()
+    previous = install_signal_handlers(stop.on_signal)
     try:
         experiment = Experiment.build(resolved, log=log, should_stop=stop.name)
-        if stop.name() is not None:  # a signal while the models loaded
-            raise SolvingStopped(stop.name() or "SIGTERM", 0, 0)
-    except SolvingStopped as stopped:
-        stop.restore(previous)
-        if main:
-            mark_preparing_stopped(folder, stopped)
-        what = (f"{stopped.done}/{stopped.total} of the source's solutions saved" if stopped.total
-                else "stopped while the models loaded")
-        raise Preempted(stopped.signal_name, 0, detail=f"stopped before training: {what}") from None
-    except LatentBridgeError:  # a problem with the input: no run folder left behind for it
-        stop.restore(previous)
-        if claimed:
-            release_preparing(folder)
-        raise
-    except BaseException as exc:  # the folder says why it holds no run (a rerun with --resume starts it again)
-        stop.restore(previous)
-        if main and (folder / "run.json").is_file():
+        if stop.signal is not None:  # a signal while the models loaded
+            raise SolvingStopped(stop.signal, 0, 0)
+    except BaseException as exc:
+        restore_signal_handlers(previous)
+        if isinstance(exc, SolvingStopped):
+            if main:
+                mark_preparing_stopped(folder, exc)
+            what = (f"{exc.done}/{exc.total} of the source's solutions saved" if exc.total
+                    else "stopped while the models loaded")
+            raise Preempted(exc.signal_name, 0, detail=f"stopped before training: {what}") from None
+        if isinstance(exc, LatentBridgeError):  # a problem with the input: no run folder left behind for it
+            if claimed:
+                release_preparing(folder)
+        elif main and (folder / "run.json").is_file():  # it says why it holds no run (--resume starts it again)
             mark_preparing_failed(folder, exc)
         raise
     # the flag stays until the runner's own handlers are in: a signal in between is the runner's to honour
@@ -153,7 +149,7 @@ def train_recipe(
     try:
         state = runner.run(resume=resume)
     finally:
-        stop.restore(previous)
+        restore_signal_handlers(previous)
     return TrainResult(folder, state)
 
 
@@ -167,30 +163,12 @@ class StopFlag:
     def name(self) -> str | None:
         return self.signal
 
-    def _on(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: Any) -> None:
         import signal
 
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-
-    def install(self) -> dict[int, Any]:
-        import signal
-        import threading
-
-        from latentbridge.train.state import PREEMPT_SIGNALS
-
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {getattr(signal, n): signal.signal(getattr(signal, n), self._on) for n in PREEMPT_SIGNALS
-                if hasattr(signal, n)}
-
-    @staticmethod
-    def restore(previous: dict[int, Any]) -> None:
-        import signal
-
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 PREPARING = "preparing"

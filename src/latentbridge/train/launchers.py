@@ -10,7 +10,6 @@ starts, and the sweep reports itself interrupted (rerunning the same command con
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from latentbridge.errors import LatentBridgeError
+from latentbridge.train.state import PREEMPT_SIGNALS, install_signal_handlers, restore_signal_handlers
 
 EXIT_DIVERGED, EXIT_PREEMPTED = 3, 75  # latentbridge run's exit codes
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
 # finished; diverged (stopped by non-finite losses: reported, the sweep goes on); interrupted (a checkpoint
 # was written: rerun to continue); failed (anything else: named at the end, with its log)
 OUTCOMES = ("finished", "diverged", "interrupted", "failed")
@@ -45,23 +44,6 @@ class Cell:
         """The ``latentbridge run`` command line of this cell."""
         return [sys.executable, "-m", "latentbridge", "run", self.recipe, *self.overrides,
                 *(["--resume"] if self.resume else [])]
-
-
-def _install(handler: Callable[[int, Any], None], names: Sequence[str]) -> dict[int, Any]:
-    """``handler`` for each signal of ``names`` this platform has; the handlers it replaced. Outside the main
-    thread none is installed (Python allows it there only): the caller's own handling stands."""
-    previous = {}
-    for name in names:
-        if hasattr(signal, name):
-            with contextlib.suppress(ValueError):
-                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), handler)
-    return previous
-
-
-def _restore(previous: dict[int, Any]) -> None:
-    """Put back the handlers :func:`_install` replaced."""
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 def outcome_of(returncode: int) -> str:
@@ -135,7 +117,7 @@ class LocalLauncher:
         outcomes: dict[str, str] = {}
         waiting = list(cells)
         running: dict[int, tuple[subprocess.Popen, Cell, Any]] = {}  # slot -> process, cell, log file
-        previous = _install(self._on_signal, STOP_SIGNALS)
+        previous = install_signal_handlers(self._on_signal, PREEMPT_SIGNALS)
         forwarded = False
         try:
             while waiting or running:
@@ -181,7 +163,7 @@ class LocalLauncher:
                 process.terminate()
                 if out is not subprocess.DEVNULL:
                     out.close()
-            _restore(previous)
+            restore_signal_handlers(previous)
         return outcomes
 
     @property
@@ -321,7 +303,7 @@ class SlurmLauncher:
         self.log(f"submitted {len(jobs)} cell(s) as job array {jobs[0].job_id.split('_')[0]} "
                  f"(logs in {self.folder})")
         outcomes: dict[str, str] = {}
-        previous = _install(self._on_signal, ("SIGINT", "SIGTERM"))
+        previous = install_signal_handlers(self._on_signal, ("SIGINT", "SIGTERM"))
         try:
             pending = dict(zip(jobs, cells, strict=True))
             while pending and self._stop is None:
@@ -344,7 +326,7 @@ class SlurmLauncher:
                 self.log(f"{self._stop}: no longer waiting; {len(pending)} cell(s) go on under SLURM ({ids}); "
                          "rerun the same command once they are done to write the report")
         finally:
-            _restore(previous)
+            restore_signal_handlers(previous)
         return outcomes
 
     @property

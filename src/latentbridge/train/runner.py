@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -45,7 +44,13 @@ from latentbridge.train.folder import RunFolder
 from latentbridge.train.loss import scheduled_weights, weighted_loss
 from latentbridge.train.metrics import average_records
 from latentbridge.train.schedule import lr_factor
-from latentbridge.train.state import PREEMPT_SIGNALS, Diverged, Preempted, RunState
+from latentbridge.train.state import (
+    Diverged,
+    Preempted,
+    RunState,
+    install_signal_handlers,
+    restore_signal_handlers,
+)
 from latentbridge.train.steps import StepBuilder
 
 
@@ -282,13 +287,7 @@ class Runner:
         self.signal_name = signal.Signals(signum).name
 
     def _install_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for name in PREEMPT_SIGNALS:
-            if hasattr(signal, name):
-                signum = getattr(signal, name)
-                previous[signum] = signal.signal(signum, self._on_signal)
+        previous = install_signal_handlers(self._on_signal)
         inherited = self.inherited_signal() if self.inherited_signal is not None else None
         if inherited is not None and self.signal_name is None:  # it came while the run was being set up
             self.signal_name = inherited
@@ -322,8 +321,7 @@ class Runner:
             self._set_status("failed", error=str(exc).splitlines()[0], step=self.state.step)
             raise
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signal_handlers(previous)
         self.save_checkpoint()
         self._set_status("finished", final_step=self.state.step, best_step=self.state.best_step)
         return self.state

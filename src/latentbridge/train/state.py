@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 PREEMPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+def install_signal_handlers(handler: Callable[[int, Any], None],
+                            names: Sequence[str] = PREEMPT_SIGNALS) -> dict[int, Any]:
+    """``handler`` for each signal of ``names`` this platform has; the handlers it replaced. Outside the main
+    thread none is installed (Python allows it there only): the caller's own handling stands."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {getattr(signal, n): signal.signal(getattr(signal, n), handler) for n in names if hasattr(signal, n)}
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers :func:`install_signal_handlers` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 class Preempted(Exception):
