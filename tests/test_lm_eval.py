@@ -196,3 +196,87 @@ def test_requests_show_a_progress_bar(bridge_run, capsys):
     assert "Running loglikelihood requests" in capsys.readouterr().err
     lm.loglikelihood(requests("loglikelihood", [("Velkar has", " 3 rings.")]), disable_tqdm=True)
     assert "Running loglikelihood requests" not in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def chat_run(random_pair, bridge_run, tmp_path_factory):
+    """A short facts_mc run on a copy of the random pair whose tokenizers have chat templates, read through
+    them in training (task.chat_template: true)."""
+    import shutil
+
+    from .test_chat_template import TEMPLATES
+
+    root = tmp_path_factory.mktemp("lm_eval_chat")
+    pair = {}
+    for name, folder in random_pair.items():
+        copy = root / f"{name}-chat"
+        shutil.copytree(folder, copy)
+        config = json.loads((copy / "tokenizer_config.json").read_text())
+        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATES[name]}))
+        pair[name] = copy
+    from .helpers import recipe_dict
+
+    data = recipe_dict(pair, "eval.n=4", "eval.dev_n=4")
+    data["task"] = {"name": "facts_mc", "chat_template": True}
+    (root / "r.yaml").write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["run", str(root / "r.yaml"), f"run_dir={root / 'run'}"])
+    assert result.exit_code == 0, result.output
+    return {"run": root / "run", "pair": pair, "root": root}
+
+
+def test_chat_template_system_instruction_and_multiturn_few_shot_score_as_hf(chat_run, bridge_run):
+    """target with --apply_chat_template, --system_instruction and --fewshot_as_multiturn: lm-eval's hf model's
+    scores on the same folder (the rendered contexts differ from the plain ones, so this compares templates)."""
+    manager = TaskManager(include_path=str(bridge_run["tasks"]))
+    hf = HFLM(pretrained=str(chat_run["pair"]["mistral"]), dtype="float32", device="cpu", batch_size=2)
+    ours = LatentBridgeLM(run=str(chat_run["run"]), system="target", batch_size=3)
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: x?\nAnswer:"}]
+    assert ours.apply_chat_template(history) == hf.apply_chat_template(history)
+    assert ours.apply_chat_template(history).startswith("<s>Ask Be brief.")  # the template, not the plain text
+    options = {"apply_chat_template": True, "system_instruction": "Be brief.", "fewshot_as_multiturn": True,
+               "num_fewshot": 1, "log_samples": True, "random_seed": 0, "fewshot_random_seed": 1234}
+    results = [lm_eval.simple_evaluate(model=lm, tasks=["lb_mc"], task_manager=manager, **options) for lm in (ours, hf)]
+    contexts = [[s["arguments"][0][0] for s in r["samples"]["lb_mc"]] for r in results]
+    assert contexts[0] == contexts[1] and all(c.startswith("<s>Ask Be brief.") for c in contexts[0])
+    scores = [[float(x[0]) for s in r["samples"]["lb_mc"] for x in s["filtered_resps"]] for r in results]
+    assert len(scores[0]) == 24 and scores[0] == pytest.approx(scores[1], abs=1e-4)
+    plain = LatentBridgeLM(run=str(chat_run["run"]), system="target")
+    first = results[0]["samples"]["lb_mc"][0]["arguments"][0]
+    (templated, _), = plain.loglikelihood(requests("loglikelihood", [tuple(first)]))
+    assert templated == pytest.approx(scores[0][0], abs=1e-4)
+
+
+def test_bridged_reads_a_chat_request_as_in_training(chat_run):
+    """system=bridged on a chat recipe: a one-turn chat request scores as the harness scores the same item
+    (each model's own template, the message in the user turn, the cue after the assistant's opening)."""
+    lm = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final", batch_size=2)
+    exp = lm.experiment
+    ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=2, batch_size=2, max_new_tokens=4, stop=[], systems=["bridged"]),
+                   chat_run["root"] / "ev", use_cache=False)
+    harness = ev.scores()["bridged"]
+    for index in range(2):
+        prompt, item = ev.prompts[index], ev.items[index]
+        rendered = lm.apply_chat_template([{"role": "user", "content": prompt.text}])
+        assert rendered.startswith("<s>Ask") and rendered.rstrip().endswith(prompt.cue)
+        got = lm.loglikelihood(requests("loglikelihood", [(rendered, " " + c) for c in item.choices]))
+        assert [g for g, _ in got] == pytest.approx(harness[index], abs=1e-4)
+    with pytest.raises(LatentBridgeError, match="mixes chat-templated and plain"):
+        lm.loglikelihood(requests("loglikelihood", [(ev.prompts[0].text, " A")]))
+
+
+def test_chat_options_the_bridge_cannot_serve_are_one_clear_error(chat_run, bridge_run, tmp_path):
+    bridged = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final")
+    with pytest.raises(LatentBridgeError, match="--system_instruction works with system=target"):
+        bridged.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}])
+    with pytest.raises(LatentBridgeError, match="--fewshot_as_multiturn works"):
+        bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
+                                     {"role": "user", "content": "Q2"}])
+    plain = LatentBridgeLM(run=str(bridge_run["run"]), system="bridged", step="final")
+    with pytest.raises(LatentBridgeError, match="task.chat_template: true"):
+        plain.apply_chat_template([{"role": "user", "content": "Q"}])
+    out = tmp_path / "out"  # through the CLI: a model folder without a template is one line, exit 2
+    result = CliRunner().invoke(app, ["lm-eval", "--model", "latentbridge", "--model_args", f"run={bridge_run['run']},"
+                                      "system=target", "--tasks", "lb_mc", "--include_path", str(bridge_run["tasks"]),
+                                      "--apply_chat_template", "--output_path", str(out), "--limit", "1"])
+    assert result.exit_code == 2 and "has no chat template" in result.output, result.output
+    assert not out.exists()

@@ -78,6 +78,11 @@ class PromptEncoder:
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def text(self, prompt: Prompt) -> str:
+        """The text a model reads for ``prompt`` (with a chat template: the rendered turn and the cue;
+        without one: the prompt's text, no special prefix)."""
+        return self._layout(prompt)[0]
+
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """What a model reads for ``prompt`` on its own: special prefix + prompt text."""
         text = self._target_text(prompt)

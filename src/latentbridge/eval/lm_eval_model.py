@@ -98,6 +98,8 @@ class LatentBridgeLM(TemplateLM):
         self.frozen = self.bridge.source if system == "source" else self.bridge.target
         self.tokenizer = self.frozen.tokenizer
         self.cue = self.experiment.task.config.cue
+        self.chat_recipe = bool(getattr(self.experiment.task.config, "chat_template", False))
+        self._chats: dict[str, Prompt] = {}  # bridged: each rendered chat request -> the prompt it stands for
         self.autocast = recipe.models.autocast
         self.batch_size_per_gpu = _batch_size(batch_size, max_batch_size)
         self._max_length = int(max_length) if max_length else None
@@ -148,14 +150,45 @@ class LatentBridgeLM(TemplateLM):
     def tok_decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=skip_special_tokens)
 
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """``--apply_chat_template``. ``target`` and ``source`` render the history with their own
+        tokenizer's template, as lm-eval's ``hf`` does (a template that refuses the system role gets the
+        history without it). ``bridged`` needs a recipe with ``task.chat_template: true``: the history
+        must then be one user turn (what the bridge was trained on), which each model reads through its
+        own template as in training, the message at the turn's start and a trailing cue after the
+        template's assistant opening; the text returned is the target's."""
+        if self.system != "bridged":
+            return _render_chat(self.tokenizer, chat_history, add_generation_prompt, self.frozen.name)
+        if not self.chat_recipe:
+            raise LatentBridgeError("lm-eval model 'latentbridge': --apply_chat_template with system=bridged needs a "
+                                    "run whose recipe reads chat templates (task.chat_template: true); this run's "
+                                    "bridge was trained on plain prompts (system=target and source take it)")
+        roles = [m.get("role") for m in chat_history]
+        if roles != ["user"] or not add_generation_prompt:
+            flag = ("--system_instruction" if "system" in roles else
+                    "--fewshot_as_multiturn" if roles.count("user") > 1 else "a task's gen_prefix")
+            raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged reads one user turn, as its bridge "
+                                    f"was trained (got the roles {roles}); {flag} works with system=target and "
+                                    "source, not with bridged")
+        prompt = self._prompt(chat_history[0]["content"], chat=False)
+        rendered = self.bridge.target_encoder.text(prompt)
+        self._chats[rendered.rstrip()] = prompt
+        return rendered
+
     def get_model_info(self) -> dict[str, Any]:
         return {"model_system": self.system, "model_source": self.bridge.source.name, "model_target": self.bridge.target.name}
 
     # -- scoring ---------------------------------------------------------------------------------------
 
-    def _prompt(self, context: str | None) -> Prompt:
-        """The prompt the source reads (and the bridged target's prompt text) for a request's context."""
+    def _prompt(self, context: str | None, chat: bool = True) -> Prompt:
+        """The prompt the source reads (and the bridged target's prompt text) for a request's context
+        (a chat request: the prompt its rendering stands for)."""
         text = "" if context is None else context.rstrip()  # lm-eval moves the trailing spaces to the continuation
+        if chat and self._chats and context is not None:  # a rolling request has no context
+            if text not in self._chats:  # read as plain text, it would go through the template a second time
+                raise LatentBridgeError("lm-eval model 'latentbridge': a request mixes chat-templated and plain "
+                                        "contexts; system=bridged cannot tell what its models should read")
+            return self._chats[text]
         cue = self.cue if self.cue and text.endswith(self.cue) else ""
         if not text and not self.bridge.source_encoder.prefix:  # the source must read at least one token
             source = self.bridge.source.tokenizer
@@ -250,6 +283,23 @@ class LatentBridgeLM(TemplateLM):
         with autocast(model.device, model.dtype, self.autocast):
             outs = greedy_generate(model.model, model.tokenizer, inputs, max_new_tokens=max_new, eos_ids=eos, stop=until)
         return [o.text for o in outs]
+
+
+def _render_chat(tokenizer: Any, history: list[dict[str, str]], add_generation_prompt: bool, name: str) -> str:
+    """``history`` through ``tokenizer``'s chat template, as lm-eval's ``hf`` renders it."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise LatentBridgeError(f"lm-eval model 'latentbridge': --apply_chat_template, but the tokenizer of {name} has "
+                                "no chat template")
+    import jinja2
+
+    options = {"tokenize": False, "add_generation_prompt": add_generation_prompt,
+               "continue_final_message": not add_generation_prompt}
+    try:
+        return tokenizer.apply_chat_template(history, **options)
+    except jinja2.exceptions.TemplateError:  # as hf: a template without a system role gets the history without it
+        print(f"latentbridge: the chat template of {name} refuses the history; reading it without the system role",
+              file=sys.stderr)
+        return tokenizer.apply_chat_template([m for m in history if m.get("role") != "system"], **options)
 
 
 def _bar(total: int, description: str, disable: bool) -> Any:
