@@ -9,24 +9,15 @@ steps (``VmHWM``, reset before them), above its resident set just before.
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
-from pathlib import Path
 
 import torch
 from common import write
 
 from latentbridge.bridge.build import Experiment
 from latentbridge.config.recipe import load_recipe
+from latentbridge.train.estimate import PeakMemory, tensor_bytes
 from latentbridge.train.runner import Runner
-
-
-def status_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def main() -> None:
@@ -45,19 +36,11 @@ def main() -> None:
         optimizer = tensor_bytes(t for s in runner.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
         static = frozen + translator + optimizer
         cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
-            before = status_kib("VmRSS") * 1024
-        for step in range(2, 2 + args.steps):
-            runner.train_step(step)
-        if cuda:
-            peak = torch.cuda.max_memory_allocated()
-            extra = peak - static
-        else:
-            extra = status_kib("VmHWM") * 1024 - before
-            peak = static + extra
+        with PeakMemory(exp.bridge.target.device) as measured:
+            for step in range(2, 2 + args.steps):
+                runner.train_step(step)
+        extra = measured.extra
+        peak = static + extra
     ratio = peak / static
     mib = 2**20
     write(

@@ -82,7 +82,10 @@ class Experiment:
     def build(
         cls, recipe: Recipe, registry: Registry | None = None, log: Callable[[str], None] = lambda _: None,
         translator_dir: str | None = None, should_stop: Callable[[], str | None] | None = None,
+        solve_upfront: bool = True,
     ) -> Experiment:
+        """Everything a recipe names, loaded. ``solve_upfront=False`` (``source.view: generation``) leaves the
+        source's solutions to be made as each prompt is first read (a probe that reads a few batches)."""
         registry = registry or get_registry()
         seed_everything(recipe.seed)
         task = build_plugin(registry, "task", recipe.task.name, recipe.task.config)
@@ -122,7 +125,7 @@ class Experiment:
         bridge = Bridge(source, target, translator, injection, m.source_layer,
                         chat_template=bool(getattr(task.config, "chat_template", False)), source_layers=m.source_layers)
         if recipe.source.view == "generation":
-            bridge.solutions = make_solutions(recipe, task, bridge, log, should_stop)
+            bridge.solutions = make_solutions(recipe, task, bridge, log, should_stop, upfront=solve_upfront)
             bridge.through_answer = recipe.source.through_answer
         if recipe.cache.source:
             bridge.source_cache = make_source_cache(recipe, task, bridge)
@@ -210,7 +213,7 @@ def build_plugin(registry: Registry, kind: str, name: str, *args: object) -> obj
 
 
 def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[str], None],
-                   should_stop: Callable[[], str | None] | None = None):
+                   should_stop: Callable[[], str | None] | None = None, upfront: bool = True):
     """The source's own solutions (``source.view: generation``), decoded as the evaluation decodes: those
     of the dev and test items and of the train items the run uses (``train.max_train_examples``) are
     made now, once, and cached on disk as they are made; any other prompt's when first read.
@@ -225,12 +228,17 @@ def make_solutions(recipe: Recipe, task: Task, bridge: Bridge, log: Callable[[st
                                 batch_size=e.batch_size, root=root, log=log)
     if should_stop is not None:
         solutions.should_stop = should_stop
-    train = task.examples("train")[: recipe.train.max_train_examples or None]
-    prompts = [task.prompt(x) for x in [*train, *task.examples("dev"), *task.examples("test")]]
-    with torch.no_grad():
-        solutions.get(prompts, save=True)
+    if upfront:
+        with torch.no_grad():
+            solutions.get(solved_prompts(recipe, task), save=True)
     solutions.should_stop = lambda: None  # later solving (a new prompt now and then) is the runner's to stop
     return solutions
+
+
+def solved_prompts(recipe: Recipe, task: Task) -> list:
+    """The prompts whose solutions a ``source.view: generation`` run makes before training."""
+    train = task.examples("train")[: recipe.train.max_train_examples or None]
+    return [task.prompt(x) for x in [*train, *task.examples("dev"), *task.examples("test")]]
 
 
 def make_source_cache(recipe: Recipe, task: Task, bridge: Bridge):

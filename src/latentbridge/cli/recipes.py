@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from latentbridge.cli.app import OVERRIDES_HELP, app, console
+from latentbridge.cli.app import OVERRIDES_HELP, app, console, err_console
 from latentbridge.config.catalog import copy_recipe, shipped_recipes
 
 
@@ -17,18 +17,37 @@ def validate(
     recipe: str = typer.Argument(..., help="A recipe file or the name of a shipped recipe."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     show: bool = typer.Option(False, "--show", help="Print the resolved recipe (all defaults filled in)."),
+    estimate: bool = typer.Option(False, "--estimate", help="Then load the models and measure a few training "
+                                  "steps: parameters, memory, seconds per step, the training's time."),
+    estimate_steps: int = typer.Option(3, "--estimate-steps", help="Steps the --estimate probe measures (after one "
+                                       "warm-up step)."),
 ) -> None:
     """Check a recipe (and overrides) against the schema, the plugins and the model folders' config.json,
-    without loading any weight."""
+    without loading any weight; with --estimate, then measure what it costs."""
     from latentbridge.bridge.facts import check_against_models
     from latentbridge.config.recipe import load_recipe
+    from latentbridge.errors import LatentBridgeError
 
+    if estimate_steps < 1:
+        raise LatentBridgeError(f"--estimate-steps must be at least 1, got {estimate_steps}")
     resolved = load_recipe(recipe, overrides or [])
     check_against_models(resolved)
     if show:
         typer.echo(resolved.to_yaml(), nl=False)
     else:
         console.print(f"[green]ok[/]: {escape(recipe)} is a valid recipe ('{escape(resolved.name)}')")
+    if estimate:
+        from latentbridge.train.estimate import describe
+        from latentbridge.train.estimate import estimate as measure
+
+        found = measure(resolved, estimate_steps, log=lambda line: err_console.print(f"[dim]{escape(line)}[/]"))
+        table = Table(title=f"estimate for '{escape(resolved.name)}' on {found.device}, from {found.probe_steps} "
+                            "measured steps")
+        table.add_column("what")
+        table.add_column("measured", overflow="fold")
+        for what, figure in describe(found):
+            table.add_row(what, escape(figure))
+        console.print(table)
 
 
 @app.command("ls")
