@@ -141,3 +141,32 @@ def write_or_check(files: dict[str, str], check: bool) -> int:
         (RESULTS / name).write_text(text)
         print(f"wrote {RESULTS / name}")
     return 0
+
+
+def soft_token_floor(exp: Any, examples: list[Any], autocast: Callable[[], Any] | None = None) -> Callable[[], None]:
+    """What a soft-token training step cannot avoid, on ``examples`` (benchmark 1's floor): the translator's
+    forward, the target's forward on the bridged input and the backward to the soft tokens and the
+    translator. The source's states and the layout are made once, outside what is timed."""
+    import contextlib
+
+    from latentbridge.plugins.objectives.nll import answer_nll
+
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in examples]
+    h, mask = bridge.source_hidden(prompts, examples)
+    with torch.no_grad():
+        inputs = bridge.bridged_inputs(bridge.soft_tokens(prompts, hidden=(h, mask)), prompts, with_answer=True)
+    base, where, labels = inputs.inputs_embeds.detach(), inputs.soft_mask, inputs.labels
+    window = int((labels != -100).sum(1).max()) + 1
+    kwargs = {"attention_mask": inputs.attention_mask, "position_ids": inputs.position_ids}
+    context = autocast or contextlib.nullcontext
+
+    def floor() -> None:
+        with context():
+            soft = exp.translator(h.float(), mask)
+            embeds = base.masked_scatter(where[..., None], soft.to(base.dtype))
+            logits = bridge.target.model(inputs_embeds=embeds, **kwargs, logits_to_keep=window).logits
+            answer_nll(logits, labels[:, -window:]).backward()
+        exp.translator.zero_grad(set_to_none=True)
+
+    return floor

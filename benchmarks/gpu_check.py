@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import summary, write
+from common import soft_token_floor, summary, write
 
 from latentbridge.bridge.build import Experiment
 from latentbridge.bridge.generation import greedy_generate
@@ -94,27 +94,13 @@ def measure(name: str, overrides: list[str], steps: int, items: int) -> dict:
 
 
 def floor_times(exp, runner, steps: int) -> list[float]:
-    from latentbridge.plugins.objectives.nll import answer_nll
-
-    examples = runner.train_examples[: exp.recipe.train.batch_size]
-    bridge = exp.bridge
-    prompts = [exp.task.prompt(e) for e in examples]
-    h, mask = bridge.source_hidden(prompts, examples)
-    with torch.no_grad():
-        inputs = bridge.bridged_inputs(bridge.soft_tokens(prompts, hidden=(h, mask)), prompts, with_answer=True)
-    base, where, labels = inputs.inputs_embeds.detach(), inputs.soft_mask, inputs.labels
-    window = int((labels != -100).sum(1).max()) + 1
+    floor = soft_token_floor(exp, runner.train_examples[: exp.recipe.train.batch_size],
+                             autocast=lambda: torch.autocast("cuda", dtype=torch.bfloat16))
     out = []
     for _ in range(steps):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            soft = exp.translator(h.float(), mask)
-            embeds = base.masked_scatter(where[..., None], soft.to(base.dtype))
-            logits = bridge.target.model(inputs_embeds=embeds, attention_mask=inputs.attention_mask,
-                                         position_ids=inputs.position_ids, logits_to_keep=window).logits
-            answer_nll(logits, labels[:, -window:]).backward()
-        exp.translator.zero_grad(set_to_none=True)
+        floor()
         torch.cuda.synchronize()
         out.append(time.perf_counter() - start)
     return out

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-import torch
-from common import interleaved, summary, write
-from latentbridge.plugins.objectives.nll import answer_nll
+from common import interleaved, soft_token_floor, summary, write
 
 from latentbridge.bridge.build import Experiment
 from latentbridge.config.recipe import load_recipe
@@ -37,25 +35,7 @@ def main() -> None:
         step = iter(range(1, 10**9))
         runner.train_step(next(step))  # fills the source cache for the batch
 
-        examples = runner.train_examples
-        bridge = exp.bridge
-        prompts = [exp.task.prompt(e) for e in examples]
-        h, mask = bridge.source_hidden(prompts, examples)
-        with torch.no_grad():
-            inputs = bridge.bridged_inputs(bridge.soft_tokens(prompts, hidden=(h, mask)), prompts, with_answer=True)
-        base = inputs.inputs_embeds.detach()
-        where = inputs.soft_mask
-        labels = inputs.labels
-        window = int((labels != -100).sum(1).max()) + 1
-        kwargs = {"attention_mask": inputs.attention_mask, "position_ids": inputs.position_ids}
-
-        def floor() -> None:
-            soft = exp.translator(h.float(), mask)
-            embeds = base.masked_scatter(where[..., None], soft.to(base.dtype))
-            logits = bridge.target.model(inputs_embeds=embeds, **kwargs, logits_to_keep=window).logits
-            answer_nll(logits, labels[:, -window:]).backward()
-            exp.translator.zero_grad(set_to_none=True)
-
+        floor = soft_token_floor(exp, runner.train_examples)
         times = interleaved({"full step": lambda: runner.train_step(next(step)), "floor": floor}, args.repeats)
     full, low = summary(times["full step"]), summary(times["floor"])
     ratio = full["median_s"] / low["median_s"]

@@ -62,3 +62,28 @@ def test_the_answer_window_holds_every_supervised_position(random_pair):
     assert int((labels[:, :-window] != -100).sum()) == 0
     full = exp.bridge.target.model(**ctx.inputs.model_kwargs()).logits[:, -window:]
     torch.testing.assert_close(ctx.logits, full, rtol=1e-4, atol=1e-5)
+
+
+def test_a_query_at_batch_one_reuses_the_few_shot_header(random_pair):
+    """One row (a query at batch 1): the source runs the row's few-shot header once, keeps its cache, and the
+    next query reads only its own tokens after it; the states equal the plain forward of each row."""
+    exp = make_experiment(random_pair, "task.shots=2")
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:3]]
+    plain = []
+    for prompt in prompts:
+        row = bridge.source_rows([prompt])[0]
+        plain.append(bridge.source.model(input_ids=torch.tensor([row]), output_hidden_states=True).hidden_states[-1][0])
+    assert not bridge._prefixes
+    h, mask = bridge.source_hidden(prompts[:1])
+    (prefix, state), = bridge._prefixes.items()
+    header = len(bridge.source_encoder.target_text(prompts[0]).prefix) + len(bridge.source_encoder.ids(prompts[0].header))
+    assert MIN_SHARED_PREFIX <= len(prefix) and abs(len(prefix) - header) <= 1  # the header, not the question
+    torch.testing.assert_close(h[0][mask[0].bool()], plain[0], rtol=1e-4, atol=1e-5)
+    for i in (1, 2):
+        h, mask = bridge.source_hidden(prompts[i : i + 1])
+        assert list(bridge._prefixes.items()) == [(prefix, state)]  # reused, not run again
+        torch.testing.assert_close(h[0][mask[0].bool()], plain[i], rtol=1e-4, atol=1e-5)
+    short = make_experiment(random_pair)  # no few-shot header: one plain pass, nothing kept
+    short.bridge.source_hidden([short.task.prompt(short.task.examples("test")[0])])
+    assert not short.bridge._prefixes

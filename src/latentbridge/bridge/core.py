@@ -142,9 +142,9 @@ class Bridge:
         if self.source_cache is not None and examples is not None:
             return pad_hidden(self.source_cache.get(examples), self.source.device)
         rows = self.source_rows(prompts)
-        shared = common_prefix(rows)
+        shared = self._shared_prefix(rows, prompts)
         # ``[prefix][pad][rest]``: a sliding window is measured in positions (bridge/windows.py), not slots
-        if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
+        if shared >= MIN_SHARED_PREFIX:
             return self._hidden_with_prefix(rows, shared)
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         out = self.source.model(
@@ -152,6 +152,24 @@ class Bridge:
             logits_to_keep=1,  # only the hidden states are read: no full-vocabulary logits per position
         )
         return out.hidden_states[self.source_layer], mask
+
+    def _shared_prefix(self, rows: Sequence[Sequence[int]], prompts: Sequence[Prompt]) -> int:
+        """How many leading tokens the rows share with a prefix whose cache can be reused: each other's, for
+        several rows; for one row (a query at batch 1), the prefix the source last ran, else the row's
+        own few-shot header (its special prefix and the header's tokens), so the next query reuses it."""
+        if len(rows) > 1:
+            return common_prefix(rows)
+        row = tuple(rows[0])
+        for prefix in self._prefixes:
+            if len(prefix) < len(row) and row[: len(prefix)] == prefix:
+                return len(prefix)
+        prompt = prompts[0].for_source
+        if len(prompt.header) < MIN_SHARED_PREFIX:  # fewer characters than the tokens it would take
+            return 0
+        text = self.source_encoder.target_text(prompt, with_answer=False)
+        inside = sum(1 for _, end in self.source_encoder.offsets(prompt) if 0 < end <= len(prompt.header))
+        header = list(text.prefix) + list(text.prompt)[:inside]
+        return common_prefix([list(row), header + [-1]])  # the row's tokens as far as they are the header's
 
     def _hidden_with_prefix(self, rows: Sequence[Sequence[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
         prefix = tuple(rows[0][:shared])
