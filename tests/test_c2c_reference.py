@@ -111,3 +111,29 @@ def test_the_reference_sizes():
 
     assert sum(p.numel() for p in LayerFuser(config).parameters()) == 17_066_002
     assert (config.temperature, config.final_temperature, config.gate_init, config.dropout) == (1.0, 0.001, 0.0, 0.1)
+
+
+@pytest.mark.parametrize(("models", "setting", "expected"), [
+    ("float32", "auto", torch.float32), ("bfloat16", "auto", torch.bfloat16), ("bfloat16", "float32", torch.float32),
+    ("float32", "bfloat16", torch.bfloat16)])
+def test_the_fusers_precision_follows_the_models_unless_set(random_pair, tmp_path, models, setting, expected):
+    """``dtype: auto`` keeps the fusers in the target's dtype, as the authors keep theirs in bf16 beside bf16
+    models; a step trains them in it (the optimizer updates them) and the fused cache has the target's dtype."""
+    from latentbridge.train.runner import Runner
+
+    from .helpers import make_experiment
+
+    exp = make_experiment(random_pair, "translator=c2c", "translator.hidden=16", "translator.intermediate=16",
+                          "injection=fused_prompt", f"models.dtype={models}", f"translator.dtype={setting}")
+    params = list(exp.translator.parameters())
+    assert params and {p.dtype for p in params} == {expected}
+    before = [p.detach().clone() for p in params]
+    Runner(exp, tmp_path / "run").train_step(1)
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True))
+    assert {p.dtype for p in params} == {expected}
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:2]]
+    inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False)
+    (cache,) = inputs.cache().values()  # under whichever keyword the model takes its cache
+    keys = [layer.keys for layer in cache.layers]
+    assert keys and {k.dtype for k in keys} == {bridge.target.dtype}

@@ -81,6 +81,9 @@ class C2CConfig(KVGeometryConfig):
     anneal_steps: int | None = option(None, gt=0, help="steps over which the temperature falls (default: the run's)")
     include_response: bool = option(False, help="fuse every token from the prompt's last on too, at each decoding "
                                     "step (the authors' include_response; needs alignment: retokenize)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="the fusers' parameters and arithmetic: auto = the target model's dtype (the authors keep the "
+        "fuser in bf16 beside bf16 models, with no float32 copy); float32 keeps float32 weights whatever the models'")
 
     def check(self) -> list[tuple[str, str]]:
         if self.include_response and self.alignment != "retokenize":
@@ -196,6 +199,8 @@ class C2C(Translator):
         # read by the bridge: the source reads the target's tokens, re-encoded with this strategy
         self.retokenize = c.alignment_strategy if c.alignment == "retokenize" else None
         self.fusers = nn.ModuleDict({str(t): LayerFuser(c) for t, s in enumerate(self.layer_map) if s is not None})
+        if c.dtype not in ("auto", "float32"):  # auto is the target's dtype, filled in when the bridge is built
+            self.fusers.to(getattr(torch, c.dtype))
         self._step, self._total = 0, 1
 
     def set_progress(self, step: int, total: int) -> None:

@@ -22,7 +22,7 @@ LATER_DEFAULT_SYSTEMS = ("covgauss", "randomrot")
 
 
 # translator fields added later, by translator: at these values a recipe is the one it was before them
-LATER_TRANSLATOR_DEFAULTS = {"c2c": {"include_response": False}}
+LATER_TRANSLATOR_DEFAULTS = {"c2c": {"include_response": False, "dtype": "auto"}}
 # the soft-token fields every translator config had before SoftTokenConfig (by translator: their default)
 FORMER_SOFT_FIELDS = {"scale": "target_rms", "target_rms": None}
 FORMER_SOFT_DEFAULTS = {"ac": {"scale": "none"}}
