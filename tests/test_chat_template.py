@@ -26,16 +26,21 @@ def same_text(a: str, b: str) -> bool:
     return a.replace(" ", "") == b.replace(" ", "")
 
 
-@pytest.fixture
-def chat_pair(random_pair, tmp_path):
+def with_chat_templates(pair, root):
+    """Copies of the pair's folders under ``root`` whose tokenizers have the chat templates above."""
     out = {}
-    for name, folder in random_pair.items():
-        copy = tmp_path / f"{name}-chat"
+    for name, folder in pair.items():
+        copy = root / f"{name}-chat"
         shutil.copytree(folder, copy)
         config = json.loads((copy / "tokenizer_config.json").read_text())
         (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATES[name]}))
         out[name] = copy
     return out
+
+
+@pytest.fixture
+def chat_pair(random_pair, tmp_path):
+    return with_chat_templates(random_pair, tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["soft_only", "soft_plus_text"])

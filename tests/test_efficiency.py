@@ -78,7 +78,7 @@ def test_a_query_at_batch_one_reuses_the_few_shot_header(random_pair):
     h, mask = bridge.source_hidden(prompts[:1])
     (prefix, state), = bridge._prefixes.items()
     header = len(bridge.source_encoder.target_text(prompts[0]).prefix) + len(bridge.source_encoder.ids(prompts[0].header))
-    assert MIN_SHARED_PREFIX <= len(prefix) and abs(len(prefix) - header) <= 1  # the header, not the question
+    assert len(prefix) >= MIN_SHARED_PREFIX and abs(len(prefix) - header) <= 1  # the header, not the question
     torch.testing.assert_close(h[0][mask[0].bool()], plain[0], rtol=1e-4, atol=1e-5)
     for i in (1, 2):
         h, mask = bridge.source_hidden(prompts[i : i + 1])

@@ -111,13 +111,18 @@ def test_target_scores_equal_lm_evals_hf_model(bridge_run, random_pair):
     assert len(scores[0]) == 24 and scores[0] == pytest.approx(scores[1], abs=1e-4)
 
 
+def harness_scores(lm, folder):
+    """The evaluation harness on the adapter's experiment, 2 items: the evaluator and its bridged scores."""
+    exp = lm.experiment
+    ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=2, batch_size=2, max_new_tokens=4, stop=[], systems=["bridged"]),
+                   folder, use_cache=False)
+    return ev, ev.scores()["bridged"]
+
+
 def test_the_bridged_system_scores_as_the_harness_does(bridge_run, random_pair):
     """The adapter's bridged log-likelihood of a choice is the harness's: the same message, the same layout."""
     lm = LatentBridgeLM(run=str(bridge_run["run"]), system="bridged", step="final", batch_size=2)
-    exp = lm.experiment
-    ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=2, batch_size=2, max_new_tokens=4, stop=[], systems=["bridged"]),
-                   bridge_run["root"] / "ev", use_cache=False)
-    harness = ev.scores()["bridged"]
+    ev, harness = harness_scores(lm, bridge_run["root"] / "ev")
     for index in range(2):
         prompt, item = ev.prompts[index], ev.items[index]
         got = lm.loglikelihood(requests("loglikelihood", [(prompt.text, " " + c) for c in item.choices]))
@@ -202,19 +207,11 @@ def test_requests_show_a_progress_bar(bridge_run, capsys):
 def chat_run(random_pair, bridge_run, tmp_path_factory):
     """A short facts_mc run on a copy of the random pair whose tokenizers have chat templates, read through
     them in training (task.chat_template: true)."""
-    import shutil
-
-    from .test_chat_template import TEMPLATES
+    from .helpers import recipe_dict
+    from .test_chat_template import with_chat_templates
 
     root = tmp_path_factory.mktemp("lm_eval_chat")
-    pair = {}
-    for name, folder in random_pair.items():
-        copy = root / f"{name}-chat"
-        shutil.copytree(folder, copy)
-        config = json.loads((copy / "tokenizer_config.json").read_text())
-        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATES[name]}))
-        pair[name] = copy
-    from .helpers import recipe_dict
+    pair = with_chat_templates(random_pair, root)
 
     data = recipe_dict(pair, "eval.n=4", "eval.dev_n=4")
     data["task"] = {"name": "facts_mc", "chat_template": True}
@@ -250,10 +247,7 @@ def test_bridged_reads_a_chat_request_as_in_training(chat_run):
     """system=bridged on a chat recipe: a one-turn chat request scores as the harness scores the same item
     (each model's own template, the message in the user turn, the cue after the assistant's opening)."""
     lm = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final", batch_size=2)
-    exp = lm.experiment
-    ev = Evaluator(exp.bridge, exp.task, EvalSettings(n=2, batch_size=2, max_new_tokens=4, stop=[], systems=["bridged"]),
-                   chat_run["root"] / "ev", use_cache=False)
-    harness = ev.scores()["bridged"]
+    ev, harness = harness_scores(lm, chat_run["root"] / "ev")
     for index in range(2):
         prompt, item = ev.prompts[index], ev.items[index]
         rendered = lm.apply_chat_template([{"role": "user", "content": prompt.text}])
