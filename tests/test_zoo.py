@@ -175,3 +175,56 @@ def test_passages_figures_re_measured_through_the_task(listed, tmp_path, monkeyp
     result = Evaluator(exp.bridge, exp.task, settings, tmp_path).evaluate(step=0)["systems"]
     assert abs(result["target"]["accuracy"] - mistral["question_only"]) <= 0.01, result["target"]
     assert abs(result["skyline"]["accuracy"] - mistral["with_context"]) <= 0.01, result["skyline"]
+
+
+def test_induction_rows_repeat_a_random_sequence_with_the_loss_on_the_repeat():
+    from transformers import PreTrainedTokenizerFast
+
+    from latentbridge.zoo.train import InductionRows
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin_models()["tiny-llama"])
+    rows = InductionRows(tokenizer, seed=0)
+    special = set(tokenizer.all_special_ids)
+    drawn = [rows.row() for _ in range(50)]
+    for ids, weights in drawn:
+        n = (len(ids) - 1) // 2
+        assert 8 <= n <= 60 and ids[0] == tokenizer.bos_token_id and ids[1 : n + 1] == ids[n + 1 :]
+        assert not special & set(ids[1:])
+        assert weights == [0.0] * (n + 1) + [1.0] * n  # the first copy is read, the repeat is learned
+    assert len({tuple(ids) for ids, _ in drawn}) == 50
+    again = InductionRows(tokenizer, seed=0)
+    assert [again.row() for _ in range(3)] == drawn[:3]  # one stream per seed
+    assert InductionRows(tokenizer, seed=1).row() != drawn[0]
+
+
+def test_an_induction_warm_up_opens_the_run_and_then_rides_along(monkeypatch):
+    """``induction_steps`` steps of repeated sequences only, then every batch its examples plus
+    ``induction_share`` of its size in repeated sequences; the schedule spans both."""
+    from transformers import PreTrainedTokenizerFast
+
+    from latentbridge.zoo.specs import LLAMA
+    from latentbridge.zoo.train import make_model, train_model
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin_models()["tiny-llama"])
+    spec = dataclasses.replace(LLAMA, steps=3, warmup=1, batch_size=4, induction_steps=2, induction_share=0.5)
+    texts = [f"Question: What is {i} plus 2?\nAnswer: {i + 2}" for i in range(12)]
+    prompts = [t.split(" ", 1)[0] for t in texts]
+    model = make_model(spec, tokenizer, 0)
+    seen, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, input_ids, **k: seen.append(input_ids.clone()) or forward(
+        *a, input_ids=input_ids, **k))
+    totals = []
+    losses = train_model(model, tokenizer, texts, prompts, spec, 0, progress=lambda _, done, total: totals.append(total))
+    assert len(losses) == len(seen) == 5 and set(totals) == {5}
+
+    def repeated(row) -> bool:
+        ids = [int(i) for i in row if int(i) != tokenizer.pad_token_id]
+        n = (len(ids) - 1) // 2
+        return len(ids) == 2 * n + 1 and ids[1 : n + 1] == ids[n + 1 :]
+
+    for batch in seen[:2]:
+        assert batch.shape[0] == 4 and all(repeated(r) for r in batch)
+    bos = tokenizer.bos_token_id
+    for batch in seen[2:]:
+        assert batch.shape[0] == 6 and [repeated(r) for r in batch] == [False] * 4 + [True] * 2
+        assert all(int(r[0]) == bos for r in batch)

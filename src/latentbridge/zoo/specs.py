@@ -63,6 +63,8 @@ class ModelSpec:
     passages: int = 0  # how many ``public`` passages items (1-16 facts each) it learns in-context lookup from
     passages_prompt_weight: float = 0.0  # loss weight of a passage's prompt (its invented names: noise)
     max_positions: int = 256  # max_position_embeddings of its config
+    induction_steps: int = 0  # steps of repeated random sequences (loss on the repeat) before the rest
+    induction_share: float = 0.0  # then, repeated sequences added to every batch: this share of its size
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for ``zoo.json``)."""

@@ -89,6 +89,24 @@ def _batches(lengths: Sequence[int], batch_size: int, n_batches: int, rng: rando
     return out[:n_batches]
 
 
+class InductionRows:
+    """Repeated random token sequences (``bos r r``, ``r`` 8-60 ordinary tokens), the loss on the second copy:
+    the task that forms induction heads, which a model then uses to look things up in its context (a model
+    that never learned it copies one of a passage's values instead of the asked one). Drawn from a stream of
+    their own, so that a build without them is unchanged."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, seed: int):
+        special = set(tokenizer.all_special_ids)
+        self.tokens = [i for i in range(len(tokenizer)) if i not in special]
+        self.bos = tokenizer.bos_token_id
+        self.rng = random.Random(seed * 1_000_003 + 17)
+
+    def row(self) -> tuple[list[int], list[float]]:
+        n = self.rng.randint(8, 60)
+        r = [self.rng.choice(self.tokens) for _ in range(n)]
+        return [self.bos, *r, *r], [0.0] * (n + 1) + [1.0] * n
+
+
 def train_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -105,7 +123,9 @@ def train_model(
     prompt part (``prompts[i]``, a token prefix of ``texts[i]``) are weighted by
     ``prompt_weights[i]`` (default: ``spec.prompt_loss_weight`` for every example). AdamW, linear warmup then cosine
     decay to 10% of ``spec.lr``, gradient clipping at 1.0. Deterministic given
-    ``seed`` and the thread count.
+    ``seed`` and the thread count. With ``spec.induction_steps`` the run opens with that many steps of
+    :class:`InductionRows` only; with ``spec.induction_share`` every later batch carries that share of its
+    size in them besides its examples.
     """
     enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     seqs = [ids + [tokenizer.eos_token_id] for ids in enc]
@@ -114,6 +134,9 @@ def train_model(
         raise ValueError("prompt tokens must be a prefix of the training text tokens")
     n_prompt = [len(p) for p in prompt_ids]
     batches = _batches([len(s) for s in seqs], spec.batch_size, spec.steps, random.Random(seed))
+    repeats = InductionRows(tokenizer, seed) if spec.induction_steps or spec.induction_share else None
+    n_mixed = round(spec.batch_size * spec.induction_share)
+    total = spec.induction_steps + spec.steps
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -125,20 +148,31 @@ def train_model(
     def lr_at(step: int) -> float:
         if step < spec.warmup:
             return spec.lr * (step + 1) / spec.warmup
-        t = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        t = (step - spec.warmup) / max(1, total - spec.warmup)
         return spec.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+    def rows_of(step: int) -> list[tuple[list[int], list[float]]]:
+        """The step's sequences and their loss weights: the induction warm-up's repeated sequences first,
+        then the examples' batches, each with ``n_mixed`` repeated sequences after its examples."""
+        if step < spec.induction_steps:
+            return [repeats.row() for _ in range(spec.batch_size)]
+        rows = []
+        for i in batches[step - spec.induction_steps]:
+            prompt = spec.prompt_loss_weight if prompt_weights is None else prompt_weights[i]
+            rows.append((seqs[i], [prompt] * n_prompt[i] + [1.0] * (len(seqs[i]) - n_prompt[i])))
+        return rows + [repeats.row() for _ in range(n_mixed)]
 
     model.train()
     losses: list[float] = []
     pad = tokenizer.pad_token_id
-    for step, batch in enumerate(batches):
-        width = max(len(seqs[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        weight = torch.zeros((len(batch), width))
-        for row, i in enumerate(batch):
-            ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-            weight[row, : len(seqs[i])] = 1.0
-            weight[row, : n_prompt[i]] = spec.prompt_loss_weight if prompt_weights is None else prompt_weights[i]
+    for step in range(total):
+        rows = rows_of(step)
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        weight = torch.zeros((len(rows), width))
+        for row, (seq, weights) in enumerate(rows):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            weight[row, : len(seq)] = torch.tensor(weights[: len(seq)])
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         # Right padding + causal attention: real tokens never attend to the pads,
@@ -153,7 +187,7 @@ def train_model(
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == spec.steps):
-            progress(f"train {spec.name}", step + 1, spec.steps)
+        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
+            progress(f"train {spec.name}", step + 1, total)
     model.eval()
     return losses
