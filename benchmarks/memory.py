@@ -1,7 +1,8 @@
 """Benchmark 5: peak memory of a training step vs the sum of frozen weights, translator and optimizer state.
 
-On CUDA: ``torch.cuda.max_memory_allocated``. On CPU: the process's peak resident set during the
-steps (``VmHWM``, reset before them), above its resident set just before.
+On CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated just before the steps (the static
+memory: gradients are set to None first, so they count in the steps' growth). On CPU: the process's peak
+resident set during the steps (``VmHWM``, reset before them), above its resident set just before.
 
     python benchmarks/memory.py [--recipe answer_softplus] [--steps 5] [key=value ...]
 """
@@ -36,6 +37,7 @@ def main() -> None:
         optimizer = tensor_bytes(t for s in runner.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
         static = frozen + translator + optimizer
         cuda = torch.cuda.is_available()
+        runner.optimizer.zero_grad(set_to_none=True)  # the gradients are the steps' own: inside the window
         with PeakMemory(exp.bridge.target.device) as measured:
             for step in range(2, 2 + args.steps):
                 runner.train_step(step)

@@ -9,6 +9,8 @@ evaluation.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,7 +117,7 @@ def test_the_reference_sizes():
 
 @pytest.mark.parametrize(("models", "setting", "expected"), [
     ("float32", "auto", torch.float32), ("bfloat16", "auto", torch.bfloat16), ("bfloat16", "float32", torch.float32),
-    ("float32", "bfloat16", torch.bfloat16)])
+    ("float32", "bfloat16", torch.bfloat16), ("float16", "auto", torch.float32)])
 def test_the_fusers_precision_follows_the_models_unless_set(random_pair, tmp_path, models, setting, expected):
     """``dtype: auto`` keeps the fusers in the target's dtype, as the authors keep theirs in bf16 beside bf16
     models; a step trains them in it (the optimizer updates them) and the fused cache has the target's dtype."""
@@ -128,7 +130,10 @@ def test_the_fusers_precision_follows_the_models_unless_set(random_pair, tmp_pat
     params = list(exp.translator.parameters())
     assert params and {p.dtype for p in params} == {expected}
     before = [p.detach().clone() for p in params]
-    Runner(exp, tmp_path / "run").train_step(1)
+    runner = Runner(exp, tmp_path / "run")
+    for step in (1, 2):
+        assert math.isfinite(runner.train_step(step)["grad_norm"])
+    assert all(torch.isfinite(p).all() for p in params)
     assert any(not torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True))
     assert {p.dtype for p in params} == {expected}
     bridge = exp.bridge
@@ -137,3 +142,21 @@ def test_the_fusers_precision_follows_the_models_unless_set(random_pair, tmp_pat
     (cache,) = inputs.cache().values()  # under whichever keyword the model takes its cache
     keys = [layer.keys for layer in cache.layers]
     assert keys and {k.dtype for k in keys} == {bridge.target.dtype}
+
+
+def test_fusers_saved_in_float32_keep_their_precision(random_pair):
+    """Weights from a run made before ``dtype: auto`` (float32 fusers beside bf16 models) load as float32, not
+    rounded to the models' bf16; weights saved in bf16 stay bf16."""
+    from .helpers import make_experiment
+
+    args = ["translator=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
+            "models.dtype=bfloat16"]
+    exp = make_experiment(random_pair, *args)
+    assert {p.dtype for p in exp.translator.parameters()} == {torch.bfloat16}
+    saved = {k: torch.randn(v.shape, dtype=torch.float32) for k, v in exp.translator.state_dict().items()}
+    exp.translator.load_state_dict(saved)
+    for key, value in exp.translator.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, saved[key])
+    again = make_experiment(random_pair, *args)
+    again.translator.load_state_dict({k: v.to(torch.bfloat16) for k, v in saved.items()})
+    assert {p.dtype for p in again.translator.parameters()} == {torch.bfloat16}

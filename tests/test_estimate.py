@@ -37,7 +37,7 @@ def test_the_estimate_counts_what_the_recipe_loads_and_trains(random_pair, tmp_p
     assert found.step_seconds > 0 and found.train_seconds == pytest.approx(40 * found.step_seconds)
     assert found.solve_seconds is None  # source.view: prompt solves nothing
     if sys.platform == "linux":
-        assert found.step_extra_bytes is not None and found.peak_bytes == found.static_bytes + found.step_extra_bytes
+        assert found.peak_bytes == found.static_bytes + found.step_extra_bytes
     assert list(tmp_path.iterdir()) == []  # no run folder, no cache entry: the probe writes nowhere of the user's
 
 
@@ -77,3 +77,41 @@ def test_validate_estimate_through_the_cli(random_pair, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "--estimate-steps must be at least 1" in bad.output
     plain = CliRunner().invoke(app, ["validate", str(recipe)])  # without --estimate nothing loads or runs
     assert plain.exit_code == 0 and "seconds per step" not in plain.output
+
+
+def test_a_training_free_recipe_is_estimated_without_a_step(tmp_path, monkeypatch):
+    """``ac`` (train.steps: 0, nothing trainable): parameters and memory, no step timed, no traceback."""
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["validate", "ac", "--estimate"])
+    assert result.exit_code == 0, result.output
+    assert "no training step" in result.output and "train.steps is 0" in result.output
+    assert "seconds per step" not in result.output and "static memory" in result.output
+
+
+def test_the_measured_window_holds_the_timed_steps_and_their_gradients(random_pair, tmp_path, monkeypatch):
+    """What the peak covers: the timed steps (not the warm-up) run inside the window, which opens with no
+    gradient held, so the steps' own gradients count in what a step adds."""
+    from latentbridge.train import estimate as module
+    from latentbridge.train.runner import Runner
+
+    monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    events = []
+    enter, leave, step = module.PeakMemory.__enter__, module.PeakMemory.__exit__, Runner.train_step
+
+    def entering(self):
+        held = [p.grad for p in self_runner[0].exp.trainable_parameters() if p.grad is not None]
+        events.append(("enter", len(held)))
+        return enter(self)
+
+    self_runner = []
+
+    def stepping(self, n):
+        self_runner[:] = [self]
+        events.append(("step", n))
+        return step(self, n)
+
+    monkeypatch.setattr(module.PeakMemory, "__enter__", entering)
+    monkeypatch.setattr(module.PeakMemory, "__exit__", lambda self, *exc: events.append(("exit",)) or leave(self, *exc))
+    monkeypatch.setattr(Runner, "train_step", stepping)
+    estimate(make_recipe(random_pair, "train.steps=40"), probe_steps=2)
+    assert events == [("step", 1), ("enter", 0), ("step", 2), ("step", 3), ("exit",)]

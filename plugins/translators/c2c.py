@@ -45,8 +45,9 @@ share a vocabulary); this one reads them re-encoded, as it reads the prompt.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from einops import rearrange
@@ -81,9 +82,10 @@ class C2CConfig(KVGeometryConfig):
     anneal_steps: int | None = option(None, gt=0, help="steps over which the temperature falls (default: the run's)")
     include_response: bool = option(False, help="fuse every token from the prompt's last on too, at each decoding "
                                     "step (the authors' include_response; needs alignment: retokenize)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
-        "auto", help="the fusers' parameters and arithmetic: auto = the target model's dtype (the authors keep the "
-        "fuser in bf16 beside bf16 models, with no float32 copy); float32 keeps float32 weights whatever the models'")
+    dtype: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", help="the fusers' parameters and arithmetic: auto = bfloat16 beside a bfloat16 target (the authors "
+        "keep the fuser in bf16 with no float32 copy), else float32; float32 whatever the models' (float16 is not "
+        "offered: AdamW's epsilon vanishes in it)")
 
     def check(self) -> list[tuple[str, str]]:
         if self.include_response and self.alignment != "retokenize":
@@ -205,6 +207,17 @@ class C2C(Translator):
 
     def set_progress(self, step: int, total: int) -> None:
         self._step, self._total = step, max(total, 1)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Weights saved in float32 (a run from before ``dtype: auto``, or with ``dtype: float32``) keep their
+        precision: the fusers go back to float32 rather than rounding them to 16 bits."""
+        saved = {t.dtype for k, t in state_dict.items() if k.startswith("fusers.") and t.is_floating_point()}
+        mine = {p.dtype for p in self.fusers.parameters()}
+        if saved == {torch.float32} and mine - {torch.float32}:
+            logging.getLogger("latentbridge").warning(
+                "c2c: these fusers were saved in float32; they stay float32 (not the models' 16-bit dtype)")
+            self.fusers.to(torch.float32)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def temperature(self) -> float:
         """``temperature x (final / temperature) ^ min(step / anneal_steps, 1)``."""

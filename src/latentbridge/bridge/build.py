@@ -177,7 +177,8 @@ def build_translator(recipe: Recipe, registry: Registry, source: FrozenModel, ta
         **({"n_source_layers": len(recipe.models.source_layers)}
            if recipe.models.source_layers and hasattr(config, "n_source_layers") else {}),
         # a translator whose parameters may follow the models' precision (c2c's fusers, as the authors keep them)
-        **({"dtype": str(target.dtype).removeprefix("torch.")} if getattr(config, "dtype", None) == "auto" else {}),
+        **({"dtype": "bfloat16" if target.dtype == torch.bfloat16 else "float32"}
+           if getattr(config, "dtype", None) == "auto" else {}),
     )
     torch.manual_seed(recipe.seed)  # initialisation depends on the seed only, not on what loaded before
     translator = build_plugin(registry, "translator", recipe.translator.name, config)

@@ -41,8 +41,8 @@ def validate(
         from latentbridge.train.estimate import estimate as measure
 
         found = measure(resolved, estimate_steps, log=lambda line: err_console.print(f"[dim]{escape(line)}[/]"))
-        table = Table(title=f"estimate for '{escape(resolved.name)}' on {found.device}, from {found.probe_steps} "
-                            "measured steps")
+        measured = f"from {found.probe_steps} measured steps" if found.probe_steps else "no training step"
+        table = Table(title=f"estimate for '{escape(resolved.name)}' on {found.device}, {measured}")
         table.add_column("what")
         table.add_column("measured", overflow="fold")
         for what, figure in describe(found):

@@ -99,7 +99,6 @@ class LatentBridgeLM(TemplateLM):
         self.tokenizer = self.frozen.tokenizer
         self.cue = self.experiment.task.config.cue
         self.chat_recipe = bool(getattr(self.experiment.task.config, "chat_template", False))
-        self._chats: dict[str, Prompt] = {}  # bridged: each rendered chat request -> the prompt it stands for
         self.autocast = recipe.models.autocast
         self.batch_size_per_gpu = _batch_size(batch_size, max_batch_size)
         self._max_length = int(max_length) if max_length else None
@@ -156,7 +155,9 @@ class LatentBridgeLM(TemplateLM):
         history without it). ``bridged`` needs a recipe with ``task.chat_template: true``: the history
         must then be one user turn (what the bridge was trained on), which each model reads through its
         own template as in training, the message at the turn's start and a trailing cue after the
-        template's assistant opening; the text returned is the target's."""
+        template's assistant opening. The text returned is the target's, without trailing whitespace (lm-eval
+        would move it into the continuation, where the template's own would be read twice); a request's
+        context is read back from it (:meth:`_chat_prompt`), so requests cached by lm-eval read alike."""
         if self.system != "bridged":
             return _render_chat(self.tokenizer, chat_history, add_generation_prompt, self.frozen.name)
         if not self.chat_recipe:
@@ -170,25 +171,40 @@ class LatentBridgeLM(TemplateLM):
             raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged reads one user turn, as its bridge "
                                     f"was trained (got the roles {roles}); {flag} works with system=target and "
                                     "source, not with bridged")
-        prompt = self._prompt(chat_history[0]["content"], chat=False)
-        rendered = self.bridge.target_encoder.text(prompt)
-        self._chats[rendered.rstrip()] = prompt
-        return rendered
+        content = chat_history[0]["content"]  # the user's message as written (a trailing cue goes after the turn)
+        cue = self.cue if self.cue and content.rstrip().endswith(self.cue) else ""
+        question = content.rstrip()[: -len(cue)] if cue else content
+        prompt = Prompt(header="", question=question, cue=cue, answer="")
+        return self.bridge.target_encoder.text(prompt).rstrip()
+
+    def _chat_prompt(self, text: str) -> Prompt | None:
+        """The prompt a bridged chat rendering (what :meth:`apply_chat_template` returned) stands for: the
+        target's template opening, the user's message, the template's closing (its trailing whitespace cut
+        when nothing follows it) and the cue; None for any other text."""
+        pieces = self.bridge.target_encoder.chat
+        if pieces is None or not text.startswith(pieces[0]):
+            return None
+        body, cue = text, ""
+        if self.cue and body.endswith(self.cue):
+            body, cue = body[: -len(self.cue)], self.cue
+        closing = pieces[1] if cue else pieces[1].rstrip()
+        if not closing or not body.endswith(closing) or len(body) < len(pieces[0]) + len(closing):
+            return None
+        return Prompt(header="", question=body[len(pieces[0]) : len(body) - len(closing)], cue=cue, answer="")
 
     def get_model_info(self) -> dict[str, Any]:
         return {"model_system": self.system, "model_source": self.bridge.source.name, "model_target": self.bridge.target.name}
 
     # -- scoring ---------------------------------------------------------------------------------------
 
-    def _prompt(self, context: str | None, chat: bool = True) -> Prompt:
+    def _prompt(self, context: str | None) -> Prompt:
         """The prompt the source reads (and the bridged target's prompt text) for a request's context
         (a chat request: the prompt its rendering stands for)."""
         text = "" if context is None else context.rstrip()  # lm-eval moves the trailing spaces to the continuation
-        if chat and self._chats and context is not None:  # a rolling request has no context
-            if text not in self._chats:  # read as plain text, it would go through the template a second time
-                raise LatentBridgeError("lm-eval model 'latentbridge': a request mixes chat-templated and plain "
-                                        "contexts; system=bridged cannot tell what its models should read")
-            return self._chats[text]
+        if self.chat_recipe and context is not None:  # a rendering is read back, not templated twice
+            rendered = self._chat_prompt(text)
+            if rendered is not None:
+                return rendered
         cue = self.cue if self.cue and text.endswith(self.cue) else ""
         if not text and not self.bridge.source_encoder.prefix:  # the source must read at least one token
             source = self.bridge.source.tokenizer

@@ -3,7 +3,8 @@
 On CUDA with ``models.dtype`` bfloat16 or float16 (and ``models.autocast`` on, the default), the
 training step and generation run under ``torch.autocast``: matrix products in the low precision,
 parameters, optimizer state and losses in fp32. On CPU nothing is autocast: the frozen models run in
-their loaded dtype and the translator in fp32.
+their loaded dtype and the translator in fp32. (A translator may keep its own parameters in 16 bits:
+``c2c`` with ``dtype: auto`` beside bf16 models, as the C2C authors keep their fusers.)
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from latentbridge.config.recipe import Recipe
+from latentbridge.errors import LatentBridgeError
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -80,7 +81,7 @@ class Estimate:
     step_extra_bytes: int | None  # what a step adds at its peak (activations, gradients, slack)
     batch_size: int
     probe_steps: int
-    step_seconds: float  # median over the probe's steps (after one warm-up step)
+    step_seconds: float | None  # median over the probe's steps (after one warm-up step); None: nothing trains
     train_steps: int
     solve_seconds_per_prompt: float | None  # source.view: generation
     prompts_to_solve: int | None
@@ -94,8 +95,8 @@ class Estimate:
         return None if self.step_extra_bytes is None else self.static_bytes + self.step_extra_bytes
 
     @property
-    def train_seconds(self) -> float:
-        return self.step_seconds * self.train_steps
+    def train_seconds(self) -> float | None:
+        return None if self.step_seconds is None else self.step_seconds * self.train_steps
 
     @property
     def solve_seconds(self) -> float | None:
@@ -141,19 +142,27 @@ def estimate(recipe: Recipe, probe_steps: int = 3, log: Callable[[str], None] = 
             _sync(device)
             solve_per_prompt = (time.perf_counter() - start) / max(1, len(set(p.for_source for p in prompts)))
             to_solve = len(set(p.for_source for p in solved_prompts(probe, exp.task)))
-        log("warm-up step")
-        runner.train_step(1)  # also creates the optimizer's state
         frozen = exp.bridge.source.model, exp.bridge.target.model
-        optimizer = tensor_bytes(v for s in runner.optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-        times = []
-        with PeakMemory(device) as peak:
-            for step in range(2, 2 + probe_steps):
-                start = time.perf_counter()
-                runner.train_step(step)
-                _sync(device)
-                times.append(time.perf_counter() - start)
-                log(f"step {step - 1}/{probe_steps}: {times[-1]:.3f} s")
         params = exp.trainable_parameters()
+        optimizer, times, peak = 0, [], PeakMemory(device)
+        if params and t.steps > 0:  # a training-free recipe (train.steps: 0) takes no step to time
+            try:
+                log("warm-up step")
+                runner.train_step(1)  # also creates the optimizer's state
+                optimizer = tensor_bytes(v for s in runner.optimizer.state.values() for v in s.values()
+                                         if torch.is_tensor(v))
+                runner.optimizer.zero_grad(set_to_none=True)  # the gradients are the step's own: inside the window
+                with peak:
+                    for step in range(2, 2 + probe_steps):
+                        start = time.perf_counter()
+                        runner.train_step(step)
+                        _sync(device)
+                        times.append(time.perf_counter() - start)
+                        log(f"step {step - 1}/{probe_steps}: {times[-1]:.3f} s")
+            except torch.OutOfMemoryError as exc:
+                raise LatentBridgeError(f"--estimate: a training step of '{recipe.name}' ran out of memory on "
+                                        f"{device} (batch {t.batch_size}); try a smaller train.batch_size with "
+                                        "train.grad_accum") from exc
         return Estimate(
             recipe=recipe.name, device=str(device),
             source_parameters=sum(p.numel() for p in frozen[0].parameters()),
@@ -161,7 +170,8 @@ def estimate(recipe: Recipe, probe_steps: int = 3, log: Callable[[str], None] = 
             trainable_parameters=sum(p.numel() for p in params),
             frozen_bytes=tensor_bytes(frozen[0].parameters()) + tensor_bytes(frozen[1].parameters()),
             trainable_bytes=tensor_bytes(params), optimizer_bytes=optimizer, step_extra_bytes=peak.extra,
-            batch_size=t.batch_size * t.grad_accum, probe_steps=probe_steps, step_seconds=statistics.median(times),
+            batch_size=t.batch_size * t.grad_accum, probe_steps=len(times),
+            step_seconds=statistics.median(times) if times else None,
             train_steps=t.steps, solve_seconds_per_prompt=solve_per_prompt, prompts_to_solve=to_solve,
         )
 
@@ -192,11 +202,18 @@ def describe(e: Estimate) -> list[tuple[str, str]]:
                        f"trainable {_count(e.trainable_parameters)}"),
         ("static memory", f"{_bytes(e.static_bytes)}: frozen weights {_bytes(e.frozen_bytes)}, trainable "
                           f"{_bytes(e.trainable_bytes)}, optimizer state {_bytes(e.optimizer_bytes)}"),
-        ("peak memory in a step", "not measurable on this platform" if e.peak_bytes is None else
-         f"{_bytes(e.peak_bytes)} (a step adds {_bytes(e.step_extra_bytes)} at its peak)"),
-        ("seconds per step", f"{e.step_seconds:.3f} s at batch {e.batch_size} (median of {e.probe_steps}, caches cold)"),
-        ("training", f"{e.train_steps:,} steps ≈ {_duration(e.train_seconds)} (evaluations not counted)"),
     ]
+    if e.step_seconds is None:
+        rows.append(("training", "none: train.steps is 0 or nothing is trainable (no step to time)"))
+    else:
+        rows += [
+            ("peak memory in a step", "not measurable on this platform" if e.peak_bytes is None else
+             f"{_bytes(e.peak_bytes)} (a step adds {_bytes(e.step_extra_bytes)} at its peak: activations, gradients)"),
+            ("seconds per step", f"{e.step_seconds:.3f} s at batch {e.batch_size} (median of {e.probe_steps}, "
+                                 "caches cold)"),
+            ("training", f"{e.train_steps:,} steps ≈ {_duration(e.train_seconds)} (evaluations not counted; with "
+                         "cache.source, epochs after the first run faster)"),
+        ]
     if e.solve_seconds is not None:
         rows.append(("source solutions", f"{e.solve_seconds_per_prompt:.3f} s per prompt; {e.prompts_to_solve:,} "
                                          f"prompts ≈ {_duration(e.solve_seconds)} before the first step (once: cached)"))
