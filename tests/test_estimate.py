@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -75,6 +76,9 @@ def test_validate_estimate_through_the_cli(random_pair, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
     bad = CliRunner().invoke(app, ["validate", str(recipe), "--estimate", "--estimate-steps", "0"])
     assert bad.exit_code == 2 and "--estimate-steps must be at least 1" in bad.output
+    shown = CliRunner().invoke(app, ["validate", str(recipe), "--show", "--estimate", "--estimate-steps", "1"])
+    assert shown.exit_code == 0 and "seconds per step" in shown.stderr
+    assert yaml.safe_load(shown.stdout)["train"]["steps"] == 1200  # stdout: the resolved recipe alone
     plain = CliRunner().invoke(app, ["validate", str(recipe)])  # without --estimate nothing loads or runs
     assert plain.exit_code == 0 and "seconds per step" not in plain.output
 

@@ -47,7 +47,7 @@ def validate(
         table.add_column("measured", overflow="fold")
         for what, figure in describe(found):
             table.add_row(what, escape(figure))
-        console.print(table)
+        (err_console if show else console).print(table)  # with --show, stdout holds the recipe alone
 
 
 @app.command("ls")
