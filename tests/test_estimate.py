@@ -99,20 +99,18 @@ def test_the_measured_window_holds_the_timed_steps_and_their_gradients(random_pa
     from latentbridge.train.runner import Runner
 
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
-    events = []
+    events, runners = [], []
     enter, leave, step = module.PeakMemory.__enter__, module.PeakMemory.__exit__, Runner.train_step
 
-    def entering(self):
-        held = [p.grad for p in self_runner[0].exp.trainable_parameters() if p.grad is not None]
-        events.append(("enter", len(held)))
-        return enter(self)
-
-    self_runner = []
-
     def stepping(self, n):
-        self_runner[:] = [self]
+        runners[:] = [self]
         events.append(("step", n))
         return step(self, n)
+
+    def entering(self):
+        held = [p.grad for p in runners[0].exp.trainable_parameters() if p.grad is not None]
+        events.append(("enter", len(held)))
+        return enter(self)
 
     monkeypatch.setattr(module.PeakMemory, "__enter__", entering)
     monkeypatch.setattr(module.PeakMemory, "__exit__", lambda self, *exc: events.append(("exit",)) or leave(self, *exc))
