@@ -32,14 +32,18 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from common import RESULTS, interleaved, soft_token_floor, timed, write
 from latency import per_query
 
+from latentbridge.api.layout import left_pad
+from latentbridge.api.segments import Text
 from latentbridge.bridge.build import Experiment
 from latentbridge.bridge.generation import greedy_generate
+from latentbridge.bridge.layout import assemble
 from latentbridge.config.recipe import load_recipe
 from latentbridge.train.estimate import PeakMemory, tensor_bytes
 from latentbridge.train.runner import Runner
@@ -93,7 +97,7 @@ class Bench:
 
     def __init__(self, folders: dict[str, Path], data_dir: Path, tmp: str):
         self.folders, self.data_dir, self.tmp = folders, data_dir, tmp
-        self.runners: dict[str, tuple[Runner, iter]] = {}
+        self.runners: dict[str, tuple[Runner, Iterator[int]]] = {}
 
     def recipe(self, overrides: list[str], recipe: str = "answer_softplus", bf16: bool = False):
         suffix = "-bf16" if bf16 else ""
@@ -114,7 +118,7 @@ class Bench:
             self.runners[name] = (runner, steps)
         return self.runners[name][0]
 
-    def step(self, name: str) -> callable:
+    def step(self, name: str) -> Callable[[], dict]:
         runner, steps = self.runners[name]
         return lambda: runner.train_step(next(steps))
 
@@ -138,13 +142,9 @@ def eval_against_generate(exp, items: int = 4, new: int = 32) -> dict[str, float
     """The target alone, batched, greedy: latentbridge's decoding loop against ``model.generate``."""
     target = exp.bridge.target
     prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:items]]
-    rows = [target_ids(exp, p) for p in prompts]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[target.pad_id] * (width - len(r)) + r for r in rows])
-    mask = (torch.arange(width)[None] >= torch.tensor([width - len(r) for r in rows])[:, None]).long()
-    from latentbridge.api.segments import Text
-    from latentbridge.bridge.layout import assemble
-
+    rows = [exp.bridge.target_encoder.prompt_ids(p) for p in prompts]
+    ids, mask = left_pad(rows, target.pad_id, target.device)
+    width = ids.shape[1]
     inputs = assemble([[Text(r)] for r in rows], None, target.embed, target.pad_id)
     outs: dict[str, list[list[int]]] = {}
 
@@ -163,10 +163,6 @@ def eval_against_generate(exp, items: int = 4, new: int = 32) -> dict[str, float
     return {"eval_over_generate_tokens_per_s": ratio(times, "generate", "ours"),
             "identical_outputs": outs["ours"] == outs["generate"],
             "generated_tokens_per_s": items * new / statistics.median(times["ours"])}
-
-
-def target_ids(exp, prompt) -> list[int]:
-    return exp.bridge.target_encoder.prompt_ids(prompt)
 
 
 def main() -> None:
