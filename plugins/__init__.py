@@ -13,6 +13,7 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.objectives.probe_head",
     "latentbridge.plugins.objectives.prompt_alignment",
     "latentbridge.plugins.objectives.rope_phase",
+    "latentbridge.plugins.objectives.skyline",
     "latentbridge.plugins.translators.ac",
     "latentbridge.plugins.translators.c2c",
     "latentbridge.plugins.translators.dit",

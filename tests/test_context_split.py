@@ -360,3 +360,72 @@ def test_kv_translate_refuses_a_model_without_rotary_positions(random_pair, fami
 
     with pytest.raises(ConfigError, match="kv_translate moves keys between rotary positions"):
         check_against_models(validate_recipe(data))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_the_skyline_objective_pulls_the_bridged_target_to_the_target_reading_the_context(random_pair, reverse):
+    """The teacher reads the context (decoded from its ids), the student the translated context; the loss is
+    the per-layer normalised squared error of the two passes' hidden states at the positions predicting the
+    answer, computed here from two passes of our own, and its gradient reaches the translator."""
+    from .test_objectives import context
+
+    exp = make_experiment(random_pair, *PASSAGES, "objectives={}", "objectives.skyline.weight=1.0",
+                          "train.batch_size=4", reverse=reverse)
+    examples = exp.task.examples("train")[:4]
+    ctx = context(exp, examples)
+    bridge, enc = exp.bridge, exp.bridge.target_encoder
+    teacher = ctx.get("skyline_inputs")
+    for row, (example, prompt) in enumerate(zip(examples, ctx.prompts, strict=True)):
+        text = enc.target_text(prompt.for_source)
+        # (one side's tokenizer lacks some capitals: compare the words it spells)
+        words = [w for w in example.context.split() if w.isalpha() and w.islower()]
+        decoded = bridge.target.tokenizer.decode(list(text.prompt))
+        assert words and all(f" {w} " in decoded for w in words)
+        own = bridge.target.tokenizer.decode(list(ctx.texts[row].prompt))
+        unasked = [w for w in words if w not in example.question]
+        assert unasked and not any(f" {w} " in own for w in unasked)
+    loss = exp.objectives["skyline"](ctx)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
+
+    with torch.no_grad():  # by hand: both passes, every layer, right-aligned answers
+        student = ctx.inputs.forward(bridge.target.model, output_hidden_states=True).hidden_states[1:]
+        teacher_states = teacher.forward(bridge.target.model, output_hidden_states=True).hidden_states[1:]
+    s_labels, t_labels = ctx.inputs.labels, teacher.labels
+    ratios = []
+    for s_layer, t_layer in zip(student, teacher_states, strict=True):
+        error = scale = count = 0.0
+        for r in range(len(examples)):
+            s_cols = (s_labels[r] != -100).nonzero().flatten().tolist()
+            t_cols = (t_labels[r] != -100).nonzero().flatten().tolist()
+            assert s_labels[r, s_cols].tolist() == t_labels[r, t_cols].tolist()
+            for js, jt in zip(s_cols, t_cols, strict=True):
+                s, t = s_layer[r, js - 1], t_layer[r, jt - 1]  # the state predicting the answer token
+                error += float(((s - t) ** 2).mean())
+                scale += float((t**2).mean())
+                count += 1
+        ratios.append(error / scale)
+    assert float(loss.detach()) == pytest.approx(sum(ratios) / len(ratios), rel=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4), window=st.integers(1, 4))
+def test_a_window_reads_each_position_s_predecessors_in_its_own_row(lengths, window):
+    """Left-padded rows: block s of position j is the row's position j - s when that is part of the row's
+    context, zeros otherwise (padding, or before the context's first position)."""
+    from latentbridge.plugins.translators.kv_translate import with_window
+
+    n, d = max(lengths), 2
+    x = torch.zeros(len(lengths), n, d)
+    mask = torch.zeros(len(lengths), n, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, n - length :] = 1
+        x[row, n - length :] = torch.arange(1, length * d + 1, dtype=torch.float).view(length, d) + 100 * row
+    out = with_window(x, mask, window)
+    assert out.shape == (len(lengths), n, window * d)
+    for row, length in enumerate(lengths):
+        for j in range(n - length, n):
+            for s in range(window):
+                block = out[row, j, s * d : (s + 1) * d]
+                want = x[row, j - s] if j - s >= n - length else torch.zeros(d)
+                assert torch.equal(block, want)

@@ -190,6 +190,87 @@ def test_kl_on_a_real_step_matches_the_formula(random_pair):
 
 
 # ---------------------------------------------------------------------------------------------------
+# skyline
+# ---------------------------------------------------------------------------------------------------
+
+N_LAYERS, D = 3, 4
+
+
+def skyline_context(student, teacher, student_logits=None, teacher_logits=None, teacher_labels=TEACHER_LABELS):
+    """``student``/``teacher``: ``layers b W d`` states (the last W positions), as the quantities give them."""
+    zeros = torch.zeros(2, W, V)
+    return StepContext(
+        step=1, soft=torch.zeros(2, 2, 3), inputs=inputs_from_labels(STUDENT_LABELS),
+        quantities={"window": lambda c: W, "skyline_inputs": lambda c: inputs_from_labels(teacher_labels),
+                    "bridged_outputs": lambda c: (student, zeros if student_logits is None else student_logits),
+                    "skyline_outputs": lambda c: (teacher, zeros if teacher_logits is None else teacher_logits)},
+    )
+
+
+def skyline_by_hand(student, teacher, offset=0, per_layer=True):
+    """Mean over layers of (mean squared difference at the positions predicting the answer) / (the
+    teacher's mean square there), those positions written out one by one."""
+    cells = [(r, predicting_index(j, len(STUDENT_LABELS[r]), W) + offset) for r, j in supervised(STUDENT_LABELS)]
+    ratios, errors, scales = [], [], []
+    for layer in range(student.shape[0]):
+        error = sum(float(((student[layer, r, i] - teacher[layer, r, i]) ** 2).mean()) for r, i in cells) / len(cells)
+        scale = sum(float((teacher[layer, r, i] ** 2).mean()) for r, i in cells) / len(cells)
+        ratios.append(error / scale)
+        errors.append(error)
+        scales.append(scale)
+    if not per_layer:
+        return sum(errors) / sum(scales)
+    return sum(ratios) / len(ratios)
+
+
+def skyline_states(seed: int, spread: float = 1.0):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([1.0, 10.0, 100.0]).view(N_LAYERS, 1, 1, 1)  # layers of very different sizes
+    student = torch.randn(N_LAYERS, 2, W, D, generator=g) * scale
+    teacher = student + spread * torch.randn(N_LAYERS, 2, W, D, generator=g) * scale
+    return student, teacher
+
+
+def test_skyline_states_are_each_layer_s_squared_error_over_its_scale_at_the_answer():
+    """Each layer's error divided by the teacher's mean square there, averaged over layers, at the positions
+    predicting the answer: one position early, or one scale for every layer, give other values."""
+    student, teacher = skyline_states(0)
+    expected = skyline_by_hand(student, teacher)
+    for wrong in (skyline_by_hand(student, teacher, offset=1), skyline_by_hand(student, teacher, per_layer=False)):
+        assert abs(wrong - expected) > 0.05 * expected
+    assert value(build("skyline")(skyline_context(student, teacher))) == pytest.approx(expected, rel=1e-5)
+    assert value(build("skyline", states=0.5)(skyline_context(student, teacher))) == pytest.approx(expected / 2, rel=1e-5)
+
+
+def test_skyline_is_zero_when_the_aligned_positions_agree_and_only_they():
+    student, teacher = skyline_states(1)
+    for r, j in supervised(STUDENT_LABELS):
+        i = predicting_index(j, len(STUDENT_LABELS[r]), W)
+        teacher[:, r, i] = student[:, r, i]
+    assert value(build("skyline")(skyline_context(student, teacher))) == 0.0
+    teacher[2, 1, predicting_index(6, 7, W)] += 1.0  # one aligned position of one layer disagrees
+    assert value(build("skyline")(skyline_context(student, teacher))) > 1e-6
+
+
+def test_skyline_logits_term_is_kl_from_the_skyline():
+    g = torch.Generator().manual_seed(4)
+    student, _ = skyline_states(2)
+    student_logits = torch.randn(2, W, V, generator=g) * 3
+    teacher_logits = torch.randn(2, W, V, generator=g) * 3
+    ctx = skyline_context(student, student.clone(), student_logits, teacher_logits)  # the states agree
+    loss = build("skyline", states=1.0, logits=0.3)(ctx)
+    assert value(loss) == pytest.approx(0.3 * kl_expected(student_logits, teacher_logits, 1.0), rel=1e-5)
+    assert value(build("skyline")(ctx)) == 0.0  # off by default
+
+
+def test_skyline_refuses_a_teacher_whose_answer_is_not_aligned():
+    student, teacher = skyline_states(3)
+    shifted = [row[1:] + [-100] for row in TEACHER_LABELS]
+    with pytest.raises(RuntimeError, match=r"^skyline: the skyline's answers and the bridged input's are not aligned$"):
+        build("skyline")(skyline_context(student, teacher, teacher_labels=shifted))
+
+
+# ---------------------------------------------------------------------------------------------------
 # nll
 # ---------------------------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ the target reads the question only, after the translated context:
   below zero so that every target layer reads one).
 - **Per-layer maps.** At every target layer, a learned map of each context token's source key and value
   (the key with the source's rotation taken off) to the target's key and value (``hidden = 0``: one
-  linear map; else a two-layer MLP of that width). Each output is rescaled, per position, to the RMS of
+  linear map; else a two-layer MLP of that width). With ``window`` w > 1 a position's map also reads the
+  w - 1 context positions before it (zeros before the context's first), so that a translated key can say
+  what came before it, as the keys of an induction head do. Each output is rescaled, per position, to the RMS of
   the target's own keys and values at that layer (``kv_rms``, measured on real text), so a translated
   token starts at the size of a real one (``rescale: false`` leaves the maps' outputs as they are).
 - **Positions.** The source's keys are un-rotated at the source positions they were cached at (its own
@@ -51,6 +53,8 @@ class KVTranslateConfig(KVGeometryConfig):
     hidden: int = option(0, ge=0, help="width of each per-layer map's hidden layer (0: a linear map)")
     rescale: bool = option(True, help="rescale every translated key and value, per position, to the RMS of the "
                            "target's own at that layer (kv_rms)")
+    window: int = option(1, ge=1, help="source context positions each translated position reads: itself and the "
+                         "window - 1 before it (1: itself only)")
 
 
 def layer_map(kind: str, n_source: int, n_target: int) -> list[int]:
@@ -80,6 +84,18 @@ def gather_context(x: torch.Tensor, spans: list[tuple[int, int]]) -> tuple[torch
     return out, mask
 
 
+def with_window(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
+    """``x`` (``b n d``, left-padded rows, ``mask b n``) with each position's ``window - 1`` predecessors in its
+    row beside it: ``b n (window d)``, itself first, then the one before it, ...; a predecessor before the
+    row's first position (or in its padding) reads zeros."""
+    parts = [x]
+    for shift in range(1, window):
+        before = torch.zeros_like(x)
+        before[:, shift:] = x[:, :-shift] * mask[:, :-shift, None].to(x.dtype)
+        parts.append(before)
+    return torch.cat(parts, -1)
+
+
 class KVTranslate(Translator):
     """Per target layer, a map of the source's context keys and values to the target's."""
 
@@ -103,7 +119,7 @@ class KVTranslate(Translator):
                     c.target_head_dim, c.kv_rms):
             raise ValueError("kv_translate: both models' layers, heads, head widths and kv_rms must be filled in")
         self.layers = layer_map(c.layer_map, c.source_layers, c.target_layers)
-        d_in = 2 * c.source_kv_heads * c.source_head_dim
+        d_in = 2 * c.source_kv_heads * c.source_head_dim * c.window
         d_out = 2 * c.target_kv_heads * c.target_head_dim
         self.maps = nn.ModuleList(
             nn.Linear(d_in, d_out) if c.hidden == 0
@@ -130,8 +146,8 @@ class KVTranslate(Translator):
                 v, _ = gather_context(sv, states.context)
                 cos, sin = states.rope(source_layer, positions.to(k.device))
                 k = unrotate(k.float(), cos.float(), sin.float())
-                unrotated[source_layer] = torch.cat([rearrange(k, "b h n e -> b n (h e)"),
-                                                     rearrange(v.float(), "b h n e -> b n (h e)")], -1)
+                x = torch.cat([rearrange(k, "b h n e -> b n (h e)"), rearrange(v.float(), "b h n e -> b n (h e)")], -1)
+                unrotated[source_layer] = with_window(x, mask.to(x.device), c.window)
             x = unrotated[source_layer].to(device=self.scale.device, dtype=dtype)
             kv = rearrange(self.maps[layer](x), "b n (two h e) -> two b h n e", two=2, h=c.target_kv_heads)
             if c.rescale:
