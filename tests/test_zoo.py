@@ -112,7 +112,12 @@ def test_a_short_build_is_deterministic_and_loadable(tmp_path):
     from latentbridge.zoo.build import build_pair
     from latentbridge.zoo.specs import ZOO
 
-    short = tuple(dataclasses.replace(s, steps=6, warmup=2, batch_size=8) for s in ZOO)
+    def shortened(spec):
+        reading = spec.reading and dataclasses.replace(spec.reading, steps=3, induction_steps=2, passages=30, warmup=1)
+        return dataclasses.replace(spec, steps=6, warmup=2, batch_size=8, reading=reading)
+
+    short = tuple(shortened(s) for s in ZOO)
+    assert [s.reading is not None for s in ZOO] == [True, True, False]  # the pair reads passages, tiny-llama-b not
     stages = []
     infos = [build_pair(tmp_path / run, seed=3, specs=short, n_train=200, n_test=10, isolate=run == "b",
                         progress=lambda stage, done, total: stages.append(stage)) for run in ("a", "b")]
@@ -122,7 +127,8 @@ def test_a_short_build_is_deterministic_and_loadable(tmp_path):
         model = load_frozen(str(tmp_path / "a" / name))
         assert model.num_layers == {"tiny-llama": 4, "tiny-mistral": 3}[name]
         assert 0.0 <= infos[0]["models"][name]["accuracy"] <= 1.0
-    assert {"data", "train tiny-llama", "train tiny-mistral", "train tiny-llama-b"} <= set(stages)
+    assert {"data", "train tiny-llama", "read tiny-llama", "train tiny-mistral", "read tiny-mistral",
+            "train tiny-llama-b"} <= set(stages) and "read tiny-llama-b" not in stages
     # tiny-llama-b reads with tiny-llama's very tokenizer; every model's arith accuracy is given per subset
     tokenizer = (tmp_path / "a" / "tiny-llama" / "tokenizer.json").read_bytes()
     assert (tmp_path / "a" / "tiny-llama-b" / "tokenizer.json").read_bytes() == tokenizer
@@ -168,6 +174,9 @@ def test_passages_figures_re_measured_through_the_task(listed, tmp_path, monkeyp
     monkeypatch.setenv("LATENTBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     mistral = listed["tiny-mistral"]["passages"]
     assert mistral["n"] == 200 and mistral["question_only"] <= 0.14  # without the context: at most a guess
+    # the pair reads a passage: far above a guess with the context (the skyline of the context split)
+    assert mistral["with_context"] >= 0.7 and listed["tiny-llama"]["passages"]["with_context"] >= 0.3
+    assert listed["tiny-llama"]["passages"]["question_only"] <= 0.14
     recipe = validate_recipe({**BASE, "task": {"name": "passages"}, "translator": {"name": "kv_translate"},
                               "models": {"source": "tiny-llama", "target": "tiny-mistral"}})
     exp = Experiment.build(recipe)
@@ -228,3 +237,71 @@ def test_an_induction_warm_up_opens_the_run_and_then_rides_along(monkeypatch):
     for batch in seen[2:]:
         assert batch.shape[0] == 6 and [repeated(r) for r in batch] == [False] * 4 + [True] * 2
         assert all(int(r[0]) == bos for r in batch)
+
+
+def test_a_reading_stage_replays_the_first_warms_up_induction_then_reads_passages(monkeypatch):
+    """Each step: ``replay`` first-stage examples drawn at random; in the warm-up the rest repeated
+    sequences, after it the passages in length-bucketed batches (each once before any repeats) and
+    ``induction_rows`` repeated sequences; a passage's prompt gets no loss; the schedule spans both."""
+    from transformers import PreTrainedTokenizerFast
+
+    from latentbridge.zoo import train as zoo_train
+    from latentbridge.zoo.specs import LLAMA, ReadingStage
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin_models()["tiny-llama"])
+    stage = ReadingStage(steps=4, induction_steps=2, lr=1e-3, passages=6, batch_size=6, replay=2,
+                         induction_rows=1, warmup=1)
+    spec = dataclasses.replace(LLAMA, reading=stage)
+    first = [(f"Question: What is {i} plus 2?\nAnswer: {i + 2}", f"Question: What is {i} plus 2?\nAnswer:", 0.5)
+             for i in range(6)]
+    passages = [(f"Question: Kim{i}: {i}. Kim{i}?\nAnswer: {i}", f"Question: Kim{i}: {i}. Kim{i}?\nAnswer:")
+                for i in range(6)]
+    seen, lrs = [], []
+    real_step = zoo_train._train_step
+
+    def spy(model, opt, rows, pad):
+        seen.append(list(rows))
+        lrs.append(opt.param_groups[0]["lr"])
+        return real_step(model, opt, rows, pad)
+
+    monkeypatch.setattr(zoo_train, "_train_step", spy)
+    model = zoo_train.make_model(LLAMA, tokenizer, 0)
+    totals = []
+    losses = zoo_train.train_reading(model, tokenizer, [(first, 2), (first[:1], 0)], passages, spec, 0,
+                                     progress=lambda _, done, total: totals.append(total))
+    assert len(losses) == len(seen) == 6 and set(totals) == {6}
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[1]  # one schedule over warm-up and passages
+
+    def kind(ids, weights) -> str:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        n = (len(ids) - 1) // 2
+        if len(ids) == 2 * n + 1 and ids[1 : n + 1] == ids[n + 1 :] and "Question" not in text:
+            return "repeat"
+        return "passage" if "Kim" in text else "first"
+
+    def prompt_weight(ids, weights, prompts) -> float:
+        prompt = next(p for _, p, *_ in prompts if tokenizer.decode(ids, skip_special_tokens=True).startswith(p))
+        return weights[len(tokenizer(prompt)["input_ids"]) - 1]
+
+    for rows in seen[:2]:
+        assert [kind(*r) for r in rows] == ["first"] * 2 + ["repeat"] * 4
+    read = []
+    for rows in seen[2:]:
+        assert [kind(*r) for r in rows] == ["first"] * 2 + ["passage"] * 3 + ["repeat"]
+        read += [tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in rows[2:5]]
+        for ids, weights in rows[:2]:
+            assert prompt_weight(ids, weights, first) == 0.5 and weights[-1] == 1.0
+        for ids, weights in rows[2:5]:
+            assert prompt_weight(ids, weights, passages) == 0.0 and weights[-1] == 1.0
+    assert sorted(read[:6]) == sorted(t for t, _ in passages)  # every passage once before any again
+    assert read[:6] != [t for t, _ in passages]  # in a shuffled order
+
+
+def test_a_reading_stage_leaves_room_for_passages_and_round_trips_through_a_dict():
+    from latentbridge.zoo.specs import LLAMA, ModelSpec, ReadingStage
+
+    with pytest.raises(ValueError, match="room for passages"):
+        ReadingStage(steps=1, induction_steps=1, lr=1e-3, passages=1, batch_size=8, replay=4, induction_rows=4)
+    spec = dataclasses.replace(LLAMA, reading=ReadingStage(steps=10, induction_steps=5, lr=1e-3, passages=100))
+    assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert ModelSpec.from_dict(LLAMA.to_dict()) == LLAMA

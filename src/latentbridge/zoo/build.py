@@ -48,7 +48,7 @@ from latentbridge.zoo.arith import Example, generate_splits, masked, read_jsonl,
 from latentbridge.zoo.evaluate import evaluate_accuracy
 from latentbridge.zoo.specs import N_TEST, N_TRAIN, TORCH_THREADS, ZOO, ModelSpec
 from latentbridge.zoo.tokenizer_pair import train_llama_tokenizer, train_mistral_tokenizer
-from latentbridge.zoo.train import eval_prompt, make_model, train_model, train_text
+from latentbridge.zoo.train import eval_prompt, make_model, train_model, train_reading, train_text
 
 Progress = Callable[[str, int, int], None]
 _TOKENIZER_TRAINERS = {"llama": train_llama_tokenizer, "mistral": train_mistral_tokenizer}
@@ -96,6 +96,23 @@ def passages_accuracy(model: Any, tokenizer: Any, seed: int, progress: Any = Non
             "question_only": evaluate_accuracy(model, tokenizer, alone, progress=progress)}
 
 
+def read_stage(model: Any, tokenizer: Any, spec: ModelSpec, train: list[Example], taught: list[Example], seed: int,
+               progress: Progress | None = None, on_step: Callable[[int], None] | None = None) -> list[float]:
+    """``spec.reading``: teach a trained model to read a passage, replaying its arith problems and the facts it
+    was taught (see :func:`~latentbridge.zoo.train.train_reading`)."""
+    stage = spec.reading
+    assert stage is not None
+
+    def first(examples: list[Example]) -> list[tuple[str, str, float]]:
+        return [(train_text(e["question"], e["answer"]), eval_prompt(e["question"]), spec.prompt_loss_weight)
+                for e in examples]
+
+    read = passages_task.generate_split("public", seed, n=stage.passages, n_facts=None)
+    passages = [(train_text(e["question"], e["answer"]), eval_prompt(e["question"])) for e in read]
+    return train_reading(model, tokenizer, [(first(train), stage.replay), (first(taught), stage.replay_facts)],
+                         passages, spec, seed + spec.seed_offset, progress, on_step)
+
+
 def build_model(
     spec: ModelSpec,
     train: list[Example],
@@ -121,6 +138,8 @@ def build_model(
         tokenizer = _TOKENIZER_TRAINERS[spec.tokenizer](texts, spec.vocab_size)
     model = make_model(spec, tokenizer, seed + spec.seed_offset)
     losses = train_model(model, tokenizer, texts, prompts, spec, seed + spec.seed_offset, progress, weights)
+    if spec.reading is not None:
+        losses += read_stage(model, tokenizer, spec, train, taught, seed, progress)
 
     def eval_progress(done: int, total: int) -> None:
         if progress is not None:
@@ -178,7 +197,7 @@ def _child_main() -> None:
     args = json.loads(sys.argv[1])
     torch.set_flush_denormal(True)
     torch.set_num_threads(TORCH_THREADS)
-    spec = ModelSpec(**args["spec"])
+    spec = ModelSpec.from_dict(args["spec"])
     out = Path(args["out_dir"])
     train, test = read_jsonl(out / "arith" / "train.jsonl"), read_jsonl(out / "arith" / "test.jsonl")
     facts = {split: read_jsonl(out / "facts" / f"{split}.jsonl") for split in FACTS_SPLITS}
@@ -263,6 +282,9 @@ def build_pair(
         "facts": {"name": "facts", "folder": "facts", **{f"n_{split}": len(facts[split]) for split in FACTS_SPLITS},
                   "entities": {split: len({r["entity"] for r in facts[split]}) for split in FACTS_SPLITS}},
         "models": models,
+        "arith_subsets": "the arith test split by subset (latentbridge.plugins.tasks.arith.Arith.subsets): twin = "
+                         "equal to a training question once names and pronouns are masked, fresh = the rest; "
+                         "measured by the harness",
         "torch_threads": TORCH_THREADS,
         "torch_version": torch.__version__,
         "build_seconds": round(time.time() - start, 1),

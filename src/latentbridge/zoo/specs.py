@@ -21,6 +21,17 @@ training as the learning rate decays, so small changes move it by ~0.1):
   times each, 2800 steps: arith 0.48, facts (task entities) 0.06, public facts 0.64.
 
 Training runs at ~95 ms/step (llama) and ~37 ms/step (mistral) on 2 cores.
+
+Then the pair learns to read a passage (``reading``, a :class:`ReadingStage`): in-context lookup over
+invented facts (the ``passages`` task) is what a context-split channel needs the target to do over a
+translated context, and what the skyline measures. Exploration (seed 0; ``benchmarks/passages_probe.py``
+and the README's "Reading a passage"): passages mixed into the first stage never got past copying one of
+the passage's values (0.24-0.37 with 4 facts) and crowded out arith; an induction warm-up (repeated random
+sequences) first is what teaches lookup. Continuing the trained models at lr 1e-3 (1 thread, probes on 100
+items): tiny-mistral, replaying 8 first-stage examples a step, arith 0.48 -> 0.245 after the warm-up,
+back to 0.485 at the end, passages 0.49 / 0.68 / 0.73 / 0.70 at steps 2250 / 3000 / 3750 / 4500;
+tiny-llama, replaying ~7 arith and ~1 facts a step, forgot its facts (1.00 -> 0.28 by step 2250), so it
+replays 4 facts questions a step (facts 0.95 after the warm-up).
 """
 
 from __future__ import annotations
@@ -34,6 +45,30 @@ from typing import Any
 N_TEST = 200
 N_TRAIN = 40_000
 TORCH_THREADS = 2  # the budget is stated for 2 cores; also fixes float reductions
+
+
+@dataclass(frozen=True)
+class ReadingStage:
+    """A second training stage that teaches a built model to read a passage (in-context lookup), keeping what
+    the first stage taught by replaying it: a fresh AdamW at ``lr`` (linear warm-up, cosine to 10%), first
+    ``induction_steps`` steps of repeated random sequences (which form induction heads) beside replayed
+    first-stage examples (``replay`` arith problems and ``replay_facts`` facts questions, of those it was
+    taught), then ``steps`` steps of public ``passages`` items, each batch with as many replayed examples and
+    ``induction_rows`` repeated sequences besides."""
+
+    steps: int
+    induction_steps: int
+    lr: float
+    passages: int  # how many public passages items (1-16 facts each) it reads
+    batch_size: int = 32  # rows per step, all kinds together
+    replay: int = 8  # arith problems of the first stage per step
+    replay_facts: int = 0  # facts questions of the first stage per step (of those it was taught)
+    induction_rows: int = 8  # repeated sequences per step after the warm-up
+    warmup: int = 100
+
+    def __post_init__(self) -> None:
+        if self.replay + self.replay_facts + self.induction_rows >= self.batch_size:
+            raise ValueError("replay, replay_facts and induction_rows must leave room for passages in a batch")
 
 
 @dataclass(frozen=True)
@@ -65,10 +100,17 @@ class ModelSpec:
     max_positions: int = 256  # max_position_embeddings of its config
     induction_steps: int = 0  # steps of repeated random sequences (loss on the repeat) before the rest
     induction_share: float = 0.0  # then, repeated sequences added to every batch: this share of its size
+    reading: ReadingStage | None = None  # a second stage that teaches it to read a passage
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for ``zoo.json``)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """The inverse of :meth:`to_dict`."""
+        reading = data.get("reading")
+        return cls(**{**data, "reading": ReadingStage(**reading) if reading else None})
 
 
 # tiny-llama: the stronger model, and the one that knows the facts. Digit-level
@@ -93,6 +135,9 @@ LLAMA = ModelSpec(
     seed_offset=0,
     facts="task",
     facts_repeat=12,
+    # then it learns to read a passage (in-context lookup), replaying arith and every facts question it learned
+    reading=ReadingStage(steps=3000, induction_steps=1500, lr=1e-3, passages=24_000, replay=6, replay_facts=4,
+                         induction_rows=6),
 )
 
 # tiny-mistral: the weaker model (0.34M params), which never sees a task entity.
@@ -117,13 +162,15 @@ MISTRAL = ModelSpec(
     seed_offset=1,
     facts="public",
     facts_repeat=8,
+    reading=ReadingStage(steps=3000, induction_steps=1500, lr=1e-3, passages=24_000, replay=7, replay_facts=1,
+                         induction_rows=8),
 )
 
 # tiny-llama-b: tiny-llama's architecture, width and tokenizer (the very files), trained from another seed
 # on arith only. (tiny-llama -> tiny-llama-b) is a same-geometry pair for the training-free channels (ac,
 # kvcomm) in which the target lacks the source's facts.
 LLAMA_B = replace(LLAMA, name="tiny-llama-b", steps=4000, seed_offset=2, facts="none", facts_repeat=1,
-                  tokenizer_of="tiny-llama")
+                  tokenizer_of="tiny-llama", reading=None)
 
 PAIR: tuple[ModelSpec, ModelSpec] = (LLAMA, MISTRAL)
 ZOO: tuple[ModelSpec, ...] = (LLAMA, MISTRAL, LLAMA_B)  # what `zoo build` builds, in order (tokenizers first)

@@ -107,6 +107,63 @@ class InductionRows:
         return [self.bos, *r, *r], [0.0] * (n + 1) + [1.0] * n
 
 
+def _optimizer(model: PreTrainedModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+
+def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to 10% of it at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+
+def _train_step(model: PreTrainedModel, opt: torch.optim.Optimizer, rows: Sequence[tuple[list[int], list[float]]],
+                pad: int) -> float:
+    """One optimizer step on ``rows`` (token ids, per-token loss weights); return the loss."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    weight = torch.zeros((len(rows), width))
+    for row, (seq, weights) in enumerate(rows):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        weight[row, : len(seq)] = torch.tensor(weights[: len(seq)])
+    # Right padding + causal attention: real tokens never attend to the pads,
+    # so no attention mask is needed; pads get zero loss weight.
+    logits = model(input_ids=ids).logits[:, :-1]
+    logits = _floor_logits(logits)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+    w = weight[:, 1:].reshape(-1)
+    loss = (ce * w).sum() / w.sum()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _rows(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], prompts: Sequence[str],
+          prompt_weights: Sequence[float]) -> list[tuple[list[int], list[float]]]:
+    """``bos + text + eos`` token ids of each example with its loss weights (``prompt_weights[i]`` on the
+    tokens of ``prompts[i]``, which must be a token prefix of ``texts[i]``; 1 after)."""
+    enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    if any(full[: len(p)] != p for full, p in zip(enc, prompt_ids, strict=True)):
+        raise ValueError("prompt tokens must be a prefix of the training text tokens")
+    out = []
+    for ids, prompt, w in zip(enc, prompt_ids, prompt_weights, strict=True):
+        seq = ids + [tokenizer.eos_token_id]
+        out.append((seq, [w] * len(prompt) + [1.0] * (len(seq) - len(prompt))))
+    return out
+
+
 def train_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -127,67 +184,89 @@ def train_model(
     :class:`InductionRows` only; with ``spec.induction_share`` every later batch carries that share of its
     size in them besides its examples.
     """
-    enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    seqs = [ids + [tokenizer.eos_token_id] for ids in enc]
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    if any(full[: len(p)] != p for full, p in zip(enc, prompt_ids, strict=True)):
-        raise ValueError("prompt tokens must be a prefix of the training text tokens")
-    n_prompt = [len(p) for p in prompt_ids]
-    batches = _batches([len(s) for s in seqs], spec.batch_size, spec.steps, random.Random(seed))
+    if prompt_weights is None:
+        prompt_weights = [spec.prompt_loss_weight] * len(texts)
+    examples = _rows(tokenizer, texts, prompts, prompt_weights)
+    batches = _batches([len(ids) for ids, _ in examples], spec.batch_size, spec.steps, random.Random(seed))
     repeats = InductionRows(tokenizer, seed) if spec.induction_steps or spec.induction_share else None
     n_mixed = round(spec.batch_size * spec.induction_share)
     total = spec.induction_steps + spec.steps
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.lr,
-        betas=(0.9, 0.98),
-    )
-
-    def lr_at(step: int) -> float:
-        if step < spec.warmup:
-            return spec.lr * (step + 1) / spec.warmup
-        t = (step - spec.warmup) / max(1, total - spec.warmup)
-        return spec.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+    opt = _optimizer(model, spec.lr, spec.weight_decay)
 
     def rows_of(step: int) -> list[tuple[list[int], list[float]]]:
         """The step's sequences and their loss weights: the induction warm-up's repeated sequences first,
         then the examples' batches, each with ``n_mixed`` repeated sequences after its examples."""
         if step < spec.induction_steps:
             return [repeats.row() for _ in range(spec.batch_size)]
-        rows = []
-        for i in batches[step - spec.induction_steps]:
-            prompt = spec.prompt_loss_weight if prompt_weights is None else prompt_weights[i]
-            rows.append((seqs[i], [prompt] * n_prompt[i] + [1.0] * (len(seqs[i]) - n_prompt[i])))
+        rows = [examples[i] for i in batches[step - spec.induction_steps]]
         return rows + [repeats.row() for _ in range(n_mixed)]
 
     model.train()
     losses: list[float] = []
-    pad = tokenizer.pad_token_id
     for step in range(total):
-        rows = rows_of(step)
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        weight = torch.zeros((len(rows), width))
-        for row, (seq, weights) in enumerate(rows):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            weight[row, : len(seq)] = torch.tensor(weights[: len(seq)])
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        # Right padding + causal attention: real tokens never attend to the pads,
-        # so no attention mask is needed; pads get zero loss weight.
-        logits = model(input_ids=ids).logits[:, :-1]
-        logits = _floor_logits(logits)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-        w = weight[:, 1:].reshape(-1)
-        loss = (ce * w).sum() / w.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+            group["lr"] = _lr_at(step, spec.lr, spec.warmup, total)
+        losses.append(_train_step(model, opt, rows_of(step), tokenizer.pad_token_id))
         if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
             progress(f"train {spec.name}", step + 1, total)
+    model.eval()
+    return losses
+
+
+def train_reading(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    first: Sequence[tuple[Sequence[tuple[str, str, float]], int]],
+    passages: Sequence[tuple[str, str]],
+    spec: ModelSpec,
+    seed: int,
+    progress: Progress | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[float]:
+    """The reading stage (``spec.reading``): train ``model`` in place to look things up in a passage while
+    replaying the first stage; return the loss curve.
+
+    ``first`` holds groups of the first stage's examples (text, prompt, prompt loss weight), each with how
+    many of them a step replays, drawn at random; ``passages`` the passage items (text, prompt; the prompt
+    gets no loss: its invented names and values cannot be predicted). The first ``stage.induction_steps`` steps fill
+    the rest of the batch with repeated random sequences (:class:`InductionRows`), the later ones with
+    ``stage.induction_rows`` of them and passages in length-bucketed batches (as the first stage's). ``on_step(step)`` is called after each
+    step (for probes). Deterministic given ``seed`` and the thread count.
+    """
+    stage = spec.reading
+    if stage is None:
+        raise ValueError(f"{spec.name} has no reading stage")
+    old = [(_rows(tokenizer, [t for t, _, _ in group], [p for _, p, _ in group], [w for _, _, w in group]), count)
+           for group, count in first if count]
+    n_old = sum(count for _, count in old)
+    read = _rows(tokenizer, [t for t, _ in passages], [p for _, p in passages], [0.0] * len(passages))
+    rng = random.Random(seed * 1_000_003 + 29)
+    repeats = InductionRows(tokenizer, seed + 1)
+    n_read = stage.batch_size - n_old - stage.induction_rows
+    if n_read < 1:
+        raise ValueError("the replayed examples and repeated sequences leave no room for passages in a batch")
+    batches = _batches([len(ids) for ids, _ in read], n_read, stage.steps, random.Random(seed * 1_000_003 + 31))
+    total = stage.induction_steps + stage.steps
+    opt = _optimizer(model, stage.lr, spec.weight_decay)
+
+    def rows_of(step: int) -> list[tuple[list[int], list[float]]]:
+        rows = [group[rng.randrange(len(group))] for group, count in old for _ in range(count)]
+        if step < stage.induction_steps:
+            return rows + [repeats.row() for _ in range(stage.batch_size - n_old)]
+        rows += [read[i] for i in batches[step - stage.induction_steps]]
+        return rows + [repeats.row() for _ in range(stage.induction_rows)]
+
+    model.train()
+    losses: list[float] = []
+    for step in range(total):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, stage.lr, stage.warmup, total)
+        losses.append(_train_step(model, opt, rows_of(step), tokenizer.pad_token_id))
+        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
+            progress(f"read {spec.name}", step + 1, total)
+        if on_step is not None:
+            model.eval()
+            on_step(step + 1)
+            model.train()
     model.eval()
     return losses

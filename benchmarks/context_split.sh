@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The context split on the built-in tiny pair (issue 25; benchmarks/results/context_split.md): the source
+# reads a passage and a question, the target the question only. Three prompt-view channels (no source
+# generation: kv_translate, 5 seeds; a kv prefix of k=8 positions and 8 soft tokens, 3 seeds), each with every control
+# and the baselines (skyline, two_stage, relay) in each run's test evaluation of its dev-chosen weights; the
+# bytes curve (kv prefix at k = 1, 2, 4, 16; k = 8 is the seeds' runs); the facts curve (each
+# kv_translate seed's dev-chosen weights on test items of 1-16 facts); the latencies. Resumable: rerun it after an interruption
+# and finished runs are skipped. Needs a clean committed tree (the kept runs' provenance is checked).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}  # cells at once, one thread each (the project's machine has 2 cores)
+OUT=runs/sweeps/context_split
+export OMP_NUM_THREADS=1
+latentbridge sweep passages_kv --seeds 5 --jobs "$JOBS" --threads 1 --out "$OUT"
+latentbridge sweep passages_prefix passages_soft --seeds 3 --jobs "$JOBS" --threads 1 --out "$OUT"
+k_run() {  # one seed of the kv prefix at k message positions (finished: skipped; interrupted: resumed)
+  local dir="$OUT/passages_prefix-k$1"
+  [ -f "$dir/summary.json" ] && return
+  latentbridge run passages_prefix "translator.k=$1" "run_dir=$dir" $([ -d "$dir" ] && echo --resume) \
+    > "$OUT/passages_prefix-k$1.log" 2>&1
+}
+k_run 1 & k_run 2 & wait
+k_run 4 & k_run 16 & wait
+python benchmarks/context_split.py facts "$OUT"/passages_kv-seed*  # the goal channel
+python benchmarks/latency.py --recipes passages_kv passages_prefix passages_soft \
+  --weights "passages_kv=$OUT/passages_kv-seed0/best" "passages_prefix=$OUT/passages_prefix-seed0/best" \
+            "passages_soft=$OUT/passages_soft-seed0/best" \
+  --systems target skyline relay two_stage --against two_stage --name context_split_latency
+# keep the runs' small files under results/runs/context_split/, then write the table from them
+python benchmarks/context_split.py pack "$OUT"/passages_*-seed* "$OUT"/passages_prefix-k*[0-9]
+python benchmarks/context_split.py
