@@ -149,6 +149,30 @@ def _train_step(model: PreTrainedModel, opt: torch.optim.Optimizer, rows: Sequen
     return float(loss.detach())
 
 
+def _train_loop(model: PreTrainedModel, opt: torch.optim.Optimizer,
+                rows_of: Callable[[int], list[tuple[list[int], list[float]]]], total: int, schedule: tuple[float, int],
+                pad: int, report: tuple[str, Progress | None], on_step: Callable[[int], None] | None = None,
+                ) -> list[float]:
+    """``total`` steps of ``_train_step`` on ``rows_of(step)`` with the learning rate of ``_lr_at`` (``schedule``:
+    peak and warm-up steps); progress every 20 steps as ``report`` names it; ``on_step(step)`` after each step
+    with the model in eval mode. Returns the losses, the model left in eval mode."""
+    stage, progress = report
+    model.train()
+    losses: list[float] = []
+    for step in range(total):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, schedule[0], schedule[1], total)
+        losses.append(_train_step(model, opt, rows_of(step), pad))
+        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
+            progress(stage, step + 1, total)
+        if on_step is not None:
+            model.eval()
+            on_step(step + 1)
+            model.train()
+    model.eval()
+    return losses
+
+
 def _rows(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], prompts: Sequence[str],
           prompt_weights: Sequence[float]) -> list[tuple[list[int], list[float]]]:
     """``bos + text + eos`` token ids of each example with its loss weights (``prompt_weights[i]`` on the
@@ -201,16 +225,8 @@ def train_model(
         rows = [examples[i] for i in batches[step - spec.induction_steps]]
         return rows + [repeats.row() for _ in range(n_mixed)]
 
-    model.train()
-    losses: list[float] = []
-    for step in range(total):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, spec.lr, spec.warmup, total)
-        losses.append(_train_step(model, opt, rows_of(step), tokenizer.pad_token_id))
-        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
-            progress(f"train {spec.name}", step + 1, total)
-    model.eval()
-    return losses
+    return _train_loop(model, opt, rows_of, total, (spec.lr, spec.warmup), tokenizer.pad_token_id,
+                       (f"train {spec.name}", progress))
 
 
 def train_reading(
@@ -256,17 +272,5 @@ def train_reading(
         rows += [read[i] for i in batches[step - stage.induction_steps]]
         return rows + [repeats.row() for _ in range(stage.induction_rows)]
 
-    model.train()
-    losses: list[float] = []
-    for step in range(total):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, stage.lr, stage.warmup, total)
-        losses.append(_train_step(model, opt, rows_of(step), tokenizer.pad_token_id))
-        if progress is not None and ((step + 1) % 20 == 0 or step + 1 == total):
-            progress(f"read {spec.name}", step + 1, total)
-        if on_step is not None:
-            model.eval()
-            on_step(step + 1)
-            model.train()
-    model.eval()
-    return losses
+    return _train_loop(model, opt, rows_of, total, (stage.lr, stage.warmup), tokenizer.pad_token_id,
+                       (f"read {spec.name}", progress), on_step)
