@@ -12,20 +12,26 @@ JOBS=${JOBS:-2}  # cells at once, one thread each (the project's machine has 2 c
 OUT=runs/sweeps/context_split
 export OMP_NUM_THREADS=1
 latentbridge sweep passages_kv --seeds 5 --jobs "$JOBS" --threads 1 --out "$OUT"
-latentbridge sweep passages_prefix passages_soft --seeds 3 --jobs "$JOBS" --threads 1 --out "$OUT"
+latentbridge sweep passages_prefix passages_soft --seeds 3 --jobs "$JOBS" --threads 1 --out "$OUT/compared"
 k_run() {  # one seed of the kv prefix at k message positions (finished: skipped; interrupted: resumed)
   local dir="$OUT/passages_prefix-k$1"
   [ -f "$dir/summary.json" ] && return
-  latentbridge run passages_prefix "translator.k=$1" "run_dir=$dir" $([ -d "$dir" ] && echo --resume) \
-    > "$OUT/passages_prefix-k$1.log" 2>&1
+  latentbridge run passages_prefix "translator.k=$1" "run_dir=$dir" $([ -d "$dir/checkpoints" ] && echo --resume) \
+    $([ -d "$dir" ] && [ ! -d "$dir/checkpoints" ] && echo --force) > "$OUT/passages_prefix-k$1.log" 2>&1
 }
-k_run 1 & k_run 2 & wait
-k_run 4 & k_run 16 & wait
+k_pair() {  # two k-runs at once; the script stops if either fails
+  k_run "$1" & local a=$!
+  k_run "$2" & local b=$!
+  wait "$a"; wait "$b"
+}
+k_pair 1 2
+k_pair 4 16
 python benchmarks/context_split.py facts "$OUT"/passages_kv-seed*  # the goal channel
 python benchmarks/latency.py --recipes passages_kv passages_prefix passages_soft \
-  --weights "passages_kv=$OUT/passages_kv-seed0/best" "passages_prefix=$OUT/passages_prefix-seed0/best" \
-            "passages_soft=$OUT/passages_soft-seed0/best" \
+  --weights "passages_kv=$OUT/passages_kv-seed0/best" "passages_prefix=$OUT/compared/passages_prefix-seed0/best" \
+            "passages_soft=$OUT/compared/passages_soft-seed0/best" \
   --systems target skyline relay two_stage --against two_stage --name context_split_latency
 # keep the runs' small files under results/runs/context_split/, then write the table from them
-python benchmarks/context_split.py pack "$OUT"/passages_*-seed* "$OUT"/passages_prefix-k*[0-9]
+python benchmarks/context_split.py pack "$OUT"/passages_kv-seed* "$OUT"/compared/passages_*-seed* \
+  "$OUT"/passages_prefix-k*[0-9]
 python benchmarks/context_split.py

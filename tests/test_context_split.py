@@ -367,6 +367,9 @@ def test_the_skyline_objective_pulls_the_bridged_target_to_the_target_reading_th
     """The teacher reads the context (decoded from its ids), the student the translated context; the loss is
     the per-layer normalised squared error of the two passes' hidden states at the positions predicting the
     answer, computed here from two passes of our own, and its gradient reaches the translator."""
+    from latentbridge.api.segments import Text
+    from latentbridge.bridge.layout import assemble
+
     from .test_objectives import context
 
     exp = make_experiment(random_pair, *PASSAGES, "objectives={}", "objectives.skyline.weight=1.0",
@@ -375,8 +378,10 @@ def test_the_skyline_objective_pulls_the_bridged_target_to_the_target_reading_th
     ctx = context(exp, examples)
     bridge, enc = exp.bridge, exp.bridge.target_encoder
     teacher = ctx.get("skyline_inputs")
+    rows = []
     for row, (example, prompt) in enumerate(zip(examples, ctx.prompts, strict=True)):
         text = enc.target_text(prompt.for_source)
+        rows.append([Text(text.prefix), Text(text.prompt), Text(text.answer, supervised=True)])
         # (one side's tokenizer lacks some capitals: compare the words it spells)
         words = [w for w in example.context.split() if w.isalpha() and w.islower()]
         decoded = bridge.target.tokenizer.decode(list(text.prompt))
@@ -384,6 +389,10 @@ def test_the_skyline_objective_pulls_the_bridged_target_to_the_target_reading_th
         own = bridge.target.tokenizer.decode(list(ctx.texts[row].prompt))
         unasked = [w for w in words if w not in example.question]
         assert unasked and not any(f" {w} " in own for w in unasked)
+    # what the objective's teacher reads is exactly those rows: prefix, the source's prompt (with the context)
+    read = assemble(rows, None, bridge.target.embed, bridge.target.pad_id)
+    assert torch.equal(teacher.inputs_embeds, read.inputs_embeds) and torch.equal(teacher.labels, read.labels)
+    assert torch.equal(teacher.attention_mask, read.attention_mask)
     loss = exp.objectives["skyline"](ctx)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in exp.translator.parameters())
@@ -412,11 +421,11 @@ def test_the_skyline_objective_pulls_the_bridged_target_to_the_target_reading_th
 @given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4), window=st.integers(1, 4))
 def test_a_window_reads_each_position_s_predecessors_in_its_own_row(lengths, window):
     """Left-padded rows: block s of position j is the row's position j - s when that is part of the row's
-    context, zeros otherwise (padding, or before the context's first position)."""
+    context, zeros otherwise (before the context's first position: never the padding's values)."""
     from latentbridge.plugins.translators.kv_translate import with_window
 
     n, d = max(lengths), 2
-    x = torch.zeros(len(lengths), n, d)
+    x = torch.full((len(lengths), n, d), -1.0)  # padding that must never be read
     mask = torch.zeros(len(lengths), n, dtype=torch.long)
     for row, length in enumerate(lengths):
         mask[row, n - length :] = 1

@@ -305,3 +305,23 @@ def test_a_reading_stage_leaves_room_for_passages_and_round_trips_through_a_dict
     spec = dataclasses.replace(LLAMA, reading=ReadingStage(steps=10, induction_steps=5, lr=1e-3, passages=100))
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert ModelSpec.from_dict(LLAMA.to_dict()) == LLAMA
+
+
+def test_a_reading_stage_refuses_too_few_passages_or_an_empty_replayed_group():
+    """Both would otherwise hang (no batch of passages can be formed) or fail deep in a random draw."""
+    from transformers import PreTrainedTokenizerFast
+
+    from latentbridge.zoo.specs import LLAMA, ReadingStage
+    from latentbridge.zoo.train import make_model, train_reading
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin_models()["tiny-llama"])
+    model = make_model(LLAMA, tokenizer, 0)
+    spec = dataclasses.replace(LLAMA, reading=ReadingStage(steps=2, induction_steps=1, lr=1e-3, passages=3,
+                                                           batch_size=6, replay=1, induction_rows=1))
+    first = [("Question: 1 plus 1?\nAnswer: 2", "Question: 1 plus 1?\nAnswer:", 1.0)]
+    passages = [(f"Question: Kim{i}: {i}. Kim{i}?\nAnswer: {i}", f"Question: Kim{i}: {i}. Kim{i}?\nAnswer:")
+                for i in range(3)]
+    with pytest.raises(ValueError, match="3 passages cannot fill a batch's 4"):
+        train_reading(model, tokenizer, [(first, 1)], passages, spec, 0)
+    with pytest.raises(ValueError, match="replayed group .* is empty"):
+        train_reading(model, tokenizer, [(first, 1), ([], 1)], passages * 2, spec, 0)

@@ -7,7 +7,8 @@ target on the recipe's bridged input followed by the same answer. Both sequences
 padding), so the positions that predict the answer tokens line up from the right, as ``kl``'s do. At those
 positions, two terms:
 
-- ``states``: the mean squared difference of the hidden states after every layer, each layer's divided by
+- ``states``: the mean squared difference of the hidden states after every layer (the last one after the
+  model's final norm, as transformers returns it), each layer's divided by
   the mean square of the teacher's there (so every layer weighs alike, whatever its scale), averaged over
   the layers and the supervised positions;
 - ``logits``: ``KL(skyline || bridged)`` of the next-token distributions, as ``kl`` computes it.
@@ -23,12 +24,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from latentbridge.plugins.objectives.kl import answer_positions
 
 from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl, option
 from latentbridge.api.context import StepQuantity
 from latentbridge.api.segments import Text
 from latentbridge.bridge.layout import assemble
-from latentbridge.plugins.objectives.kl import answer_positions
 
 
 @dataclass

@@ -99,7 +99,7 @@ def zoo_build(
     seed: int = typer.Option(0, "--seed", help="Seed of data, tokenizers, initialisation and data order."),
     force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty."),
 ) -> None:
-    """Rebuild the tiny models from scratch (data, tokenizers, training, reading stages, accuracies); about an hour on 2 cores."""
+    """Rebuild the tiny models from scratch (data, tokenizers, training, reading stages, accuracies); up to 1 h 25 min on 2 cores."""
     from latentbridge.zoo.build import build_pair
 
     if out.exists() and any(out.iterdir()) and not force:

@@ -252,6 +252,8 @@ def train_reading(
     stage = spec.reading
     if stage is None:
         raise ValueError(f"{spec.name} has no reading stage")
+    if any(count and not group for group, count in first):
+        raise ValueError("a replayed group of first-stage examples is empty (a count without examples)")
     old = [(_rows(tokenizer, [t for t, _, _ in group], [p for _, p, _ in group], [w for _, _, w in group]), count)
            for group, count in first if count]
     n_old = sum(count for _, count in old)
@@ -261,6 +263,8 @@ def train_reading(
     n_read = stage.batch_size - n_old - stage.induction_rows
     if n_read < 1:
         raise ValueError("the replayed examples and repeated sequences leave no room for passages in a batch")
+    if len(read) < n_read:
+        raise ValueError(f"{len(read)} passages cannot fill a batch's {n_read}")
     batches = _batches([len(ids) for ids, _ in read], n_read, stage.steps, random.Random(seed * 1_000_003 + 31))
     total = stage.induction_steps + stage.steps
     opt = _optimizer(model, stage.lr, spec.weight_decay)
