@@ -32,6 +32,11 @@ def answer_positions(labels: torch.Tensor, width: int, limit: int | None) -> tor
     return mask
 
 
+def token_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(teacher) || softmax(student))`` at each position of ``... V`` logits: ``...``."""
+    return F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="none").sum(-1)
+
+
 class KL(Objective):
     """KL(teacher || bridged) on the answer, the teacher being the target reading the literal question."""
 
@@ -52,7 +57,7 @@ class KL(Objective):
         tau = self.config.temperature
         s = student[:, -width - 1 : -1].float() / tau  # logits predicting the answer tokens
         t = teacher[:, -width - 1 : -1].float() / tau
-        kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="none").sum(-1)
+        kl = token_kl(s, t)
         return (kl * mask).sum() / mask.sum() * tau**2
 
 

@@ -8,9 +8,9 @@ padding), so the positions that predict the answer tokens line up from the right
 positions, two terms:
 
 - ``states``: the mean squared difference of the hidden states after every layer (the last one after the
-  model's final norm, as transformers returns it), each layer's divided by
-  the mean square of the teacher's there (so every layer weighs alike, whatever its scale), averaged over
-  the layers and the supervised positions;
+  model's final norm, as transformers returns it), each layer's divided by the mean square of the
+  teacher's there (so every layer weighs alike, whatever its scale), averaged over the layers and the
+  supervised positions;
 - ``logits``: ``KL(skyline || bridged)`` of the next-token distributions, as ``kl`` computes it.
 
 A denser signal than the answer's cross-entropy for a channel that must carry what the target would
@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from latentbridge.plugins.objectives.kl import answer_positions
+from latentbridge.plugins.objectives.kl import answer_positions, token_kl
 
 from latentbridge import Objective, ObjectiveConfig, StepContext, hookimpl, option
 from latentbridge.api.context import StepQuantity
@@ -80,9 +79,7 @@ class Skyline(Objective):
         error = ((s - t) ** 2).mean(-1)  # layers b W
         loss = ((error * m).sum((1, 2)) / m.sum() / scale).mean() * self.config.states
         if self.config.logits:
-            kl = F.kl_div(F.log_softmax(student_logits[:, :-1].float(), -1),
-                          F.log_softmax(teacher_logits[:, :-1].float(), -1), log_target=True,
-                          reduction="none").sum(-1)
+            kl = token_kl(student_logits[:, :-1].float(), teacher_logits[:, :-1].float())
             loss = loss + (kl * m).sum() / m.sum() * self.config.logits
         return loss
 

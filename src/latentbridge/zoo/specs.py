@@ -28,10 +28,11 @@ translated context, and what the skyline measures. Exploration (seed 0; ``benchm
 and the README's "Reading a passage"): passages mixed into the first stage never got past copying one of
 the passage's values (0.24-0.37 with 4 facts) and crowded out arith; an induction warm-up (repeated random
 sequences) first is what teaches lookup. Continuing the trained models at lr 1e-3 (1 thread, probes on 100
-items; ``benchmarks/reading_probe.py``, records in ``benchmarks/results/reading_probe/``): tiny-mistral, replaying 8 first-stage examples a step, arith 0.48 -> 0.245 after the warm-up,
-back to 0.485 at the end, passages 0.49 / 0.68 / 0.73 / 0.70 at steps 2250 / 3000 / 3750 / 4500;
-tiny-llama, replaying ~7 arith and ~1 facts a step, forgot its facts (1.00 -> 0.28 by step 2250), so it
-replays 4 facts questions a step (facts 0.95 after the warm-up).
+items; ``benchmarks/reading_probe.py``, records in ``benchmarks/results/reading_probe/``): tiny-mistral,
+replaying 8 first-stage examples a step, arith 0.48 -> 0.245 after the warm-up, back to 0.485 at the end,
+passages 0.49 / 0.68 / 0.73 / 0.70 at steps 2250 / 3000 / 3750 / 4500; tiny-llama, replaying ~7 arith and
+~1 facts a step, forgot its facts (1.00 -> 0.28 by step 2250), so it replays 4 facts questions a step
+(facts 0.95 after the warm-up).
 """
 
 from __future__ import annotations

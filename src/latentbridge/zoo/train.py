@@ -244,10 +244,11 @@ def train_reading(
 
     ``first`` holds groups of the first stage's examples (text, prompt, prompt loss weight), each with how
     many of them a step replays, drawn at random; ``passages`` the passage items (text, prompt; the prompt
-    gets no loss: its invented names and values cannot be predicted). The first ``stage.induction_steps`` steps fill
-    the rest of the batch with repeated random sequences (:class:`InductionRows`), the later ones with
-    ``stage.induction_rows`` of them and passages in length-bucketed batches (as the first stage's). ``on_step(step)`` is called after each
-    step (for probes). Deterministic given ``seed`` and the thread count.
+    gets no loss: its invented names and values cannot be predicted). The first ``stage.induction_steps``
+    steps fill the rest of the batch with repeated random sequences (:class:`InductionRows`), the later ones
+    with ``stage.induction_rows`` of them and passages in length-bucketed batches (as the first stage's).
+    ``on_step(step)`` is called after each step (for probes). Deterministic given ``seed`` and the thread
+    count.
     """
     stage = spec.reading
     if stage is None:
