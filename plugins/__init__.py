@@ -28,6 +28,7 @@ BUILTIN_PLUGINS = [
     "latentbridge.plugins.injection.after_cache",
     "latentbridge.plugins.injection.fused_prompt",
     "latentbridge.plugins.injection.patched_prompt",
+    "latentbridge.plugins.injection.soft_after_header",
     "latentbridge.plugins.injection.soft_only",
     "latentbridge.plugins.injection.soft_plus_text",
     "latentbridge.plugins.tasks.arith",

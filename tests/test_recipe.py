@@ -181,7 +181,7 @@ def test_teacher_and_curriculum(tmp_path):
         "teacher: expected one of 'answer', 'prompt', got \"answr\" (did you mean 'answer'?)",
         "curriculum.fade_end: must be > fade_start (5), got 5",
         "curriculum.text_injection: unknown injection mode 'soft' (did you mean 'soft_only'?); "
-        "known: adapter, after_cache, fused_prompt, patched_prompt, soft_only, soft_plus_text",
+        "known: adapter, after_cache, fused_prompt, patched_prompt, soft_after_header, soft_only, soft_plus_text",
     ]
 
 

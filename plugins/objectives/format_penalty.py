@@ -42,6 +42,7 @@ class FormatPenalty(Objective):
     name = "format_penalty"
     Config = FormatPenaltyConfig
     needs = frozenset()
+    after_cached_lead = False  # it selects rows of the inputs
 
     def compute(self, step: StepContext) -> torch.Tensor:
         target, c = step.target, self.config

@@ -78,6 +78,7 @@ class RopePhase(Objective):
     name = "rope_phase"
     Config = RopePhaseConfig
     needs = frozenset({"window", "teacher_inputs"})
+    after_cached_lead = False  # it reads attention over the whole row
 
     @classmethod
     def check_models(cls, source, target, config: RopePhaseConfig) -> list[str]:

@@ -72,6 +72,8 @@ class InjectionMode:
     Config: ClassVar[type[InjectionConfig]] = InjectionConfig
     reads_question: ClassVar[bool] = True
     accepts: ClassVar[tuple[str, ...]] = ("soft_slot",)
+    # its rows open with ``Text(cached=True)``: the target's input holds only what follows that lead
+    caches_lead: ClassVar[bool] = False
 
     def __init__(self, config: InjectionConfig):
         self.config = config

@@ -56,6 +56,10 @@ class Objective(nn.Module):
     # True for a loss over the batch gathered from every process (a contrastive loss): its gradient
     # reaches only this process's rows, so the runner scales it by the number of processes
     global_batch: ClassVar[bool] = False
+    # False for a loss that needs every position of a row in the target's input (it selects rows of the
+    # inputs, or reads attention over the whole row): a mode that reads a row's lead as a cache
+    # (``InjectionMode.caches_lead``, soft_after_header) leaves only the rest in the input
+    after_cached_lead: ClassVar[bool] = True
 
     def __init__(self, config: ObjectiveConfig, ctx: BuildContext):
         super().__init__()

@@ -20,12 +20,17 @@ class Soft:
 @dataclass(frozen=True)
 class Text:
     """Target-tokenizer ids. ``supervised``: these are answer tokens (labels). ``add_soft``: the row's soft
-    tokens are added residually onto these tokens' embeddings, spread by :func:`resample_weights`."""
+    tokens are added residually onto these tokens' embeddings, spread by :func:`resample_weights`.
+    ``cached``: plain text that opens the row, before its soft tokens, which nothing in the row changes (a
+    few-shot header): the target reads it once, without gradient, and the rest of the row after its
+    key/value cache (run once per batch when every row opens with the same ids). Laid out as text by
+    :func:`~latentbridge.bridge.layout.assemble`: the same positions, the same result."""
 
     ids: Sequence[int]
     supervised: bool = False
     add_soft: bool = False
     soft_gain: float = 1.0  # multiplier of the soft tokens added onto these tokens
+    cached: bool = False
 
 
 Segment = Soft | Text

@@ -32,8 +32,15 @@ from latentbridge.api.segments import TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
-from latentbridge.bridge.kv import ResponseSource, kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
-from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask
+from latentbridge.bridge.kv import (
+    ResponseSource,
+    cache_factory,
+    kv_fusion_inputs,
+    kv_prefix_inputs,
+    kv_share_inputs,
+    prefill,
+)
+from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask, split_cached
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
@@ -76,7 +83,34 @@ class Layouts:
         return assemble(rows, soft, target.embed, target.pad_id)
 
     def soft_tokens(self, message: SoftTokens, rows: Sequence[Sequence[Any]]) -> TargetInputs:
-        return self.assemble(rows, message.tokens)
+        split = split_cached(rows)
+        if split is None:
+            return self.assemble(rows, message.tokens)
+        return self.after_lead(*split, message.tokens)
+
+    def after_lead(self, leads: Sequence[Sequence[int]], rows: Sequence[Sequence[Any]],
+                   soft: torch.Tensor | None = None) -> TargetInputs:
+        """``[lead][pad][rows]``: each row's cached lead (``Text(cached=True)``) read once without gradient,
+        then ``rows`` (left-padded, ``soft`` at their ``Soft()``) after its key/value cache, at the positions
+        the whole row would have. A lead every row shares is run once, and kept for the next batches."""
+        target, b = self.bridge.target, len(leads)
+        if all(list(lead) == list(leads[0]) for lead in leads):
+            key = tuple(leads[0])
+            state = self.bridge._target_leads.get(key)
+            if state is None:
+                with torch.no_grad():
+                    state = PrefixState.compute(target.model, key, 0, target.device)
+                self.bridge._target_leads = {key: state}  # the header changes rarely: keep the last one
+            kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in state.kv]
+            lead_mask = torch.ones(b, len(key), dtype=torch.long, device=target.device)
+        else:
+            ids, lead_mask = left_pad(leads, target.pad_id, target.device)
+            kv = prefill(target.model, ids, lead_mask)
+        text = self.assemble(rows, soft)
+        mask = torch.cat([lead_mask.to(text.attention_mask), text.attention_mask], 1)
+        return TargetInputs(inputs_embeds=text.inputs_embeds, attention_mask=mask,
+                            position_ids=positions_from_mask(mask)[:, lead_mask.shape[1]:], labels=text.labels,
+                            soft_mask=text.soft_mask, cache=cache_factory(target.model, kv))
 
     def kv_prefix(self, message: KVPrefix, rows: Sequence[Sequence[Any]]) -> TargetInputs:
         return kv_prefix_inputs(self.bridge.target, message, rows)
@@ -116,6 +150,7 @@ class Bridge:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
         self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
+        self._target_leads: dict[tuple[int, ...], PrefixState] = {}  # the target's cached lead (a shared header)
         self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token
 
     # -- source side ---------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def _split_at_soft(row: Sequence[Segment]) -> tuple[list[int], list[Segment]]:
 
 
 @torch.no_grad()
-def _prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The target's own keys and values of ``ids`` (left-padded), per layer."""
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=True)
     return [(layer.keys, layer.values) for layer in cache_of(out).layers]
@@ -79,7 +79,7 @@ def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Seg
     prefixes = [p for p, _ in split]
     if any(prefixes):
         ids, pmask = left_pad(prefixes, target.pad_id, device)
-        own = _prefill(target.model, ids, pmask)
+        own = prefill(target.model, ids, pmask)
     else:
         own, pmask = None, torch.zeros(b, 0, dtype=torch.long, device=device)
     virtual = message.mask.to(device=device, dtype=pmask.dtype) if message.mask is not None else \
@@ -175,7 +175,7 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
     if any(len(r) < 2 for r in reads):
         raise LatentBridgeError("kv_fusion: a prompt of fewer than two tokens has nothing to fuse")
     ids, mask = left_pad([r[:-1] for r in reads], target.pad_id, device)
-    own = _prefill(target.model, ids, mask)
+    own = prefill(target.model, ids, mask)
     index = torch.zeros(ids.shape, dtype=torch.long, device=device)
     textless = torch.zeros(ids.shape, dtype=torch.bool, device=device)  # special and template tokens
     for row, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):

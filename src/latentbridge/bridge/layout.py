@@ -15,7 +15,7 @@ import torch
 
 from latentbridge.api.injection import InjectionMode, TargetText
 from latentbridge.api.layout import left_pad, pad_hidden, positions_from_mask  # noqa: F401  (their home: public)
-from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs
+from latentbridge.api.segments import IGNORE_INDEX, Segment, Soft, TargetInputs, Text
 from latentbridge.api.shapes import check_shape
 from latentbridge.nn.resample import resample_weights
 
@@ -84,6 +84,22 @@ def assemble(
         labels=labels,
         soft_mask=soft_mask,
     )
+
+
+def split_cached(rows: Sequence[Sequence[Segment]]) -> tuple[list[list[int]], list[list[Segment]]] | None:
+    """Each row's cached lead (the ids of the ``Text(cached=True)`` segments that open it) and the segments
+    after it; None unless every row opens with a cached lead of at least one token."""
+    leads, rests = [], []
+    for row in rows:
+        n = 0
+        while n < len(row) and isinstance(row[n], Text) and row[n].cached:
+            n += 1
+        lead = [i for seg in row[:n] for i in seg.ids]
+        if not lead or any(seg.supervised or seg.add_soft for seg in row[:n]):
+            return None
+        leads.append(lead)
+        rests.append(list(row[n:]))
+    return leads, rests
 
 
 def inject(

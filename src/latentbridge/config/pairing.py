@@ -65,7 +65,12 @@ def message_problems(specs: Mapping[str, Any], objectives: Mapping[str, Any], cu
             takes = [n for n in registry.names("injection") if registry.get("injection", n).cls.takes(kind)]
             problems.append(f"{path}: '{mode}' does not place the {kind} message of translator '{translator.name}' "
                             f"(it takes {', '.join(cls.accepts)}); use one of: {', '.join(takes) or 'none'}")
+    caching = [mode for _, mode in modes if mode in registry.names("injection")
+               and registry.get("injection", mode).cls.caches_lead]
     for name in objectives:
+        if caching and not registry.get("objective", name).cls.after_cached_lead:
+            problems.append(f"objectives.{name}: needs every position of a row in the target's input, and injection "
+                            f"'{caching[0]}' reads the header as a cache; use soft_plus_text")
         trains = registry.get("objective", name).cls.messages
         if trains is not None and kind not in trains:
             problems.append(f"objectives.{name}: reads {', '.join(trains)}, not the {kind} message of translator "
