@@ -110,9 +110,11 @@ def git_commit() -> str | None:
 KEPT_RUN_FILES = ("run.json", "recipe.yaml", "summary.json")
 
 
-def pack_runs(folders: list[str], into: Path, subfolders: str | None = None) -> None:
+def pack_runs(folders: list[str], into: Path, subfolders: str | None = None,
+              weights: Callable[[Path], bool] = lambda _: True) -> None:
     """Keep runs under ``into/<run name>/``: their small files, test evaluations and the dev-chosen weights
-    (what latency measurements read), and each folder matching ``subfolders`` (a glob) whole."""
+    (what latency measurements read; only for the runs ``weights`` accepts), and each folder matching
+    ``subfolders`` (a glob) whole."""
     import shutil
 
     for raw in folders:
@@ -125,7 +127,7 @@ def pack_runs(folders: list[str], into: Path, subfolders: str | None = None) -> 
             shutil.copy2(file, dest / file.name)
         for sub in folder.glob(subfolders) if subfolders else ():
             shutil.copytree(sub, dest / sub.name, dirs_exist_ok=True)
-        if (folder / "best" / "translator.safetensors").is_file():
+        if (folder / "best" / "translator.safetensors").is_file() and weights(folder):
             (dest / "best").mkdir(exist_ok=True)
             for name in ("translator.safetensors", "translator.json"):
                 shutil.copy2(folder / "best" / name, dest / "best" / name)

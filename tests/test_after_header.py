@@ -131,10 +131,11 @@ def test_training_equals_generation_after_the_cached_header(random_pair, reverse
         assert generated[r].token_ids[0] == int(teacher[r, at].argmax())
 
 
-def test_a_shared_header_is_run_once_and_kept(random_pair, monkeypatch):
+@pytest.mark.parametrize("translator", ["linear", "kv_prefix"])
+def test_a_shared_header_is_run_once_and_kept(random_pair, monkeypatch, translator):
     from latentbridge.bridge import prefix as prefix_module
 
-    exp = experiment(random_pair, "fixed")
+    exp = experiment(random_pair, "fixed", f"translator={{name: {translator}, k: 3}}")
     bridge = exp.bridge
     prompts = batch(exp, 6)
     calls = []
@@ -143,9 +144,8 @@ def test_a_shared_header_is_run_once_and_kept(random_pair, monkeypatch):
                         classmethod(lambda cls, *a, **k: (a[0] is bridge.target.model and calls.append(len(a[1])))
                                     or compute(cls, *a, **k)))
     with torch.no_grad():
-        soft = bridge.soft_tokens(prompts)
-        first = bridge.bridged_inputs(soft[:3], prompts[:3], with_answer=True)
-        second = bridge.bridged_inputs(soft[3:], prompts[3:], with_answer=True)
+        first = bridge.bridged_inputs(bridge.message(prompts[:3]), prompts[:3], with_answer=True)
+        second = bridge.bridged_inputs(bridge.message(prompts[3:]), prompts[3:], with_answer=True)
     assert len(calls) == 1, "the second batch reuses the header's cache"
     assert (first.attention_mask[:, : calls[0]] == 1).all() and (second.attention_mask[:, : calls[0]] == 1).all()
 

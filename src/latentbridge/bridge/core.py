@@ -28,7 +28,7 @@ from latentbridge.api.messages import (
     SoftTokens,
     SourceStates,
 )
-from latentbridge.api.segments import TargetInputs, Text
+from latentbridge.api.segments import Soft, TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
@@ -93,6 +93,17 @@ class Layouts:
         """``[lead][pad][rows]``: each row's cached lead (``Text(cached=True)``) read once without gradient,
         then ``rows`` (left-padded, ``soft`` at their ``Soft()``) after its key/value cache, at the positions
         the whole row would have. A lead every row shares is run once, and kept for the next batches."""
+        target = self.bridge.target
+        kv, lead_mask = self.lead_cache(leads)
+        text = self.assemble(rows, soft)
+        mask = torch.cat([lead_mask.to(text.attention_mask), text.attention_mask], 1)
+        return TargetInputs(inputs_embeds=text.inputs_embeds, attention_mask=mask,
+                            position_ids=positions_from_mask(mask)[:, lead_mask.shape[1]:], labels=text.labels,
+                            soft_mask=text.soft_mask, cache=cache_factory(target.model, kv))
+
+    def lead_cache(self, leads: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """The target's keys and values of each row's lead, per layer, and their mask (``b P``, left-padded):
+        run once, and kept for the next batches, when every row has the same lead; per row otherwise."""
         target, b = self.bridge.target, len(leads)
         if all(list(lead) == list(leads[0]) for lead in leads):
             key = tuple(leads[0])
@@ -102,18 +113,15 @@ class Layouts:
                     state = PrefixState.compute(target.model, key, 0, target.device)
                 self.bridge._target_leads = {key: state}  # the header changes rarely: keep the last one
             kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in state.kv]
-            lead_mask = torch.ones(b, len(key), dtype=torch.long, device=target.device)
-        else:
-            ids, lead_mask = left_pad(leads, target.pad_id, target.device)
-            kv = prefill(target.model, ids, lead_mask)
-        text = self.assemble(rows, soft)
-        mask = torch.cat([lead_mask.to(text.attention_mask), text.attention_mask], 1)
-        return TargetInputs(inputs_embeds=text.inputs_embeds, attention_mask=mask,
-                            position_ids=positions_from_mask(mask)[:, lead_mask.shape[1]:], labels=text.labels,
-                            soft_mask=text.soft_mask, cache=cache_factory(target.model, kv))
+            return kv, torch.ones(b, len(key), dtype=torch.long, device=target.device)
+        ids, mask = left_pad(leads, target.pad_id, target.device)
+        return prefill(target.model, ids, mask), mask
 
     def kv_prefix(self, message: KVPrefix, rows: Sequence[Sequence[Any]]) -> TargetInputs:
-        return kv_prefix_inputs(self.bridge.target, message, rows)
+        split = split_cached(rows)  # a cached lead right before the message (a header) is run once per batch
+        right_before = split is not None and all(rest and isinstance(rest[0], Soft) for rest in split[1])
+        own = self.lead_cache(split[0]) if right_before else None
+        return kv_prefix_inputs(self.bridge.target, message, rows, own)
 
     def kv_fusion(self, message: KVFusion, rows: Sequence[Sequence[Any]], texts: Sequence[Any],
                   prompts: Sequence[Prompt]) -> TargetInputs:

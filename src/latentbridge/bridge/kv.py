@@ -69,15 +69,19 @@ def _with_cache(target: Any, cache_kv, cache_mask: torch.Tensor, rows: Sequence[
                         labels=text.labels, soft_mask=None, cache=cache_factory(target.model, cache_kv))
 
 
-def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Segment]]) -> TargetInputs:
+def kv_prefix_inputs(target: Any, message: KVPrefix, rows: Sequence[Sequence[Segment]],
+                     lead: tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None = None) -> TargetInputs:
     """``[bos][virtual][pad][text]``: the special prefix's own cache, then the message's keys and values (a
     masked message's rows left-padded inside its block: ``[bos][pad][virtual]``); the layers not in
-    ``message.layers`` do not see the virtual positions."""
+    ``message.layers`` do not see the virtual positions. ``lead``: the text before the message already run
+    (its keys and values per layer, and their mask), as :meth:`Layouts.lead_cache` gives it."""
     split = [_split_at_soft(r) for r in rows]
     device = target.device
     b, k = len(rows), message.length
     prefixes = [p for p, _ in split]
-    if any(prefixes):
+    if lead is not None:
+        own, pmask = lead
+    elif any(prefixes):
         ids, pmask = left_pad(prefixes, target.pad_id, device)
         own = prefill(target.model, ids, pmask)
     else:
