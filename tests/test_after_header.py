@@ -150,6 +150,83 @@ def test_a_shared_header_is_run_once_and_kept(random_pair, monkeypatch, translat
     assert (first.attention_mask[:, : calls[0]] == 1).all() and (second.attention_mask[:, : calls[0]] == 1).all()
 
 
+def cached_against_whole(bridge, leads, rests, soft):
+    """Logits of each row's real input tokens: laid out after the leads' cache, and laid out whole."""
+    target = bridge.target
+    with torch.no_grad():
+        cached = bridge.layout.after_lead(leads, rests, soft)
+        plain = assemble([[Text(lead), *rest] for lead, rest in zip(leads, rests, strict=True)], soft,
+                         target.embed, target.pad_id)
+        fast = real_logits(cached, cached.forward(target.model).logits)
+        slow = real_logits(plain, target.model(**plain.model_kwargs()).logits)
+    for f, w in zip(fast, slow, strict=True):
+        torch.testing.assert_close(f, w[-f.shape[0]:], rtol=1e-4, atol=1e-4)
+
+
+def leads_and_rests(bridge, prompt):
+    ids = bridge.target_encoder.prompt_ids(prompt)
+    assert len(ids) > 40
+    return ids[:20], [[Soft(), Text(ids[20:32])], [Soft(), Text(ids[20:27])]]  # two rests: padding differs
+
+
+def test_leads_of_one_length_but_other_ids_are_not_shared(random_pair):
+    exp = experiment(random_pair, "fixed")
+    bridge = exp.bridge
+    lead, rests = leads_and_rests(bridge, batch(exp, 1)[0])
+    other = [*lead[:10], *reversed(lead[10:])]
+    assert len(other) == len(lead) and other != lead
+    soft = torch.randn(2, 3, bridge.target.hidden_size) * 0.1
+    cached_against_whole(bridge, [lead, other], rests, soft)
+
+
+def test_a_new_shared_header_replaces_the_kept_one(random_pair):
+    exp = experiment(random_pair, "fixed")
+    bridge = exp.bridge
+    lead, rests = leads_and_rests(bridge, batch(exp, 1)[0])
+    other = [*lead[:10], *reversed(lead[10:])]
+    soft = torch.randn(2, 3, bridge.target.hidden_size) * 0.1
+    cached_against_whole(bridge, [lead, lead], rests, soft)
+    cached_against_whole(bridge, [other, other], rests, soft)  # same length, other ids: not the kept cache
+    cached_against_whole(bridge, [lead, lead], rests, soft)
+
+
+@pytest.mark.parametrize("exemplars", EXEMPLARS)
+def test_a_kv_prefix_after_the_cached_header_reads_as_after_its_own_prefill(random_pair, exemplars):
+    """kv_prefix with the header run by ``lead_cache`` (once per batch, or per row) equals kv_prefix
+    running the text before the message itself, row by row."""
+    from latentbridge.bridge.kv import kv_prefix_inputs
+
+    exp = experiment(random_pair, exemplars, "translator={name: kv_prefix, k: 3}")
+    bridge = exp.bridge
+    prompts = batch(exp)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        cached = bridge.bridged_inputs(message, prompts, with_answer=True)
+        rows = [bridge.injection.segments(bridge.target_encoder.target_text(p)) for p in prompts]
+        reference = kv_prefix_inputs(bridge.target, message, rows, None)
+        model = bridge.target.model
+        fast = real_logits(cached, cached.forward(model).logits)
+        slow = real_logits(reference, reference.forward(model).logits)
+    assert torch.equal(cached.attention_mask, reference.attention_mask)
+    for f, w in zip(fast, slow, strict=True):
+        torch.testing.assert_close(f, w, rtol=1e-4, atol=1e-4)
+
+
+def test_lm_eval_refuses_the_mode_for_the_bridged_system(random_pair, tmp_path):
+    """lm-eval's context is one string: the header cannot be told from the question, so the message would
+    not sit where training put it."""
+    from latentbridge.errors import LatentBridgeError
+    from latentbridge.eval.lm_eval_model import LatentBridgeLM
+
+    from .helpers import run_through_cli
+
+    result = run_through_cli(random_pair, tmp_path, "arith", "injection=soft_after_header")  # trains, evaluates
+    assert (tmp_path / "run" / "summary.json").exists(), result.output
+    with pytest.raises(LatentBridgeError, match="cannot run injection 'soft_after_header'"):
+        LatentBridgeLM(run=str(tmp_path / "run"), system="bridged")
+    LatentBridgeLM(run=str(tmp_path / "run"), system="target")  # the target alone reads no message
+
+
 def test_rows_without_a_cached_lead_are_laid_out_whole():
     assert split_cached([[Text([1, 2], cached=True), Soft(), Text([3])], [Text([1]), Soft(), Text([3])]]) is None
     assert split_cached([[Text([], cached=True), Soft(), Text([3])]]) is None
@@ -168,9 +245,3 @@ def test_objectives_that_need_whole_rows_are_refused(random_pair, objective):
                     f"objectives={{nll: {{weight: 1.0}}, {objective}: {{weight: 0.1}}}}")
     make_recipe(random_pair, f"objectives={{nll: {{weight: 1.0}}, {objective}: {{weight: 0.1}}}}")  # elsewhere: fine
 
-
-def test_a_run_with_the_mode_trains_and_evaluates_through_the_cli(random_pair, tmp_path):
-    from .helpers import run_through_cli
-
-    result = run_through_cli(random_pair, tmp_path, "arith", "injection=soft_after_header")
-    assert (tmp_path / "run" / "summary.json").exists(), result.output

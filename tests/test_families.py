@@ -41,7 +41,7 @@ from latentbridge.bridge.build import Experiment
 from latentbridge.bridge.core import Bridge
 from latentbridge.bridge.facts import model_problems, read_facts
 from latentbridge.bridge.generation import greedy_generate
-from latentbridge.bridge.layout import left_pad
+from latentbridge.bridge.layout import assemble, left_pad
 from latentbridge.bridge.models import load_frozen
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, common_prefix
 from latentbridge.cli import app
@@ -346,6 +346,31 @@ def test_soft_token_scale(experiment, name):
         soft = exp.bridge.soft_tokens(prompts_of(exp, 4)).float()
         rms = soft.pow(2).mean(-1).sqrt()
         torch.testing.assert_close(rms, torch.full_like(rms, exp.translator.config.target_rms), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_cached_header_reads_as_the_whole_row(experiment, name):
+    """soft_after_header: the header (longer than any sliding window) read once as a cache, then the message
+    and the question, gives each real token the logits of the same left-padded rows read whole, and
+    greedy decoding after it continues as the whole rows' greedy decoding does."""
+    exp = experiment(source_of(name), name, "injection=soft_after_header")
+    bridge, target = exp.bridge, exp.bridge.target
+    prompts = prompts_of(exp, 4)
+    soft = torch.randn(len(prompts), exp.translator.k, target.hidden_size) * 0.05
+    rows = [bridge.injection.segments(bridge.target_encoder.target_text(p, with_answer=False)) for p in prompts]
+    with torch.no_grad():
+        cached = bridge.bridged_inputs(soft, prompts, with_answer=False)
+        plain = assemble(rows, soft.to(target.dtype), target.embed, target.pad_id)
+        assert cached.cache is not None and cached.attention_mask.shape[1] - cached.inputs_embeds.shape[1] > 2 * WINDOW
+        fast = target.model(**cached.model_kwargs()).logits
+        slow = target.model(**plain.model_kwargs()).logits
+        mask = cached.attention_mask[:, -fast.shape[1]:].bool()
+        for r in range(len(prompts)):
+            mine = fast[r][mask[r]]
+            torch.testing.assert_close(mine, real(slow, plain.attention_mask, r)[-mine.shape[0]:], atol=ATOL, rtol=RTOL)
+        after = greedy_generate(target.model, target.tokenizer, cached, max_new_tokens=3, eos_ids=set(), stop=[])
+        whole = greedy_generate(target.model, target.tokenizer, plain, max_new_tokens=3, eos_ids=set(), stop=[])
+    assert [o.token_ids for o in after] == [o.token_ids for o in whole]
 
 
 # --------------------------------------------------------------------------------------------------

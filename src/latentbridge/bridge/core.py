@@ -90,9 +90,10 @@ class Layouts:
 
     def after_lead(self, leads: Sequence[Sequence[int]], rows: Sequence[Sequence[Any]],
                    soft: torch.Tensor | None = None) -> TargetInputs:
-        """``[lead][pad][rows]``: each row's cached lead (``Text(cached=True)``) read once without gradient,
-        then ``rows`` (left-padded, ``soft`` at their ``Soft()``) after its key/value cache, at the positions
-        the whole row would have. A lead every row shares is run once, and kept for the next batches."""
+        """``[lead][pad][rows]`` (leads of different lengths: ``[pad][lead][pad][rows]``): each row's cached lead
+        (``Text(cached=True)``) read once without gradient, then ``rows`` (left-padded, ``soft`` at their
+        ``Soft()``) after its key/value cache, at the positions the whole row would have. A lead every row
+        shares is run once, and kept for the next batches."""
         target = self.bridge.target
         kv, lead_mask = self.lead_cache(leads)
         text = self.assemble(rows, soft)
@@ -106,14 +107,15 @@ class Layouts:
         run once, and kept for the next batches, when every row has the same lead; per row otherwise."""
         target, b = self.bridge.target, len(leads)
         if all(list(lead) == list(leads[0]) for lead in leads):
-            key = tuple(leads[0])
+            ids = tuple(leads[0])
+            key = (id(target.model), target.dtype, str(target.device), ids)  # kept only for this model, as it is
             state = self.bridge._target_leads.get(key)
             if state is None:
                 with torch.no_grad():
-                    state = PrefixState.compute(target.model, key, 0, target.device)
+                    state = PrefixState.compute(target.model, ids, None, target.device)
                 self.bridge._target_leads = {key: state}  # the header changes rarely: keep the last one
             kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in state.kv]
-            return kv, torch.ones(b, len(key), dtype=torch.long, device=target.device)
+            return kv, torch.ones(b, len(ids), dtype=torch.long, device=target.device)
         ids, mask = left_pad(leads, target.pad_id, target.device)
         return prefill(target.model, ids, mask), mask
 
@@ -158,7 +160,7 @@ class Bridge:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
         self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
-        self._target_leads: dict[tuple[int, ...], PrefixState] = {}  # the target's cached lead (a shared header)
+        self._target_leads: dict[tuple[Any, ...], PrefixState] = {}  # the target's cached lead (a shared header)
         self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token
 
     # -- source side ---------------------------------------------------------------------------------

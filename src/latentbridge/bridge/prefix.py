@@ -28,16 +28,17 @@ class PrefixState:
     """A shared prefix run once: its key/value cache and its hidden states at the chosen layer."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
-    hidden: torch.Tensor  # 1 P d
+    hidden: torch.Tensor | None  # 1 P d (None: computed without the hidden states)
 
     @classmethod
-    def compute(cls, model: Any, prefix: Sequence[int], layer: int, device: torch.device) -> PrefixState:
+    def compute(cls, model: Any, prefix: Sequence[int], layer: int | None, device: torch.device) -> PrefixState:
+        """``prefix`` run once: its cache and the hidden states of ``layer`` (None: the cache only)."""
         ids = torch.tensor([list(prefix)], device=device)
         # a plain cache: every slot of every layer (a sliding layer's would keep only the window's last ones)
-        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None],
-                    use_cache=True, output_hidden_states=True, logits_to_keep=1, **with_cache(model, DynamicCache()))
+        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], use_cache=True,
+                    output_hidden_states=layer is not None, logits_to_keep=1, **with_cache(model, DynamicCache()))
         kv = [(lay.keys, lay.values) for lay in cache_of(out).layers]
-        return cls(kv, out.hidden_states[layer])
+        return cls(kv, None if layer is None else out.hidden_states[layer])
 
     def cache(self, b: int) -> DynamicCache:
         """A fresh cache holding the prefix for ``b`` rows (the model appends to it in place): a plain one, so

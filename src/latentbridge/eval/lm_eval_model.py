@@ -46,6 +46,7 @@ from latentbridge.bridge.layout import assemble
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.choices import supervised_logprobs
 from latentbridge.eval.harness import item_seed
+from latentbridge.registry.host import get_registry
 from latentbridge.runtime.precision import autocast
 
 SYSTEMS = ("target", "source", "bridged")
@@ -91,6 +92,12 @@ class LatentBridgeLM(TemplateLM):
         if dtype is not None:  # honoured as the recipe's models.dtype (both models)
             overrides.append(f"models.dtype={dtype}")
         recipe = load_recipe(folder / "recipe.yaml", overrides)
+        if system == "bridged" and getattr(get_registry().get("injection", recipe.injection.name).cls, "caches_lead", False):
+            # lm-eval hands over one context string: its few-shot exemplars cannot be told from the question,
+            # so the message would go before them, not after them where training put it
+            raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged cannot run injection "
+                                    f"'{recipe.injection.name}' (the message after the few-shot header): lm-eval's "
+                                    "requests do not mark where the header ends; use a run with soft_plus_text")
         self.experiment = Experiment.build(recipe, translator_dir=str(weights) if system == "bridged" else None)
         self.bridge = self.experiment.bridge
         self.bridge.translator.eval()
