@@ -32,15 +32,9 @@ from latentbridge.api.segments import Soft, TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
-from latentbridge.bridge.kv import (
-    ResponseSource,
-    cache_factory,
-    kv_fusion_inputs,
-    kv_prefix_inputs,
-    kv_share_inputs,
-    prefill,
-)
+from latentbridge.bridge.kv import ResponseSource, kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask, split_cached
+from latentbridge.bridge.lead import LeadCache
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
@@ -90,34 +84,12 @@ class Layouts:
 
     def after_lead(self, leads: Sequence[Sequence[int]], rows: Sequence[Sequence[Any]],
                    soft: torch.Tensor | None = None) -> TargetInputs:
-        """``[lead][pad][rows]`` (leads of different lengths: ``[pad][lead][pad][rows]``): each row's cached lead
-        (``Text(cached=True)``) read once without gradient, then ``rows`` (left-padded, ``soft`` at their
-        ``Soft()``) after its key/value cache, at the positions the whole row would have. A lead every row
-        shares is run once, and kept for the next batches."""
-        target = self.bridge.target
-        kv, lead_mask = self.lead_cache(leads)
-        text = self.assemble(rows, soft)
-        mask = torch.cat([lead_mask.to(text.attention_mask), text.attention_mask], 1)
-        return TargetInputs(inputs_embeds=text.inputs_embeds, attention_mask=mask,
-                            position_ids=positions_from_mask(mask)[:, lead_mask.shape[1]:], labels=text.labels,
-                            soft_mask=text.soft_mask, cache=cache_factory(target.model, kv))
+        """``rows`` after the target's cache of each row's lead (:meth:`LeadCache.after`)."""
+        return self.bridge.leads.after(self.bridge.target, leads, rows, soft)
 
     def lead_cache(self, leads: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """The target's keys and values of each row's lead, per layer, and their mask (``b P``, left-padded):
-        run once, and kept for the next batches, when every row has the same lead; per row otherwise."""
-        target, b = self.bridge.target, len(leads)
-        if all(list(lead) == list(leads[0]) for lead in leads):
-            ids = tuple(leads[0])
-            key = (id(target.model), target.dtype, str(target.device), ids)  # kept only for this model, as it is
-            state = self.bridge._target_leads.get(key)
-            if state is None:
-                with torch.no_grad():
-                    state = PrefixState.compute(target.model, ids, None, target.device)
-                self.bridge._target_leads = {key: state}  # the header changes rarely: keep the last one
-            kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in state.kv]
-            return kv, torch.ones(b, len(ids), dtype=torch.long, device=target.device)
-        ids, mask = left_pad(leads, target.pad_id, target.device)
-        return prefill(target.model, ids, mask), mask
+        """The target's keys and values of each row's lead and their mask (:meth:`LeadCache.kv`)."""
+        return self.bridge.leads.kv(self.bridge.target, leads)
 
     def kv_prefix(self, message: KVPrefix, rows: Sequence[Sequence[Any]]) -> TargetInputs:
         split = split_cached(rows)  # a cached lead right before the message (a header) is run once per batch
@@ -160,7 +132,7 @@ class Bridge:
         self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
         self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
-        self._target_leads: dict[tuple[Any, ...], PrefixState] = {}  # the target's cached lead (a shared header)
+        self.leads = LeadCache()  # the target's cached lead (a shared few-shot header), run once
         self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token
 
     # -- source side ---------------------------------------------------------------------------------
