@@ -227,7 +227,7 @@ def write_tables(results: Path, out: Path | None = None, log: Callable[[str], No
     out = results if out is None else out
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        sweeps = unpack_runs(results / "runs", Path(tmp))
+        sweeps = unpack_runs(results / "runs", Path(tmp), only=SWEEPS)  # field/, context_split/: their own scripts
         problems = [p for folders in sweeps.values() for f in folders for p in verify_run(f)]
         if problems:
             raise LatentBridgeError("the kept runs do not give their own summaries:\n  " + "\n  ".join(problems))

@@ -219,3 +219,16 @@ def rebuild_fixture() -> None:
 if __name__ == "__main__":
     rebuild_fixture()
     sys.exit(0)
+
+
+def test_runs_kept_by_other_scripts_beside_the_sweeps_are_left_alone(tmp_path):
+    """results/runs/ also holds the field table's and the context split's runs, packed in their own layout
+    (loose eval files, no archive): the outcome tables neither rebuild nor verify them."""
+    shutil.copytree(FIXTURE, tmp_path / "results")
+    foreign = tmp_path / "results" / "runs" / "field" / "ac_facts"
+    shutil.copytree(FIXTURE / "runs" / "softonly" / "contrastive_softonly-seed1", foreign)
+    (foreign / EVAL_ARCHIVE).unlink()  # as an unpacked sweep run, it would fail verification
+    tables = outcome_tables()
+    assert tables.check(tmp_path / "results", log=lambda _: None) == []
+    assert "field" in unpack_runs(tmp_path / "results" / "runs", tmp_path / "all")  # without `only`, every folder
+    assert "field" not in unpack_runs(tmp_path / "results" / "runs", tmp_path / "some", only=tables.SWEEPS)

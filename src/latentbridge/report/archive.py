@@ -23,7 +23,7 @@ import json
 import lzma
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,14 @@ def unpack_run(packed: Path, dest: Path) -> Path:
     return dest
 
 
-def unpack_runs(results: Path, dest: Path) -> dict[str, list[Path]]:
-    """Every packed sweep of ``results`` (``<sweep>/<run id>/``) rebuilt under ``dest``: sweep -> run folders."""
+def unpack_runs(results: Path, dest: Path, only: Collection[str] | None = None) -> dict[str, list[Path]]:
+    """Every packed sweep of ``results`` (``<sweep>/<run id>/``) rebuilt under ``dest``: sweep -> run folders.
+    ``only``: the sweeps to rebuild (others beside them, kept in another layout, are left alone)."""
     if not results.is_dir():
         raise LatentBridgeError(f"{results}: no such folder of packed runs (pack the sweeps into it first: "
                                 "`python benchmarks/outcome_tables.py pack --runs runs/sweeps`)")
     sweeps: dict[str, list[Path]] = {}
-    for sweep in sorted(p for p in results.iterdir() if p.is_dir()):
+    for sweep in sorted(p for p in results.iterdir() if p.is_dir() and (only is None or p.name in only)):
         sweeps[sweep.name] = [unpack_run(run, dest / sweep.name / run.name)
                               for run in sorted(p for p in sweep.iterdir() if (p / "summary.json").is_file())]
     return sweeps
