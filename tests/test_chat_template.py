@@ -79,3 +79,52 @@ def test_chat_template_on_a_tokenizer_without_one_is_a_recipe_problem(random_pai
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2
     assert "task.chat_template: the tokenizer of" in result.output and "has no chat template" in result.output
+
+
+def test_earlier_turns_are_rendered_before_the_user_turn_that_holds_the_message(chat_pair):
+    """A prompt with earlier turns (lm-eval's --system_instruction, --fewshot_as_multiturn): each model reads the
+    whole conversation through its own template; the prefix (what comes before the message) ends where the
+    last user turn's content starts, and the question span is that turn's, even when an earlier turn has the
+    same words (searching the rendering from its start would find the earlier one)."""
+    import dataclasses
+
+    exp = make_experiment(chat_pair, "task.chat_template=true")
+    bridge = exp.bridge
+    plain = exp.task.prompt(exp.task.examples("test")[0])
+    content = plain.header + plain.question
+    turns = (("system", "Be brief."), ("user", content), ("assistant", "Sol 4."))
+    prompt = dataclasses.replace(plain, turns=turns)
+    for encoder, model in ((bridge.source_encoder, bridge.source), (bridge.target_encoder, bridge.target)):
+        tok = model.tokenizer
+        history = [{"role": r, "content": c} for r, c in turns] + [{"role": "user", "content": content}]
+        rendered = tok.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+        assert same_text(tok.decode(encoder.prompt_ids(prompt)), rendered + prompt.cue)
+        text, alone = encoder.target_text(prompt, with_answer=False), encoder.target_text(plain, with_answer=False)
+        opening = rendered[: rendered.rfind(content)]
+        assert same_text(tok.decode(text.prefix), opening) and "Sol 4." in tok.decode(text.prefix)
+        assert text.prompt == alone.prompt and text.question_span == alone.question_span  # the last turn's own
+        assert encoder.offsets(prompt) == encoder.offsets(plain)
+    with torch.no_grad():  # the message sits right after the earlier turns, at the last user turn's start
+        inputs = bridge.bridged_inputs(bridge.soft_tokens([prompt]), [prompt], with_answer=False)
+    prefix = bridge.target_encoder.target_text(prompt, with_answer=False).prefix
+    assert int(inputs.soft_mask[0].nonzero().min()) == len(prefix)
+
+
+def test_earlier_turns_a_model_cannot_read_are_one_clear_error(chat_pair, random_pair):
+    import dataclasses
+
+    from latentbridge.bridge.encoding import PromptEncoder
+    from latentbridge.errors import LatentBridgeError
+
+    plain_exp = make_experiment(random_pair)
+    prompt = plain_exp.task.prompt(plain_exp.task.examples("test")[0])
+    with pytest.raises(LatentBridgeError, match="read without a chat template"):
+        plain_exp.bridge.target_encoder.prompt_ids(dataclasses.replace(prompt, turns=(("system", "Be brief."),)))
+    exp = make_experiment(chat_pair, "task.chat_template=true")
+    tokenizer = exp.bridge.target.tokenizer
+    tokenizer.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                               "{% endif %}" + TEMPLATES["mistral"])
+    encoder = PromptEncoder(tokenizer, chat=True, name="tiny")
+    with pytest.raises(LatentBridgeError, match="the chat template of tiny refuses a conversation whose earlier turns "
+                                                "are \\['system'\\]: no system role"):
+        encoder.prompt_ids(dataclasses.replace(prompt, turns=(("system", "Be brief."),)))

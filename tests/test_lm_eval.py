@@ -281,13 +281,66 @@ def test_bridged_reads_a_chat_request_as_in_training(chat_run):
     assert [g for g, _ in got] == pytest.approx(harness[0], abs=1e-4)
 
 
+def test_bridged_reads_a_system_instruction_and_multiturn_few_shot(chat_run, bridge_run):
+    """system=bridged with --system_instruction and --fewshot_as_multiturn: each model reads the conversation
+    through its own template, the message at the last user turn's start; a request scores as the harness
+    scores the same item with those earlier turns, and otherwise than without them."""
+    import dataclasses
+
+    lm = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final", batch_size=2)
+    ev, alone = harness_scores(lm, chat_run["root"] / "ev_turns_alone")
+    shot = ev.prompts[1]
+    turns = (("system", "Be brief."), ("user", shot.header + shot.question + shot.cue), ("assistant", ev.items[1].choices[0]))
+    ev.prompts = [dataclasses.replace(p, turns=turns) for p in ev.prompts]
+    harness = ev.scores()["bridged"]
+    prompt, item = ev.prompts[0], ev.items[0]
+    history = [{"role": r, "content": c} for r, c in turns] + [{"role": "user", "content": prompt.text}]
+    rendered = lm.apply_chat_template(history)
+    assert rendered.startswith("<s>Ask Be brief.") and rendered.endswith(prompt.cue)
+    got = [g for g, _ in lm.loglikelihood(requests("loglikelihood", [(rendered, " " + c) for c in item.choices]))]
+    assert got == pytest.approx(harness[0], abs=1e-4) and got != pytest.approx(alone[0], abs=1e-3)
+    # through lm-eval: every context is a conversation the model rendered, read with its earlier turns
+    manager = TaskManager(include_path=str(bridge_run["tasks"]))
+    options = {"apply_chat_template": True, "system_instruction": "Be brief.", "fewshot_as_multiturn": True,
+               "num_fewshot": 1, "log_samples": True, "random_seed": 0, "fewshot_random_seed": 1234}
+    fresh = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final", batch_size=2)
+    results = lm_eval.simple_evaluate(model=fresh, tasks=["lb_mc"], task_manager=manager, **options)
+    contexts = [s["arguments"][0][0] for s in results["samples"]["lb_mc"]]
+    assert contexts and all(c.startswith("<s>Ask Be brief.") for c in contexts)
+    read = [fresh._prompt(c) for c in contexts]
+    assert all([role for role, _ in p.turns] == ["system", "user", "assistant"] for p in read)
+    assert all(0 <= r["acc,none"] <= 1 for r in [results["results"]["lb_mc"]])
+
+
+def test_a_conversation_not_rendered_here_is_refused_not_misread(chat_run):
+    """A multi-turn rendering the model did not make (lm-eval's request cache) cannot be read back into its
+    turns: it is refused in one line rather than read as one long user message."""
+    import copy
+
+    from latentbridge.bridge.encoding import PromptEncoder
+
+    lm = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final")
+    tokenizer = copy.deepcopy(lm.bridge.target.tokenizer)
+    tokenizer.chat_template = "<s>{% for m in messages %}Ask {{ m['content'] }} Then{% endfor %}"  # a mark per turn
+    lm.bridge.target_encoder = PromptEncoder(tokenizer, chat=True)
+    history = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
+    rendered = lm.apply_chat_template(history)
+    assert lm._prompt(rendered).turns == (("user", "Q1"), ("assistant", "A1"))  # rendered here: looked up
+    other = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final")
+    other.bridge.target_encoder = PromptEncoder(tokenizer, chat=True)
+    with pytest.raises(LatentBridgeError, match="several turns that this model did not render"):
+        other._prompt(rendered)
+    one = other.apply_chat_template([{"role": "user", "content": "Q2"}])
+    assert other._prompt(one).question == "Q2" and not other._prompt(one).turns  # one turn: read back from the text
+
+
 def test_chat_options_the_bridge_cannot_serve_are_one_clear_error(chat_run, bridge_run, tmp_path):
     bridged = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final")
-    with pytest.raises(LatentBridgeError, match="--system_instruction works with system=target"):
-        bridged.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}])
-    with pytest.raises(LatentBridgeError, match="--fewshot_as_multiturn works"):
-        bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
-                                     {"role": "user", "content": "Q2"}])
+    with pytest.raises(LatentBridgeError, match="gen_prefix works with system=target"):  # continuing the last message
+        bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+                                    add_generation_prompt=False)
+    with pytest.raises(LatentBridgeError, match="got the roles \\['user', 'user'\\]"):
+        bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "user", "content": "Q2"}])
     plain = LatentBridgeLM(run=str(bridge_run["run"]), system="bridged", step="final")
     with pytest.raises(LatentBridgeError, match="task.chat_template: true"):
         plain.apply_chat_template([{"role": "user", "content": "Q"}])

@@ -44,7 +44,12 @@ class Prompt:
     range of the question's own text inside it (without the template's words, the same for every item).
 
     ``source``: in a context-split task (:class:`ContextTask`), the source's own prompt, which holds the
-    context the target does not read; None where both models read the same prompt (:attr:`for_source`)."""
+    context the target does not read; None where both models read the same prompt (:attr:`for_source`).
+
+    ``turns``: a conversation's earlier turns, ``(role, content)`` pairs (a system instruction, few-shot
+    exchanges: lm-eval's ``--system_instruction`` and ``--fewshot_as_multiturn``), which a chat template
+    renders before the user turn holding ``header + question``; only models read through a chat template
+    take them (tasks make none)."""
 
     header: str
     question: str
@@ -54,6 +59,7 @@ class Prompt:
     question_span: tuple[int, int] | None = None  # [start, end) in `question`; None: all of it
     source: Prompt | None = None  # what the source reads instead, when it reads more than the target
     context_span: tuple[int, int] | None = None  # [start, end) of a context task's context in `question`
+    turns: tuple[tuple[str, str], ...] = ()  # earlier chat turns (role, content), rendered before this one
 
     @property
     def text(self) -> str:

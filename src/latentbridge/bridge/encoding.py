@@ -29,11 +29,12 @@ class PromptEncoder:
             raise LatentBridgeError(
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; latentbridge needs offsets"
             )
-        self.tokenizer = tokenizer
+        self.tokenizer, self.name = tokenizer, name
         self.chat = self._chat_pieces(name) if chat else None
         self.prefix = self.ids(self.chat[0]) if self.chat else self._special_prefix()
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self._target_text = lru_cache(maxsize=None)(self._encode_target)
+        self._opening = lru_cache(maxsize=64)(self._opening)  # type: ignore[method-assign]  # per conversation
 
     def _special_prefix(self) -> list[int]:
         probe = "Question: 1"
@@ -55,21 +56,40 @@ class PromptEncoder:
             raise LatentBridgeError(f"the chat template of {name} does not contain the user's message as written")
         return before, after
 
-    def _render(self, content: str) -> str:
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)
+    def _render(self, content: str, turns: tuple[tuple[str, str], ...] = ()) -> str:
+        messages = [*({"role": role, "content": text} for role, text in turns), {"role": "user", "content": content}]
+        if not turns:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        import jinja2
+
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except jinja2.exceptions.TemplateError as error:  # e.g. a template without a system role
+            roles = [role for role, _ in turns]
+            raise LatentBridgeError(f"the chat template of {self.name} refuses a conversation whose earlier turns are "
+                                    f"{roles}: {error}") from None
+
+    def _opening(self, turns: tuple[tuple[str, str], ...]) -> str:
+        """The chat template's text before the last user message, after ``turns``."""
+        if not turns:
+            return self.chat[0] if self.chat else ""
+        return self._render("latentbridgeMARKER", turns).partition("latentbridgeMARKER")[0]
 
     def _layout(self, prompt: Prompt) -> tuple[str, int, int, int]:
         """The text a model reads for ``prompt`` (no special prefix the tokenizer adds), where the
         prompt's own text starts in it, how far the question's offsets shift, and where the cue starts."""
         if self.chat is None:
+            if prompt.turns:
+                raise LatentBridgeError(f"a prompt with earlier chat turns, but {self.name} is read without a chat "
+                                        "template (task.chat_template: false)")
             return prompt.text, 0, 0, len(prompt.header) + len(prompt.question)
         content = prompt.header + prompt.question
-        rendered = self._render(content)
-        start, kept = rendered.find(content), content
+        rendered = self._render(content, prompt.turns)
+        after = len(self._opening(prompt.turns))  # the message is the last user turn's, never an earlier turn's
+        start, kept = rendered.find(content, after), content
         if start < 0:  # the template trims the message (Llama-3's and Gemma's do)
             kept = content.strip()
-            start = rendered.find(kept)
+            start = rendered.find(kept, after)
             if start < 0:
                 raise LatentBridgeError("the chat template changes the user's message beyond trimming it")
         lead = len(content) - len(content.lstrip()) if kept is not content else 0

@@ -106,6 +106,7 @@ class LatentBridgeLM(TemplateLM):
         self.tokenizer = self.frozen.tokenizer
         self.cue = self.experiment.task.config.cue
         self.chat_recipe = bool(getattr(self.experiment.task.config, "chat_template", False))
+        self._rendered: dict[str, Prompt] = {}  # bridged chat renderings -> the prompts they stand for
         self.autocast = recipe.models.autocast
         self.batch_size_per_gpu = _batch_size(batch_size, max_batch_size)
         self._max_length = int(max_length) if max_length else None
@@ -159,12 +160,15 @@ class LatentBridgeLM(TemplateLM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """``--apply_chat_template``. ``target`` and ``source`` render the history with their own
         tokenizer's template, as lm-eval's ``hf`` does (a template that refuses the system role gets the
-        history without it). ``bridged`` needs a recipe with ``task.chat_template: true``: the history
-        must then be one user turn (what the bridge was trained on), which each model reads through its
-        own template as in training, the message at the turn's start and a trailing cue after the
-        template's assistant opening. The text returned is the target's, without trailing whitespace (lm-eval
-        would move it into the continuation, where the template's own would be read twice); a request's
-        context is read back from it (:meth:`_chat_prompt`), so requests cached by lm-eval read alike."""
+        history without it). ``bridged`` needs a recipe with ``task.chat_template: true``: each model reads
+        the conversation through its own template as in training, the message at the start of the last
+        user turn and a trailing cue after the template's assistant opening. Earlier turns (a system
+        instruction, ``--fewshot_as_multiturn``'s exchanges) are rendered before it by each template
+        (:attr:`Prompt.turns`); a conversation must end in a user turn (a task's ``gen_prefix`` is refused).
+        The text returned is the target's, without trailing whitespace (lm-eval would move it into the
+        continuation, where the template's own would be read twice); a request's context is looked up among
+        the renderings (one-turn ones are also read back from the text alone, :meth:`_chat_prompt`, so that
+        requests cached by lm-eval read alike)."""
         if self.system != "bridged":
             return _render_chat(self.tokenizer, chat_history, add_generation_prompt, self.frozen.name)
         if not self.chat_recipe:
@@ -172,22 +176,28 @@ class LatentBridgeLM(TemplateLM):
                                     "run whose recipe reads chat templates (task.chat_template: true); this run's "
                                     "bridge was trained on plain prompts (system=target and source take it)")
         roles = [m.get("role") for m in chat_history]
-        if roles != ["user"] or not add_generation_prompt:
-            flag = ("--system_instruction" if "system" in roles else
-                    "--fewshot_as_multiturn" if roles.count("user") > 1 else "a task's gen_prefix")
-            raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged reads one user turn, as its bridge "
-                                    f"was trained (got the roles {roles}); {flag} works with system=target and "
-                                    "source, not with bridged")
-        content = chat_history[0]["content"]  # the user's message as written (a trailing cue goes after the turn)
+        body = roles[1:] if roles[:1] == ["system"] else roles
+        if not add_generation_prompt or not body or body[-1] != "user" or body[::2] != ["user"] * len(body[::2]) \
+                or body[1::2] != ["assistant"] * len(body[1::2]):
+            raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged reads a conversation of "
+                                    f"[system,] (user, assistant)... user, the message in the last user turn (got the "
+                                    f"roles {roles}{'' if add_generation_prompt else ', continuing the last message'}); "
+                                    "a task's gen_prefix works with system=target and source, not with bridged")
+        content = chat_history[-1]["content"]  # the user's message as written (a trailing cue goes after the turn)
         cue = self.cue if self.cue and content.rstrip().endswith(self.cue) else ""
         question = content.rstrip()[: -len(cue)] if cue else content
-        prompt = Prompt(header="", question=question, cue=cue, answer="")
-        return self.bridge.target_encoder.text(prompt).rstrip()
+        turns = tuple((m["role"], m["content"]) for m in chat_history[:-1])
+        prompt = Prompt(header="", question=question, cue=cue, answer="", turns=turns)
+        text = self.bridge.target_encoder.text(prompt).rstrip()
+        self._rendered[text] = prompt
+        return text
 
     def _chat_prompt(self, text: str) -> Prompt | None:
         """The prompt a bridged chat rendering (what :meth:`apply_chat_template` returned) stands for: the
         target's template opening, the user's message, the template's closing (its trailing whitespace cut
         when nothing follows it) and the cue; None for any other text."""
+        if text in self._rendered:
+            return self._rendered[text]
         pieces = self.bridge.target_encoder.chat
         if pieces is None or not text.startswith(pieces[0]):
             return None
@@ -197,7 +207,12 @@ class LatentBridgeLM(TemplateLM):
         closing = pieces[1] if cue else pieces[1].rstrip()
         if not closing or not body.endswith(closing) or len(body) < len(pieces[0]) + len(closing):
             return None
-        return Prompt(header="", question=body[len(pieces[0]) : len(body) - len(closing)], cue=cue, answer="")
+        question = body[len(pieces[0]) : len(body) - len(closing)]
+        if closing.strip() and closing.strip() in question:  # a turn ends inside it: a conversation not rendered here
+            raise LatentBridgeError("lm-eval model 'latentbridge': system=bridged got a chat context of several turns "
+                                    "that this model did not render (read from lm-eval's request cache?); rerun "
+                                    "without --cache_requests")
+        return Prompt(header="", question=question, cue=cue, answer="")
 
     def get_model_info(self) -> dict[str, Any]:
         return {"model_system": self.system, "model_source": self.bridge.source.name, "model_target": self.bridge.target.name}
