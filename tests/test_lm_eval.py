@@ -350,3 +350,16 @@ def test_chat_options_the_bridge_cannot_serve_are_one_clear_error(chat_run, brid
                                       "--apply_chat_template", "--output_path", str(out), "--limit", "1"])
     assert result.exit_code == 2 and "has no chat template" in result.output, result.output
     assert not out.exists()
+
+
+def test_the_cli_runs_bridged_with_a_system_instruction_and_multiturn_few_shot(chat_run, bridge_run, tmp_path):
+    out = tmp_path / "out"
+    args = ["lm-eval", "--model", "latentbridge", "--model_args", f"run={chat_run['run']},system=bridged,step=final",
+            "--tasks", "lb_mc", "--include_path", str(bridge_run["tasks"]), "--output_path", str(out), "--limit", "2",
+            "--apply_chat_template", "--system_instruction", "Be brief.", "--fewshot_as_multiturn", "--num_fewshot", "1",
+            "--log_samples"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (samples,) = out.rglob("samples_lb_mc_*.jsonl")
+    contexts = [json.loads(line)["arguments"]["gen_args_0"]["arg_0"] for line in samples.read_text().splitlines()]
+    assert len(contexts) == 2 and all(c.startswith("<s>Ask Be brief.") for c in contexts)
