@@ -28,5 +28,5 @@ python benchmarks/latency.py --recipes ac kvcomm --variant facts_relay facts_rel
 python benchmarks/latency.py --recipes ac kvcomm --variant arith_relay arith_relay models.target=tiny-llama-b \
   --weights "arith_relay=$OUT/arith_relay_b/best" --systems target relay two_stage skyline --against two_stage \
   --name field_latency_arith --queries 96 --batch 16 task=arith
-python benchmarks/field_table.py pack "$OUT"/ac_* "$OUT"/kvcomm_* "$OUT"/*_relay_b
+python benchmarks/field_table.py pack "$OUT"/ac_facts "$OUT"/ac_arith "$OUT"/kvcomm_facts "$OUT"/kvcomm_arith "$OUT"/facts_relay_b "$OUT"/arith_relay_b
 python benchmarks/field_table.py
