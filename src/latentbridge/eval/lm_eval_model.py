@@ -92,7 +92,7 @@ class LatentBridgeLM(TemplateLM):
         if dtype is not None:  # honoured as the recipe's models.dtype (both models)
             overrides.append(f"models.dtype={dtype}")
         recipe = load_recipe(folder / "recipe.yaml", overrides)
-        if system == "bridged" and getattr(get_registry().get("injection", recipe.injection.name).cls, "caches_lead", False):
+        if system == "bridged" and get_registry().get("injection", recipe.injection.name).cls.caches_lead:
             # lm-eval hands over one context string: its few-shot exemplars cannot be told from the question,
             # so the message would go before them, not after them where training put it
             raise LatentBridgeError(f"lm-eval model 'latentbridge': system=bridged cannot run injection "
