@@ -81,17 +81,27 @@ def test_chat_template_on_a_tokenizer_without_one_is_a_recipe_problem(random_pai
     assert "task.chat_template: the tokenizer of" in result.output and "has no chat template" in result.output
 
 
-def test_earlier_turns_are_rendered_before_the_user_turn_that_holds_the_message(chat_pair):
+@pytest.mark.parametrize("trim", [False, True])
+def test_earlier_turns_are_rendered_before_the_user_turn_that_holds_the_message(chat_pair, trim):
     """A prompt with earlier turns (lm-eval's --system_instruction, --fewshot_as_multiturn): each model reads the
     whole conversation through its own template; the prefix (what comes before the message) ends where the
     last user turn's content starts, and the question span is that turn's, even when an earlier turn has the
-    same words (searching the rendering from its start would find the earlier one)."""
+    same words (searching the rendering from its start would find the earlier one), also through a template
+    that trims the message (as Llama-3's and Gemma's do)."""
     import dataclasses
 
     exp = make_experiment(chat_pair, "task.chat_template=true")
     bridge = exp.bridge
+    if trim:
+        from latentbridge.bridge.encoding import PromptEncoder
+
+        for side in ("source", "target"):
+            model = getattr(bridge, side)
+            model.tokenizer.chat_template = model.tokenizer.chat_template.replace("m['content'] }}", "m['content'] | trim }}")
+            setattr(bridge, f"{side}_encoder", PromptEncoder(model.tokenizer, chat=True))
     plain = exp.task.prompt(exp.task.examples("test")[0])
     content = plain.header + plain.question
+    assert content != content.strip()  # what a trimming template changes
     turns = (("system", "Be brief."), ("user", content), ("assistant", "Sol 4."))
     prompt = dataclasses.replace(plain, turns=turns)
     for encoder, model in ((bridge.source_encoder, bridge.source), (bridge.target_encoder, bridge.target)):
@@ -100,10 +110,13 @@ def test_earlier_turns_are_rendered_before_the_user_turn_that_holds_the_message(
         rendered = tok.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
         assert same_text(tok.decode(encoder.prompt_ids(prompt)), rendered + prompt.cue)
         text, alone = encoder.target_text(prompt, with_answer=False), encoder.target_text(plain, with_answer=False)
-        opening = rendered[: rendered.rfind(content)]
+        opening = rendered[: rendered.rfind(content.strip() if trim else content)]
         assert same_text(tok.decode(text.prefix), opening) and "Sol 4." in tok.decode(text.prefix)
         assert text.prompt == alone.prompt and text.question_span == alone.question_span  # the last turn's own
         assert encoder.offsets(prompt) == encoder.offsets(plain)
+        # no question at all (the null control at 0 shots): the message still goes after the template's opening
+        empty = encoder.target_text(dataclasses.replace(plain, header="", question=""), with_answer=False)
+        assert same_text(tok.decode(empty.prefix), encoder.chat[0])
     with torch.no_grad():  # the message sits right after the earlier turns, at the last user turn's start
         inputs = bridge.bridged_inputs(bridge.soft_tokens([prompt]), [prompt], with_answer=False)
     prefix = bridge.target_encoder.target_text(prompt, with_answer=False).prefix

@@ -321,7 +321,9 @@ def test_a_conversation_not_rendered_here_is_refused_not_misread(chat_run):
 
     lm = LatentBridgeLM(run=str(chat_run["run"]), system="bridged", step="final")
     tokenizer = copy.deepcopy(lm.bridge.target.tokenizer)
-    tokenizer.chat_template = "<s>{% for m in messages %}Ask {{ m['content'] }} Then{% endfor %}"  # a mark per turn
+    # markup around each turn, as real templates have (rendered as text only: the tiny vocabulary cannot spell it)
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [/end]{% endfor %}"
+                               "{% if add_generation_prompt %}[assistant]{% endif %}")
     lm.bridge.target_encoder = PromptEncoder(tokenizer, chat=True)
     history = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
     rendered = lm.apply_chat_template(history)
@@ -330,8 +332,14 @@ def test_a_conversation_not_rendered_here_is_refused_not_misread(chat_run):
     other.bridge.target_encoder = PromptEncoder(tokenizer, chat=True)
     with pytest.raises(LatentBridgeError, match="several turns that this model did not render"):
         other._prompt(rendered)
+    # a system turn first: the text does not start as a one-turn rendering, and is refused too (not read as plain)
+    system = lm.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q2"}])
+    assert lm._prompt(system).turns == (("system", "Be brief."),)
+    with pytest.raises(LatentBridgeError, match="did not make and cannot read back"):
+        other._prompt(system)
     one = other.apply_chat_template([{"role": "user", "content": "Q2"}])
     assert other._prompt(one).question == "Q2" and not other._prompt(one).turns  # one turn: read back from the text
+    assert other._prompt("Question: Q2 Then?").question == "Question: Q2 Then?"  # a plain context: the user's message
 
 
 def test_chat_options_the_bridge_cannot_serve_are_one_clear_error(chat_run, bridge_run, tmp_path):
@@ -341,6 +349,8 @@ def test_chat_options_the_bridge_cannot_serve_are_one_clear_error(chat_run, brid
                                     add_generation_prompt=False)
     with pytest.raises(LatentBridgeError, match="got the roles \\['user', 'user'\\]"):
         bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "user", "content": "Q2"}])
+    with pytest.raises(LatentBridgeError, match="got the roles \\['user', 'assistant'\\]"):  # no user turn last
+        bridged.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}])
     plain = LatentBridgeLM(run=str(bridge_run["run"]), system="bridged", step="final")
     with pytest.raises(LatentBridgeError, match="task.chat_template: true"):
         plain.apply_chat_template([{"role": "user", "content": "Q"}])

@@ -208,11 +208,21 @@ class LatentBridgeLM(TemplateLM):
         if not closing or not body.endswith(closing) or len(body) < len(pieces[0]) + len(closing):
             return None
         question = body[len(pieces[0]) : len(body) - len(closing)]
-        if closing.strip() and closing.strip() in question:  # a turn ends inside it: a conversation not rendered here
+        if self._looks_rendered(question):  # a turn ends inside it: a conversation not rendered here
             raise LatentBridgeError("lm-eval model 'latentbridge': system=bridged got a chat context of several turns "
                                     "that this model did not render (read from lm-eval's request cache?); rerun "
                                     "without --cache_requests")
         return Prompt(header="", question=question, cue=cue, answer="")
+
+    def _looks_rendered(self, text: str) -> bool:
+        """Whether ``text`` holds the target's chat template's own text: its BOS at the start, or the closing
+        of a user turn where that closing is markup (``[/INST]``, ``<|eot_id|>...``: what a plain lm-eval context
+        does not hold; a closing of plain words is not taken as a sign)."""
+        pieces = self.bridge.target_encoder.chat
+        bos = self.bridge.target.tokenizer.bos_token
+        closing = pieces[1].strip() if pieces else ""
+        markup = any(not (c.isalnum() or c.isspace()) for c in closing)
+        return bool((bos and text.startswith(bos)) or (markup and closing in text))
 
     def get_model_info(self) -> dict[str, Any]:
         return {"model_system": self.system, "model_source": self.bridge.source.name, "model_target": self.bridge.target.name}
@@ -227,6 +237,10 @@ class LatentBridgeLM(TemplateLM):
             rendered = self._chat_prompt(text)
             if rendered is not None:
                 return rendered
+            if self.system == "bridged" and self._looks_rendered(text):
+                raise LatentBridgeError("lm-eval model 'latentbridge': system=bridged got a chat rendering that this "
+                                        "model did not make and cannot read back (a system turn or several turns, "
+                                        "from lm-eval's request cache?); rerun without --cache_requests")
         cue = self.cue if self.cue and text.endswith(self.cue) else ""
         if not text and not self.bridge.source_encoder.prefix:  # the source must read at least one token
             source = self.bridge.source.tokenizer

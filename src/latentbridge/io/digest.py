@@ -22,4 +22,6 @@ def prompts_digest(ids: Sequence[str], prompts: Sequence[Prompt]) -> str:
         h.update(f"{len(item_id)}:{item_id}{len(prompt.text)}:{prompt.text}".encode())
         if prompt.source is not None:  # a context split: what the source reads too
             h.update(f"source{len(prompt.source.text)}:{prompt.source.text}".encode())
+        if prompt.turns:  # a conversation's earlier turns, read before the prompt
+            h.update(json.dumps(prompt.turns).encode())
     return h.hexdigest()[:20]

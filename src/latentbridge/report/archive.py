@@ -114,6 +114,7 @@ def unpack_runs(results: Path, dest: Path, only: Collection[str] | None = None) 
     if not results.is_dir():
         raise LatentBridgeError(f"{results}: no such folder of packed runs (pack the sweeps into it first: "
                                 "`python benchmarks/outcome_tables.py pack --runs runs/sweeps`)")
+    only = (only,) if isinstance(only, str) else only  # one sweep's name, not its letters
     sweeps: dict[str, list[Path]] = {}
     for sweep in sorted(p for p in results.iterdir() if p.is_dir() and (only is None or p.name in only)):
         sweeps[sweep.name] = [unpack_run(run, dest / sweep.name / run.name)
