@@ -120,7 +120,9 @@ def pack_runs(folders: list[str], into: Path, subfolders: str | None = None,
     for raw in folders:
         folder = Path(raw)
         dest = into / folder.name
-        dest.mkdir(parents=True, exist_ok=True)
+        if dest.exists():  # a rerun replaces the kept run whole: no file of the earlier one stays beside it
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
         for name in KEPT_RUN_FILES:
             shutil.copy2(folder / name, dest / name)
         for file in folder.glob("eval_samples_test_*.jsonl"):
