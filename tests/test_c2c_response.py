@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from latentbridge.bridge.generation import greedy_generate
-from latentbridge.bridge.kv import ReplacingCache
 from latentbridge.bridge.models import cache_of, with_cache
+from latentbridge.bridge.response import ReplacingCache
 from latentbridge.bridge.retokenize import retokenize
 from latentbridge.config.schema import ConfigError
 from latentbridge.registry.host import get_registry

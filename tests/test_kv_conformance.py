@@ -40,6 +40,9 @@ KINDS = {
     # c2c fusing the response too (the authors' include_response): every answer token's entry is fused
     "c2c_response": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16",
                      "injection=fused_prompt", "task.shots=2", "translator.include_response=true"],
+    # c2c through both models' chat templates, aligned by the authors' sections (families with templates only)
+    "c2c_chat": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
+                 "task.shots=2", "task.chat_template=true"],
     # a context split: the source reads three facts and the question, the target the question only
     "kv_translate": ["task=passages", "task.n_facts=3", "translator=kv_translate", "translator.hidden=16",
                      "injection=soft_plus_text"],
@@ -80,7 +83,8 @@ def _pair(name: str, role: str) -> tuple[str, str]:
 CASES = [(name, role, kind, dtype) for name in NAMES for role in ("target", "source") for kind in KINDS
          for dtype in ("float32", "bfloat16")
          # kv_translate moves keys between rotary positions: both models rotary (validate refuses the others)
-         if kind != "kv_translate" or all(FAMILIES[m][0].rotary for m in _pair(name, role))]
+         if (kind != "kv_translate" or all(FAMILIES[m][0].rotary for m in _pair(name, role)))
+         and (kind != "c2c_chat" or all(FAMILIES[m][0].chat for m in _pair(name, role)))]
 TOL = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
@@ -167,16 +171,30 @@ def test_the_training_layout_equals_the_generation_layout(families, name, role, 
                                        rtol=TOL[dtype])
 
 
+def padded_row(bridge, prompt, answer: list[int]) -> tuple[list[int], list[int]]:
+    """The receiver's row as the authors pad it (tests/c2c_sections_reference.py; the sharer reading its own
+    template), then the answer: its ids (pads as the target's pad id) and attention mask."""
+    from .c2c_sections_reference import PAD, align_chat
+
+    t, s = bridge.target_encoder, bridge.source_encoder
+    padded, _, _ = align_chat(t.prompt_ids(prompt), t.message_flags(prompt), s.prompt_ids(prompt),
+                              s.message_flags(prompt), lambda ids: ids)
+    row = padded + answer
+    return [bridge.target.pad_id if i == PAD else i for i in row], [int(i != PAD) for i in row]
+
+
 def _answer_logits(inputs, logits: torch.Tensor, r: int) -> torch.Tensor:
     """Row ``r``'s logits that predict its answer tokens (at the position before each)."""
     supervised = (inputs.labels[r] != -100).nonzero().flatten()
     return logits[r, supervised - 1]
 
 
-@pytest.mark.parametrize(("name", "role", "kind", "dtype"), [c for c in CASES if c[2] in ("c2c", "c2c_response")])
+@pytest.mark.parametrize(("name", "role", "kind", "dtype"),
+                         [c for c in CASES if c[2] in ("c2c", "c2c_response", "c2c_chat")])
 def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, kind, dtype):
     """c2c whose fusers add nothing: every row of a padded batch gets the logits of the target reading its
-    own prompt and answer, as plain text."""
+    own prompt and answer, as plain text (under chat templates, at the positions of the authors' padded
+    sequence: tests/c2c_sections_reference.py)."""
     exp = experiment_for(families, name, role, kind, dtype)
     bridge, target = exp.bridge, exp.bridge.target
     prompts = prompts_of(exp)
@@ -184,15 +202,20 @@ def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, kind, dtyp
     try:
         with torch.no_grad():
             for fuser in exp.translator.fusers.values():  # gates open, projections zero
-                for kind in ("key", "value"):
-                    fuser.part(kind, "proj_out").weight.zero_()
-                    fuser.part(kind, "proj_out").bias.zero_()
+                for part in ("key", "value"):
+                    fuser.part(part, "proj_out").weight.zero_()
+                    fuser.part(part, "proj_out").bias.zero_()
             inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=True)
             logits = inputs.forward(target.model).logits.float()
             for r, p in enumerate(prompts):
                 text = bridge.target_encoder.target_text(p)
                 ids = [*text.prefix, *text.prompt, *text.answer]
-                alone = target.model(input_ids=torch.tensor([ids])).logits[0].float()
+                if kind == "c2c_chat":  # the authors' padded row itself: its pads masked out, positions 0 .. n-1
+                    ids, mask = padded_row(bridge, p, list(text.answer))
+                    alone = target.model(input_ids=torch.tensor([ids]), attention_mask=torch.tensor([mask]),
+                                         position_ids=torch.arange(len(ids))[None]).logits[0].float()
+                else:
+                    alone = target.model(input_ids=torch.tensor([ids])).logits[0].float()
                 n = len(text.answer)
                 torch.testing.assert_close(_answer_logits(inputs, logits, r), alone[len(ids) - n - 1 : -1],
                                            atol=TOL[dtype], rtol=TOL[dtype])

@@ -32,12 +32,18 @@ Options that differ from the reference, each named in the README: ``fuser: light
 body, a linear projection and a linear weight, projection starting at zero); ``layer_map: terminal``;
 ``alignment: last_character`` (the sharer reads its own tokenization at its own positions; each receiver
 token reads the sharer token holding its last character, special tokens included, see
-:func:`latentbridge.bridge.kv.align`). What differs and has no option yet: with chat templates the sharer
-reads the receiver's template tokens re-encoded (the authors' sharer reads its own template, padded to the
-same length).
+:func:`latentbridge.bridge.kv.align`).
+
+With chat templates (``chat_alignment``): ``sections`` aligns as the authors' ``align_chat_messages`` (their
+``is_do_alignment``: each model reads its own template, the message tokens re-encoded, template sections
+padded to the longer in positions, only message tokens fused; :func:`latentbridge.bridge.retokenize.align_sections`),
+``reencode`` re-encodes every receiver token, template included (for one vocabulary, the receiver's own ids, as
+their sharer reads them with alignment off), ``auto`` picks ``reencode`` where the tokenizers share their
+vocabulary and ``sections`` otherwise. An earlier chat turn counts as template; ``include_response`` is not
+offered with ``sections`` yet.
 
 ``include_response: true`` fuses the response as the authors' ``include_response`` does
-(:class:`latentbridge.bridge.kv.ResponseFusion`): every token from the prompt's last on, in training and at
+(:class:`latentbridge.bridge.response.ResponseFusion`): every token from the prompt's last on, in training and at
 each decoding step, writes a fused entry, from the receiver's unfused twin and the sharer's cache continued
 with the token re-encoded. The authors' sharer reads the receiver's token ids there as they are (their pairs
 share a vocabulary); this one reads them re-encoded, as it reads the prompt.
@@ -73,6 +79,12 @@ class C2CConfig(KVGeometryConfig):
         "character")
     alignment_strategy: Literal["first", "longest"] = option(
         "first", help="with retokenize: which of a re-encoded token's pieces the source reads")
+    chat_alignment: Literal["auto", "sections", "reencode"] = option(
+        "auto", help="with retokenize and chat templates: sections (the authors' align_chat_messages, their "
+        "is_do_alignment: each model reads its own template, the message tokens re-encoded, template sections "
+        "padded to the longer in positions, only message tokens fused), reencode (every receiver token re-encoded, "
+        "template tokens included: for one vocabulary, the receiver's own ids, as the authors' sharer reads them "
+        "without alignment), or auto: reencode where the two tokenizers share their vocabulary, else sections")
     layer_map: Literal["last_aligned", "terminal"] = option(
         "last_aligned", help="receiver layer t reads sharer layer t + L_s - L_r, clamped to 0 (last_aligned) or "
         "left unfused below 0 (terminal)")
@@ -200,6 +212,7 @@ class C2C(Translator):
         self.layer_map = layer_map(c.source_layers, c.target_layers, c.layer_map)
         # read by the bridge: the source reads the target's tokens, re-encoded with this strategy
         self.retokenize = c.alignment_strategy if c.alignment == "retokenize" else None
+        self.chat_alignment = c.chat_alignment  # read by the bridge where the prompts go through chat templates
         self.fusers = nn.ModuleDict({str(t): LayerFuser(c) for t, s in enumerate(self.layer_map) if s is not None})
         if c.dtype not in ("auto", "float32"):  # auto is the target's dtype, filled in when the bridge is built
             self.fusers.to(getattr(torch, c.dtype))
@@ -252,7 +265,8 @@ class C2C(Translator):
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
                         states.text, fuse, self.layer_map,
                         fuse_special=self.config.alignment == "last_character",
-                        response=self.retokenize if self.config.include_response else None)
+                        response=self.retokenize if self.config.include_response else None,
+                        sections=getattr(states, "sections", None))
 
     def describe(self) -> dict:
         open_ = {t: [kind for kind in KINDS if float(self.fusers[t].gate_logit(kind).detach()) > 0] for t in self.fusers}

@@ -47,7 +47,10 @@ class SourceStates:
     position of each token (what its key was rotated at); ``rope(layer, positions)``, the source's rotary
     tables ``(cos, sin)`` at that layer (see :mod:`latentbridge.nn.rope`; None for a model without rotary
     positions); ``context``, in a context split (:class:`~latentbridge.api.task.ContextTask`), per row the
-    ``[start, end)`` token indices of the context in the padded row (``(t, t)`` where it holds none)."""
+    ``[start, end)`` token indices of the context in the padded row (``(t, t)`` where it holds none);
+    ``sections``, with chat templates and c2c's ``chat_alignment: sections``, per row how the source's row is
+    aligned with the target's (:class:`latentbridge.bridge.retokenize.Sections`; ``positions`` then count the
+    padding the alignment puts between sections)."""
 
     hidden: torch.Tensor
     mask: torch.Tensor
@@ -58,6 +61,7 @@ class SourceStates:
     positions: torch.Tensor | None = None
     rope: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     context: list[tuple[int, int]] | None = None
+    sections: list[Any] | None = None
 
 
 class Layouts(Protocol):
@@ -270,6 +274,7 @@ class KVFusion(Message):
     extra: dict[str, Any] = field(default_factory=dict)
     fuse_special: bool = True
     response: str | None = None
+    sections: list[Any] | None = None  # per row, the chat sections the source was aligned by (SourceStates.sections)
     kind: ClassVar[str] = "kv_fusion"
     layout: ClassVar[str | None] = "fused_prompt"
 

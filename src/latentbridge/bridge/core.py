@@ -32,13 +32,14 @@ from latentbridge.api.segments import Soft, TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
 from latentbridge.bridge.encoding import PromptEncoder
-from latentbridge.bridge.kv import ResponseSource, kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
+from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask, split_cached
 from latentbridge.bridge.lead import LeadCache
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
 from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
-from latentbridge.bridge.retokenize import retokenize
+from latentbridge.bridge.response import ResponseSource
+from latentbridge.bridge.retokenize import by_sections, retokenize, section_offsets, sharer_rows
 from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.errors import LatentBridgeError
 from latentbridge.nn.rope import rope_tables
@@ -228,14 +229,16 @@ class Bridge:
             return SourceStates(*self.source_hidden(prompts, examples))
         # a translator aligned as the C2C authors align: the source reads the target's tokens, re-encoded
         strategy = getattr(self.translator, "retokenize", None) if cache else None
+        aligned = None  # with chat templates, c2c's sections: the sharer's own template, positions that count padding
         if strategy:
+            sections = by_sections(self, getattr(self.translator, "chat_alignment", "reencode"))
             memo = self._retokenized.setdefault(strategy, {})  # per strategy: the pair is the bridge's
-            rows = [retokenize(self.target.tokenizer, self.source.tokenizer, self.target_encoder.prompt_ids(p),
-                               strategy, memo) for p in prompts]
+            rows, aligned = sharer_rows(self, prompts, strategy, memo, sections)
         else:
             rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
-        positions = positions_from_mask(mask)
+        positions = positions_from_mask(mask) if aligned is None else \
+            left_pad([s.positions for s in aligned], 0, self.source.device)[0]
         # a plain DynamicCache keeps every position of every layer: one built from the config would keep only
         # the last window - 1 positions of a sliding-window layer (Mistral with a window, Gemma-2/3)
         kept = with_cache(self.source.model, DynamicCache()) if cache else {"use_cache": False}
@@ -246,6 +249,9 @@ class Bridge:
         if cache:
             self._read_cache(states, prompts, [(layer.keys, layer.values) for layer in cache_of(out).layers],
                              on_target_tokens=bool(strategy))
+            if aligned is not None:
+                states.sections, states.positions = aligned, positions
+                states.offsets = [section_offsets(s, spans) for s, spans in zip(aligned, states.offsets, strict=True)]
         return states
 
     def _read_cache(self, states: SourceStates, prompts: Sequence[Prompt],

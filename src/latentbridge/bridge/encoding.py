@@ -117,6 +117,18 @@ class PromptEncoder:
         text, *_ = self._layout(prompt)
         return (self.prefix if self.chat is None else []) + self.ids(text + continuation)
 
+    def message_flags(self, prompt: Prompt) -> list[bool]:
+        """With a chat template, for each token of :meth:`prompt_ids`: True where it is the message's rather than
+        the template's (the user's content, header and question, and the cue after the template), as the C2C
+        authors' ``align_chat_messages`` tells message sections from template sections; an earlier turn's
+        content counts as template here."""
+        if self.chat is None:
+            raise LatentBridgeError(f"message sections need a chat template ({self.name} is read without one)")
+        full, start, _, content_end = self._layout(prompt)
+        cue_start = len(full) - len(prompt.cue)
+        spans = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [(a < content_end and b > start) or b > cue_start for a, b in spans]
+
     def offsets(self, prompt: Prompt) -> list[tuple[int, int]]:
         """Each token of :meth:`target_text`'s ``prompt``: its character span in ``prompt.text`` (a token
         of the chat template's own text, outside the message, gets ``(0, 0)``)."""

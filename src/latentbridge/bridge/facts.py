@@ -151,6 +151,12 @@ def model_problems(recipe: Any, registry: Any) -> list[str]:
     if getattr(recipe.task.config, "chat_template", False):
         problems += [f"task.chat_template: the tokenizer of {f.name} has no chat template"
                      for f in (source, target) if not f.chat_template]
+        t = recipe.translator.config
+        if getattr(t, "chat_alignment", None) == "sections" and getattr(t, "include_response", False) \
+                and getattr(t, "alignment", None) == "retokenize":
+            problems.append("translator.include_response: not with chat templates and chat_alignment: sections "
+                            "(response tokens do not follow the sections' positions yet); set "
+                            "translator.chat_alignment=reencode")
     plugins = [("translator", recipe.translator.name, recipe.translator.config, "translator"),
                ("injection", recipe.injection.name, recipe.injection.config, "injection"),
                ("task", recipe.task.name, recipe.task.config, "task")]

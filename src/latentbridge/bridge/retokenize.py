@@ -11,8 +11,11 @@ of one cache is fused with position ``i`` of the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from latentbridge.errors import LatentBridgeError
 
 _ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 
@@ -60,3 +63,127 @@ def retokenize(receiver: Any, sharer: Any, ids: Sequence[int], strategy: str = "
             memo[token_id] = _one(receiver, sharer, token_id, strategy, special)
         out.append(memo[token_id])
     return out
+
+
+@dataclass(frozen=True)
+class Sections:
+    """One row aligned by chat sections, as the C2C authors' ``align_chat_messages`` aligns a templated
+    conversation: the sequence alternates template and message sections (``template`` lengths: one more than
+    the message sections, the first and last possibly empty). Each model keeps its own template tokens, and a
+    template section takes the longer of the two models' lengths (the shorter padded at its end); in a message
+    section the sharer reads the receiver's tokens re-encoded, one for one. Positions count the padding: both
+    models' tokens sit at the positions of the padded sequence (here without the pad tokens themselves, which
+    the authors mask out)."""
+
+    ids: list[int]  # the sharer's row: its own template tokens, the receiver's message tokens re-encoded
+    positions: list[int]  # the sharer's positions
+    template: list[int]  # the sharer's template section lengths
+    message_slots: list[int]  # the sharer row's index of each message token, in order
+    received: list[int]  # the receiver row's index of each message token, in the same order
+
+
+def runs(flags: Sequence[bool]) -> tuple[list[int], list[int]]:
+    """A row's template and message section lengths (alternating, template first and last, maybe empty)."""
+    template, message = [0], []
+    for i, flag in enumerate(flags):
+        if flag:
+            if i == 0 or not flags[i - 1]:
+                message.append(0)
+            message[-1] += 1
+        else:
+            if i > 0 and flags[i - 1]:
+                template.append(0)
+            template[-1] += 1
+    if flags and flags[-1]:
+        template.append(0)
+    return template, message
+
+
+def aligned_positions(flags: Sequence[bool], other_template: Sequence[int]) -> tuple[list[int], int]:
+    """Positions of a row's tokens (``flags``: True on message tokens) in the padded sequence it shares with a
+    row of ``other_template`` template section lengths (a missing section counts as empty), and that
+    sequence's length (where what follows it, a response, starts)."""
+    template, message = runs(flags)
+    positions, cursor = [], 0
+    for i, length in enumerate(template):
+        positions += range(cursor, cursor + length)
+        cursor += max(length, other_template[i] if i < len(other_template) else 0)
+        if i < len(message):
+            positions += range(cursor, cursor + message[i])
+            cursor += message[i]
+    return positions, cursor
+
+
+def align_sections(receiver_ids: Sequence[int], receiver_flags: Sequence[bool], sharer_ids: Sequence[int],
+                   sharer_flags: Sequence[bool], reencode: Callable[[list[int]], list[int]]) -> Sections:
+    """The sharer's row for a receiver row (see :class:`Sections`); ``reencode``: receiver ids -> sharer ids,
+    one each (:func:`retokenize`). Both rows must have as many message sections."""
+    r_template, r_message = runs(receiver_flags)
+    s_template, s_message = runs(sharer_flags)
+    if len(r_message) != len(s_message):
+        raise LatentBridgeError(f"c2c chat alignment: the receiver's template splits the prompt into {len(r_message)} "
+                                f"message sections, the sharer's into {len(s_message)} (chat_alignment: reencode "
+                                "reads the receiver's template tokens re-encoded instead)")
+    received = reencode([t for t, f in zip(receiver_ids, receiver_flags, strict=True) if f])
+    ids, slots, at, taken = [], [], 0, 0
+    for i, length in enumerate(s_template):
+        ids += sharer_ids[at : at + length]
+        at += length
+        if i < len(s_message):
+            n = r_message[i]
+            slots += range(len(ids), len(ids) + n)
+            ids += received[taken : taken + n]
+            taken += n
+            at += s_message[i]
+    flags = [False] * len(ids)
+    for slot in slots:
+        flags[slot] = True
+    received_at = [i for i, f in enumerate(receiver_flags) if f]
+    return Sections(ids, aligned_positions(flags, r_template)[0], s_template, slots, received_at)
+
+
+def section_offsets(sections: Sections, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The character span of each token of the sharer's row (``spans``: the receiver row's): a message token
+    has its receiver token's, a template token none."""
+    out = [(0, 0)] * len(sections.ids)
+    for slot, at in zip(sections.message_slots, sections.received, strict=True):
+        out[slot] = tuple(spans[at])
+    return out
+
+
+_SHARED: dict[tuple[int, int], bool] = {}
+
+
+def share_vocabulary(receiver: Any, sharer: Any) -> bool:
+    """Whether two tokenizers have one vocabulary (their tokens apart from the added ones, with the same ids):
+    the pairs for which the C2C authors' recipes leave alignment off (``is_do_alignment: false``)."""
+    key = (id(receiver), id(sharer))
+    if key not in _SHARED:
+        vocab = [getattr(t, "backend_tokenizer", None) for t in (receiver, sharer)]
+        _SHARED[key] = None not in vocab and \
+            vocab[0].get_vocab(with_added_tokens=False) == vocab[1].get_vocab(with_added_tokens=False)
+    return _SHARED[key]
+
+
+def by_sections(bridge: Any, setting: str) -> bool:
+    """Whether c2c's ``chat_alignment`` ``setting`` aligns this bridge's prompts by chat sections."""
+    if bridge.target_encoder.chat is None or setting == "reencode":
+        return False
+    return setting == "sections" or not share_vocabulary(bridge.target.tokenizer, bridge.source.tokenizer)
+
+
+def sharer_rows(bridge: Any, prompts: Sequence[Any], strategy: str, memo: dict[int, int],
+                sections: bool) -> tuple[list[list[int]], list[Sections] | None]:
+    """The rows the sharer reads for ``prompts`` under c2c's alignment: the receiver's prompt tokens re-encoded,
+    or (``sections``) its own template around the receiver's message tokens re-encoded (:func:`align_sections`,
+    the rows' :class:`Sections` beside them)."""
+    target, source = bridge.target_encoder, bridge.source_encoder
+
+    def reencode(ids: list[int]) -> list[int]:
+        return retokenize(bridge.target.tokenizer, bridge.source.tokenizer, ids, strategy, memo)
+
+    if not sections:
+        return [reencode(target.prompt_ids(p)) for p in prompts], None
+    aligned = [align_sections(target.prompt_ids(p), target.message_flags(p), source.prompt_ids(p),
+                              source.message_flags(p), reencode) for p in prompts]
+    return [s.ids for s in aligned], aligned

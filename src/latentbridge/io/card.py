@@ -23,6 +23,9 @@ LATER_DEFAULT_SYSTEMS = ("covgauss", "randomrot")
 
 # translator fields added later, by translator: at these values a recipe is the one it was before them
 LATER_TRANSLATOR_DEFAULTS = {"c2c": {"include_response": False, "dtype": "auto"}}
+# translator fields added later that only chat templates read: left out at their default where the task has none
+# (a recipe with chat templates hashes anew: the added field's default changed what it does)
+UNREAD_WITHOUT_CHAT = {"c2c": {"chat_alignment": "auto"}}
 # the soft-token fields every translator config had before SoftTokenConfig (by translator: their default)
 FORMER_SOFT_FIELDS = {"scale": "target_rms", "target_rms": None}
 FORMER_SOFT_DEFAULTS = {"ac": {"scale": "none"}}
@@ -49,6 +52,11 @@ def recipe_hash(recipe_dict: dict[str, Any]) -> str:
     translator = data.get("translator")
     if isinstance(translator, dict) and "name" in translator:
         data["translator"] = _translator_as_hashed_before(translator)
+        task = data.get("task")
+        if not (isinstance(task, dict) and task.get("chat_template")):  # without chat templates it changes nothing
+            for key, default in UNREAD_WITHOUT_CHAT.get(translator["name"], {}).items():
+                if data["translator"].get(key) == default:
+                    data["translator"] = {k: v for k, v in data["translator"].items() if k != key}
     evaluation = data.get("eval")
     if isinstance(evaluation, dict) and isinstance(evaluation.get("systems"), list):
         data["eval"] = {**evaluation, "systems": [s for s in evaluation["systems"] if s not in LATER_DEFAULT_SYSTEMS]}

@@ -1,0 +1,234 @@
+"""c2c under chat templates, as the C2C authors align a templated conversation (``chat_alignment: sections``):
+each model reads its own template, the sharer the receiver's message tokens re-encoded, template sections
+padded to the longer of the two in positions, only message tokens fused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentbridge.bridge.retokenize import align_sections, aligned_positions, runs
+
+from .c2c_sections_reference import PAD, align_chat
+from .test_chat_template import with_chat_templates
+
+
+@pytest.fixture
+def chat_pair(random_pair, tmp_path):
+    return with_chat_templates(random_pair, tmp_path)
+
+
+@st.composite
+def two_rows(draw):
+    """A receiver row and a sharer row with as many message sections, templates of any lengths (the outer ones
+    empty on both sides or on neither, as the authors' alignment needs)."""
+    m = draw(st.integers(1, 3))
+    outer = [draw(st.booleans()), draw(st.booleans())]
+
+    def row(offset):
+        ids, flags = [], []
+        for i in range(m + 1):
+            empty = (i == 0 and not outer[0]) or (i == m and not outer[1])
+            n = 0 if empty else draw(st.integers(1, 5))
+            ids += [offset + len(ids) + j for j in range(n)]
+            flags += [False] * n
+            if i < m:
+                k = draw(st.integers(1, 4))
+                ids += [offset + len(ids) + j for j in range(k)]
+                flags += [True] * k
+        return ids, flags
+
+    return (*row(100), *row(500))
+
+
+@settings(max_examples=200, deadline=None)
+@given(two_rows())
+def test_sections_agree_with_the_authors_alignment(rows):
+    receiver_ids, receiver_flags, sharer_ids, sharer_flags = rows
+    reencode = lambda ids: [i + 10_000 for i in ids]  # noqa: E731  (one sharer id per receiver id)
+    r_pad, s_pad, message = align_chat(receiver_ids, receiver_flags, sharer_ids, sharer_flags, reencode)
+    got = align_sections(receiver_ids, receiver_flags, sharer_ids, sharer_flags, reencode)
+    # the sharer's row: the authors' without its pads, at the positions their padded row gives it
+    assert got.ids == [t for t in s_pad if t != PAD]
+    assert got.positions == [i for i, t in enumerate(s_pad) if t != PAD]
+    # the receiver's tokens at the positions of the authors' padded receiver row, the response after it all
+    positions, end = aligned_positions(receiver_flags, got.template)
+    assert positions == [i for i, t in enumerate(r_pad) if t != PAD] and end == len(r_pad)
+    # a message token and its re-encoding share a position; template tokens are never paired
+    slots_at = [got.positions[s] for s in got.message_slots]
+    assert slots_at == [positions[r] for r in got.received]
+    assert [got.ids[s] for s in got.message_slots] == [receiver_ids[r] + 10_000 for r in got.received]
+    assert sum(message) == len(got.message_slots) == sum(receiver_flags)
+
+
+def test_runs_split_a_row_into_template_and_message_sections():
+    assert runs([False, False, True, True, False, True]) == ([2, 1, 0], [2, 1])
+    assert runs([True, False]) == ([0, 1], [1])
+    assert runs([]) == ([0], [])
+
+
+def test_rows_with_other_message_sections_are_one_clear_error():
+    from latentbridge.errors import LatentBridgeError
+
+    with pytest.raises(LatentBridgeError, match="into 1 message sections, the sharer's into 2"):
+        align_sections([1, 2, 3], [False, True, False], [4, 5, 6, 7], [True, False, True, False], lambda i: i)
+
+
+def _fused_keys(exp, prompts):
+    """Each layer's keys of the target's prompt cache as the c2c layout fuses them (``b heads t d``)."""
+    import torch
+
+    with torch.no_grad():
+        inputs = exp.bridge.bridged_inputs(exp.bridge.message(prompts), prompts, with_answer=False)
+    cache = next(iter(inputs.cache().values()))
+    return [layer.keys.clone() for layer in cache.layers]
+
+
+def test_the_sharer_reads_its_own_template_and_only_message_tokens_are_fused(families):
+    """qwen3 -> gemma2 through their chat templates (ChatML and Gemma's, of other lengths): the sharer's row
+    is its own template around the receiver's message tokens re-encoded; in the fused cache the template
+    tokens keep the target's own keys and the message tokens change."""
+    import torch
+
+    from latentbridge.bridge.retokenize import retokenize
+
+    from .test_kv_conformance import experiment_for, prompts_of
+
+    exp = experiment_for(families, "gemma2", "target", "c2c_chat", "float32")
+    bridge = exp.bridge
+    prompts = prompts_of(exp, 2)
+    states = bridge.source_states(prompts)
+    gaps = 0
+    for prompt, sections in zip(prompts, states.sections, strict=True):
+        own, own_flags = bridge.source_encoder.prompt_ids(prompt), bridge.source_encoder.message_flags(prompt)
+        slots = set(sections.message_slots)
+        assert [t for i, t in enumerate(sections.ids) if i not in slots] == [t for t, f in zip(own, own_flags, strict=True) if not f]
+        ids, flags = bridge.target_encoder.prompt_ids(prompt), bridge.target_encoder.message_flags(prompt)
+        assert sum(flags) > 0 and not all(flags)
+        received = [t for t, f in zip(ids, flags, strict=True) if f]
+        assert [sections.ids[s] for s in sections.message_slots] == retokenize(
+            bridge.target.tokenizer, bridge.source.tokenizer, received)
+        positions, _ = aligned_positions(flags, sections.template)
+        gaps += positions[-1] + 1 - len(positions)
+    assert gaps > 0  # the two templates differ in length: the padding shows in the positions
+    fused = _fused_keys(exp, prompts)
+    saved = {k: v.clone() for k, v in exp.translator.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for fuser in exp.translator.fusers.values():
+                for part in ("key", "value"):
+                    fuser.part(part, "proj_out").weight.zero_()
+                    fuser.part(part, "proj_out").bias.zero_()
+        own = _fused_keys(exp, prompts)
+    finally:
+        exp.translator.load_state_dict(saved)
+    width = own[0].shape[2]
+    for r, prompt in enumerate(prompts):
+        flags = bridge.target_encoder.message_flags(prompt)[:-1]  # the last token is the input's, not cached
+        columns = range(width - len(flags), width)
+        changed = [bool((fused[-1][r, :, c] - own[-1][r, :, c]).abs().max() > 1e-6) for c in columns]
+        assert changed == flags
+
+
+def test_the_controls_read_another_prompts_sections(families):
+    """shuffled and null: the source read another prompt, whose message tokens the receiver's spread over; the
+    receiver keeps its own positions (its template against the sharer's)."""
+    import torch
+
+    from .test_kv_conformance import experiment_for, prompts_of
+
+    exp = experiment_for(families, "gemma2", "target", "c2c_chat", "float32")
+    bridge = exp.bridge
+    prompts = prompts_of(exp, 3)
+    with torch.no_grad():
+        message = bridge.message(prompts[1:] + prompts[:1])  # each row: another item's source states
+        inputs = bridge.bridged_inputs(message, prompts, with_answer=True)
+        assert torch.isfinite(inputs.forward(bridge.target.model).logits).all()
+        alone = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=True)
+    torch.testing.assert_close(inputs.position_ids, alone.position_ids)  # the receiver's own positions
+
+
+def test_include_response_with_chat_sections_is_refused_by_validate(chat_pair, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from latentbridge.cli import app
+
+    from .helpers import recipe_dict
+
+    data = recipe_dict(chat_pair, "translator.name=c2c", "translator.hidden=16", "translator.intermediate=16",
+                       "injection=fused_prompt", "task.chat_template=true", "translator.include_response=true",
+                       "train.steps=2", "train.warmup_steps=0", "eval.every=2", "eval.n=2", "eval.dev_n=2")
+    setting = lambda value: {**data, "translator": {**data["translator"], "chat_alignment": value}}  # noqa: E731
+    (tmp_path / "r.yaml").write_text(json.dumps(setting("sections")))
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 2 and "translator.chat_alignment=reencode" in result.output, result.output
+    (tmp_path / "ok.yaml").write_text(json.dumps(setting("reencode")))
+    assert CliRunner().invoke(app, ["validate", str(tmp_path / "ok.yaml")]).exit_code == 0
+    # auto, on a pair of two tokenizers (sections): the first step says so in one line, exit 2
+    (tmp_path / "auto.yaml").write_text(json.dumps(setting("auto")))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "auto.yaml"), f"run_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 2 and "the two tokenizers differ" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_auto_reads_the_receivers_ids_where_the_tokenizers_share_a_vocabulary(families):
+    """One vocabulary (the C2C authors' Qwen pairs, alignment off): the sharer reads the receiver's own ids,
+    template included, at the receiver's positions; two vocabularies: sections."""
+    import json
+
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.overrides import apply_overrides
+    from latentbridge.config.recipe import validate_recipe
+
+    from .test_kv_conformance import BASE, KINDS, experiment_for, prompts_of
+
+    data = json.loads(json.dumps(BASE))
+    folder = str(families.folders["qwen3"])
+    data["models"] = {"source": folder, "target": folder, "device": "cpu", "dtype": "float32"}
+    exp = Experiment.build(validate_recipe(apply_overrides(data, KINDS["c2c_chat"])))
+    from latentbridge.bridge.retokenize import by_sections, sharer_rows
+
+    bridge = exp.bridge
+    prompts = prompts_of(exp, 2)
+    assert bridge.source_states(prompts).sections is None and not by_sections(bridge, "auto")
+    rows, aligned = sharer_rows(bridge, prompts, "first", {}, by_sections(bridge, "auto"))
+    assert aligned is None and rows == [bridge.target_encoder.prompt_ids(p) for p in prompts]
+    assert by_sections(bridge, "sections")  # asked for, whatever the vocabularies
+    other = experiment_for(families, "gemma2", "target", "c2c_chat", "float32")
+    assert by_sections(other.bridge, "auto") and not by_sections(other.bridge, "reencode")
+
+
+def test_recipes_without_chat_templates_hash_as_before_the_option():
+    """chat_alignment changes nothing without chat templates: such a c2c recipe hashes as before the option (its
+    runs resume); with chat templates the default changed what a recipe does, so it hashes anew."""
+    from latentbridge.io.card import recipe_hash
+
+    before = {"task": {"name": "arith"}, "translator": {"name": "c2c", "hidden": 16}}
+    now = {"task": {"name": "arith"}, "translator": {"name": "c2c", "hidden": 16, "chat_alignment": "auto"}}
+    assert recipe_hash(now) == recipe_hash(before)
+    other = {**now, "translator": {**now["translator"], "chat_alignment": "reencode"}}
+    assert recipe_hash(other) != recipe_hash(before)
+    chat = {"task": {"name": "arith", "chat_template": True}}
+    assert recipe_hash({**now, **chat}) != recipe_hash({**before, **chat})
+
+
+def test_earlier_turns_have_no_text_to_align_by_last_character(chat_pair):
+    import dataclasses
+
+    import torch
+
+    from latentbridge.errors import LatentBridgeError
+
+    from .helpers import make_experiment
+
+    exp = make_experiment(chat_pair, "translator.name=c2c", "translator.hidden=16", "translator.intermediate=16",
+                          "injection=fused_prompt", "task.chat_template=true", "translator.alignment=last_character")
+    prompt = exp.task.prompt(exp.task.examples("test")[0])
+    turned = dataclasses.replace(prompt, turns=(("system", "Be brief."),))
+    with torch.no_grad():
+        exp.bridge.bridged_inputs(exp.bridge.message([prompt]), [prompt], with_answer=False)  # without turns: fine
+        with pytest.raises(LatentBridgeError, match="no text to align them by with alignment: last_character"):
+            exp.bridge.bridged_inputs(exp.bridge.message([turned]), [turned], with_answer=False)
