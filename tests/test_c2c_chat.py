@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from latentbridge.bridge.retokenize import align_sections, aligned_positions, runs
 
 from .c2c_sections_reference import PAD, align_chat
+from .c2c_sections_reference import sections as sections_of
 from .test_chat_template import with_chat_templates
 
 
@@ -125,10 +126,14 @@ def test_the_sharer_reads_its_own_template_and_only_message_tokens_are_fused(fam
         exp.translator.load_state_dict(saved)
     width = own[0].shape[2]
     for r, prompt in enumerate(prompts):
-        flags = bridge.target_encoder.message_flags(prompt)[:-1]  # the last token is the input's, not cached
-        columns = range(width - len(flags), width)
+        flags = bridge.target_encoder.message_flags(prompt)
+        # the cache ends with the user's message: the last section (the template's closing, the cue) is the input
+        runs_of = sections_of(flags)
+        cut = max(end for is_message, _, end in runs_of[:-1] if is_message)
+        assert not runs_of[-1][0] or runs_of[-2][0] is False  # a cue after the closing: not fused
+        columns = range(width - cut, width)
         changed = [bool((fused[-1][r, :, c] - own[-1][r, :, c]).abs().max() > 1e-6) for c in columns]
-        assert changed == flags
+        assert changed == flags[:cut] and any(changed)
 
 
 def test_the_controls_read_another_prompts_sections(families):
@@ -232,3 +237,55 @@ def test_earlier_turns_have_no_text_to_align_by_last_character(chat_pair):
         exp.bridge.bridged_inputs(exp.bridge.message([prompt]), [prompt], with_answer=False)  # without turns: fine
         with pytest.raises(LatentBridgeError, match="no text to align them by with alignment: last_character"):
             exp.bridge.bridged_inputs(exp.bridge.message([turned]), [turned], with_answer=False)
+
+
+@pytest.mark.parametrize("target", ["gemma2", "llama3"])  # qwen3 -> gemma2: the receiver padded; olmo2 -> llama3: the sharer
+def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(families, target):
+    """The sharer's cache is its own pass over its row at the padded sequence's positions, and each fused message
+    entry is the fuser applied to the receiver's entry and the sharer's entry of that token's re-encoding."""
+    import torch
+    from transformers import DynamicCache
+
+    from latentbridge.bridge.models import cache_of, with_cache
+
+    from .test_kv_conformance import experiment_for, prompts_of
+
+    exp = experiment_for(families, target, "target", "c2c_chat", "float32")
+    bridge = exp.bridge
+    prompts = prompts_of(exp, 2)
+    with torch.no_grad():
+        message = bridge.message(prompts)
+        sharer = bridge.source.model
+        gaps = [s.positions[-1] + 1 - len(s.positions) for s in message.sections]
+        assert (max(gaps) > 0) == (target == "llama3")  # the sharer's own row skips positions where it is shorter
+        for r, sections in enumerate(message.sections):
+            real = message.mask[r].bool()
+            out = sharer(input_ids=torch.tensor([sections.ids]), position_ids=torch.tensor([sections.positions]),
+                         use_cache=True, **with_cache(sharer, DynamicCache()))
+            own_keys = cache_of(out).layers[-1].keys[0]
+            torch.testing.assert_close(message.keys[-1][r][:, real], own_keys, atol=1e-4, rtol=1e-4)
+        fused = _fused_keys(exp, prompts)
+        saved = {k: v.clone() for k, v in exp.translator.state_dict().items()}
+        try:
+            for fuser in exp.translator.fusers.values():
+                for part in ("key", "value"):
+                    fuser.part(part, "proj_out").weight.zero_()
+                    fuser.part(part, "proj_out").bias.zero_()
+            inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False)
+            own = [(layer.keys.clone(), layer.values.clone()) for layer in next(iter(inputs.cache().values())).layers]
+        finally:
+            exp.translator.load_state_dict(saved)
+        layer = max(t for t, s in enumerate(message.layers) if s is not None)
+        sk, sv = message.keys[message.layers[layer]], message.values[message.layers[layer]]
+        width = own[layer][0].shape[2]
+        for r, (prompt, sections) in enumerate(zip(prompts, message.sections, strict=True)):
+            flags = bridge.target_encoder.message_flags(prompt)
+            runs_of = sections_of(flags)
+            cut = max(end for is_message, _, end in runs_of[:-1] if is_message)
+            start_src = message.mask.shape[1] - int(message.mask[r].sum())
+            received = [i for i in range(cut) if flags[i]]
+            for i, slot in zip(received, sections.message_slots, strict=False):
+                c, s = width - cut + i, start_src + slot
+                ok, ov = own[layer][0][r : r + 1, :, c : c + 1], own[layer][1][r : r + 1, :, c : c + 1]
+                expected, _ = message.fuse(layer, ok, ov, sk[r : r + 1, :, s : s + 1], sv[r : r + 1, :, s : s + 1])
+                torch.testing.assert_close(fused[layer][r : r + 1, :, c : c + 1], expected, atol=1e-5, rtol=1e-5)

@@ -43,6 +43,9 @@ KINDS = {
     # c2c through both models' chat templates, aligned by the authors' sections (families with templates only)
     "c2c_chat": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16", "injection=fused_prompt",
                  "task.shots=2", "task.chat_template=true"],
+    # the same without a cue: the prompt ends with the template's assistant opening (lm-eval's chat requests)
+    "c2c_chat_nocue": ["translator.name=c2c", "translator.hidden=16", "translator.intermediate=16",
+                       "injection=fused_prompt", "task.shots=2", "task.chat_template=true", "task.cue=''"],
     # a context split: the source reads three facts and the question, the target the question only
     "kv_translate": ["task=passages", "task.n_facts=3", "translator=kv_translate", "translator.hidden=16",
                      "injection=soft_plus_text"],
@@ -84,7 +87,7 @@ CASES = [(name, role, kind, dtype) for name in NAMES for role in ("target", "sou
          for dtype in ("float32", "bfloat16")
          # kv_translate moves keys between rotary positions: both models rotary (validate refuses the others)
          if (kind != "kv_translate" or all(FAMILIES[m][0].rotary for m in _pair(name, role)))
-         and (kind != "c2c_chat" or all(FAMILIES[m][0].chat for m in _pair(name, role)))]
+         and (not kind.startswith("c2c_chat") or all(FAMILIES[m][0].chat for m in _pair(name, role)))]
 TOL = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
@@ -108,7 +111,7 @@ def teacher_forced(model, inputs, tokens: torch.Tensor) -> torch.Tensor:
     with inputs.patched(model):
         out = model(**inputs.model_kwargs(), use_cache=True)
         past, logits = cache_of(out), [out.logits[:, -1]]
-        mask, pos = inputs.attention_mask, inputs.position_ids[:, -1:] + 1
+        mask, pos = inputs.attention_mask, inputs.first_new_position()
         for i in range(tokens.shape[1]):
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             if inputs.step is not None:  # as greedy_generate does
@@ -171,16 +174,22 @@ def test_the_training_layout_equals_the_generation_layout(families, name, role, 
                                        rtol=TOL[dtype])
 
 
-def padded_row(bridge, prompt, answer: list[int]) -> tuple[list[int], list[int]]:
+def padded_row(bridge, prompt, answer: list[int]) -> tuple[list[int], list[int], list[int]]:
     """The receiver's row as the authors pad it (tests/c2c_sections_reference.py; the sharer reading its own
-    template), then the answer: its ids (pads as the target's pad id) and attention mask."""
+    template), then the answer at the positions after it: ids (pads as the target's pad id), attention mask,
+    positions. Pads that end the prompt are left out (their positions stay empty): the authors' row predicts the
+    first answer token from its last slot, a pad there; here it is predicted from the last real token."""
     from .c2c_sections_reference import PAD, align_chat
 
     t, s = bridge.target_encoder, bridge.source_encoder
     padded, _, _ = align_chat(t.prompt_ids(prompt), t.message_flags(prompt), s.prompt_ids(prompt),
                               s.message_flags(prompt), lambda ids: ids)
-    row = padded + answer
-    return [bridge.target.pad_id if i == PAD else i for i in row], [int(i != PAD) for i in row]
+    kept = len(padded)
+    while padded[kept - 1] == PAD:
+        kept -= 1
+    row = padded[:kept] + answer
+    positions = [*range(kept), *range(len(padded), len(padded) + len(answer))]
+    return [bridge.target.pad_id if i == PAD else i for i in row], [int(i != PAD) for i in row], positions
 
 
 def _answer_logits(inputs, logits: torch.Tensor, r: int) -> torch.Tensor:
@@ -190,7 +199,7 @@ def _answer_logits(inputs, logits: torch.Tensor, r: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("name", "role", "kind", "dtype"),
-                         [c for c in CASES if c[2] in ("c2c", "c2c_response", "c2c_chat")])
+                         [c for c in CASES if c[2] in ("c2c", "c2c_response", "c2c_chat", "c2c_chat_nocue")])
 def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, kind, dtype):
     """c2c whose fusers add nothing: every row of a padded batch gets the logits of the target reading its
     own prompt and answer, as plain text (under chat templates, at the positions of the authors' padded
@@ -210,10 +219,10 @@ def test_a_zero_fuser_reads_as_the_target_alone(families, name, role, kind, dtyp
             for r, p in enumerate(prompts):
                 text = bridge.target_encoder.target_text(p)
                 ids = [*text.prefix, *text.prompt, *text.answer]
-                if kind == "c2c_chat":  # the authors' padded row itself: its pads masked out, positions 0 .. n-1
-                    ids, mask = padded_row(bridge, p, list(text.answer))
+                if kind.startswith("c2c_chat"):  # the authors' padded row itself: its pads masked out, positions 0 .. n-1
+                    ids, mask, positions = padded_row(bridge, p, list(text.answer))
                     alone = target.model(input_ids=torch.tensor([ids]), attention_mask=torch.tensor([mask]),
-                                         position_ids=torch.arange(len(ids))[None]).logits[0].float()
+                                         position_ids=torch.tensor([positions])).logits[0].float()
                 else:
                     alone = target.model(input_ids=torch.tensor([ids])).logits[0].float()
                 n = len(text.answer)

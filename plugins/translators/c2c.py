@@ -36,7 +36,8 @@ token reads the sharer token holding its last character, special tokens included
 
 With chat templates (``chat_alignment``): ``sections`` aligns as the authors' ``align_chat_messages`` (their
 ``is_do_alignment``: each model reads its own template, the message tokens re-encoded, template sections
-padded to the longer in positions, only message tokens fused; :func:`latentbridge.bridge.retokenize.align_sections`),
+padded to the longer in positions, the cache fused up to the end of the user's message and the rest read with it;
+:func:`latentbridge.bridge.retokenize.align_sections`),
 ``reencode`` re-encodes every receiver token, template included (for one vocabulary, the receiver's own ids, as
 their sharer reads them with alignment off), ``auto`` picks ``reencode`` where the tokenizers share their
 vocabulary and ``sections`` otherwise. An earlier chat turn counts as template; ``include_response`` is not

@@ -47,7 +47,10 @@ class TargetInputs:
     that some layers must not see), a function of the model giving a context manager around every pass
     over these inputs and the decoding that continues them (:meth:`patched`, :meth:`forward`). ``step``: for a
     message that changes what each new token writes to the cache (c2c's ``include_response``), called before
-    every decoding step with the cache, the step's token ids (``b 1``), the attention mask and the positions."""
+    every decoding step with the cache, the step's token ids (``b 1``), the attention mask and the positions.
+    ``next_position``: ``b 1``, where the first token generated after these inputs goes (None: after the
+    input's last position; a layout whose prompt ends in positions it leaves empty sets it: c2c's chat
+    sections)."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
@@ -57,6 +60,11 @@ class TargetInputs:
     cache: Callable[[], dict[str, Any]] | None = None
     patch: Callable[[Any], AbstractContextManager[Any]] | None = None
     step: Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+    next_position: torch.Tensor | None = None
+
+    def first_new_position(self) -> torch.Tensor:
+        """``b 1``: the position of the first token generated after these inputs."""
+        return self.next_position if self.next_position is not None else self.position_ids[:, -1:] + 1
 
     def model_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -86,7 +86,6 @@ def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens:
             interrupt: Callable[[], bool] | None = None) -> list[Generation] | tuple[list[Generation], Kept]:
     b = inputs.inputs_embeds.shape[0]
     mask = inputs.attention_mask
-    positions = inputs.position_ids
     extra = {"output_hidden_states": True} if keep is not None else {}
     out = model(  # a key/value message's cache comes in model_kwargs; the text continues it
         **inputs.model_kwargs(), use_cache=True, logits_to_keep=1, **extra,  # only the last position's logits to start
@@ -99,7 +98,7 @@ def _decode(model: Any, tokenizer: Any, inputs: TargetInputs, *, max_new_tokens:
     texts = [""] * b
     why = ["length"] * b
     done = [False] * b
-    next_pos = positions[:, -1:] + 1
+    next_pos = inputs.first_new_position()
     for _ in range(max_new_tokens):
         if interrupt is not None and interrupt():
             raise DecodingInterrupted

@@ -26,7 +26,7 @@ from latentbridge.bridge.hide import hidden_from
 from latentbridge.bridge.layout import assemble, left_pad, positions_from_mask
 from latentbridge.bridge.models import cache_of, with_cache
 from latentbridge.bridge.response import ResponseFusion, ResponseSource, _flat, _heads
-from latentbridge.bridge.retokenize import aligned_positions
+from latentbridge.bridge.retokenize import aligned_positions, fused_end
 from latentbridge.errors import LatentBridgeError
 from latentbridge.nn.rope import rope_tables, rotate
 
@@ -174,7 +174,9 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
                      texts: Sequence[Any], prompts: Sequence[Any], response: ResponseSource | None = None) -> TargetInputs:
     """``[pad][bos][prompt[:-1]]`` fused, then ``[pad][last prompt token][answer]``: see the module. With
     ``message.response`` (``response``: the sharer and its re-encoding of the receiver's tokens), the input's
-    tokens are fused too, at every decoding step (:class:`ResponseFusion`)."""
+    tokens are fused too, at every decoding step (:class:`ResponseFusion`). Under chat sections
+    (``message.sections``) the fused part ends with the user's message (:func:`fused_end`): the template's
+    closing and the cue are the input, at the positions of the padded sequence, and the answer starts after it."""
     split = [_split_fused(r, len(t.prefix) + len(t.prompt)) for r, t in zip(rows, texts, strict=True)]
     reads = [r for r, _ in split]
     for read, text in zip(reads, texts, strict=True):
@@ -185,11 +187,14 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
     device = target.device
     if any(len(r) < 2 for r in reads):
         raise LatentBridgeError("kv_fusion: a prompt of fewer than two tokens has nothing to fuse")
-    ids, mask = left_pad([r[:-1] for r in reads], target.pad_id, device)
+    flags = [encoder.message_flags(p) for p in prompts] if message.sections is not None else None
+    cuts = [fused_end(f) for f in flags] if flags is not None else [len(r) - 1 for r in reads]
+    ids, mask = left_pad([r[:c] for r, c in zip(reads, cuts, strict=True)], target.pad_id, device)
     placed = None
-    if message.sections is not None:  # the chat sections' alignment: positions that count the padding
-        index, textless, placed = _by_sections(encoder, message, prompts, reads, ids.shape[1])
-        own = prefill(target.model, ids, mask, left_pad([p[:-1] for p, _ in placed], 0, device)[0])
+    if flags is not None:  # the chat sections' alignment: positions that count the padding
+        index, textless, placed = _by_sections(message, prompts, flags, cuts, ids.shape[1])
+        own = prefill(target.model, ids, mask, left_pad([p[:c] for (p, _), c in zip(placed, cuts, strict=True)],
+                                                        0, device)[0])
     else:
         if message.fuse_special and any(getattr(p, "turns", ()) for p in prompts):
             raise LatentBridgeError("kv_fusion: a prompt with earlier chat turns (lm-eval's --system_instruction, "
@@ -214,11 +219,16 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
         if keep_own is not None:  # the receiver's special and template tokens keep their own cache
             fused = tuple(torch.where(keep_own, own, new) for own, new in zip((ok, ov), fused, strict=True))
         kv.append(fused)
-    rows = [[Text([r[-1]]), *answer] for r, answer in zip(reads, answers, strict=True)]
-    if placed is not None:  # the prompt's last token at its place, what follows after the whole padded sequence
-        placed = [[p[-1], *range(end, end + sum(len(seg.ids) for seg in answer))]
-                  for (p, end), answer in zip(placed, answers, strict=True)]
-    inputs = _with_cache(target, kv, mask, rows, placed)
+    rows = [[Text(r[c:]), *answer] for r, c, answer in zip(reads, cuts, answers, strict=True)]
+    if placed is None:
+        inputs = _with_cache(target, kv, mask, rows)
+    else:  # the rest of the prompt at its places; what follows (the answer, generation) after the padded sequence
+        spots, nexts = [], []
+        for (positions, end), c, answer in zip(placed, cuts, answers, strict=True):
+            spots.append([*positions[c:], *range(end, end + sum(len(seg.ids) for seg in answer))])
+            nexts.append(max(spots[-1][-1] + 1, end))
+        inputs = _with_cache(target, kv, mask, rows, spots)
+        inputs.next_position = torch.tensor(nexts, device=device)[:, None]
     if message.response is not None:
         if response is None:
             raise LatentBridgeError("kv_fusion: fusing the response needs the sharer (the bridge's layout)")
@@ -250,30 +260,28 @@ def _by_character(encoder: Any, message: KVFusion, prompts: Sequence[Any], texts
     return index.to(device), textless.to(device)
 
 
-def _by_sections(encoder: Any, message: KVFusion, prompts: Sequence[Any], reads: Sequence[Sequence[int]],
+def _by_sections(message: KVFusion, prompts: Sequence[Any], flags: Sequence[Sequence[bool]], cuts: Sequence[int],
                  width: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[list[int], int]]]:
     """The chat sections' alignment (:class:`latentbridge.bridge.retokenize.Sections`): per fused slot of the
-    target's prompt, the source slot it reads and whether it is a template token (kept as the target's own);
-    per row, its tokens' positions in the padded sequence, then that sequence's length. A message token reads
-    its own re-encoding; for a source that read another prompt (the controls), the message tokens spread over
-    that prompt's in order."""
-    index = torch.zeros(len(reads), width, dtype=torch.long)
-    template = torch.ones(len(reads), width, dtype=torch.bool)
+    target's prompt (each row's first ``cuts[row]`` tokens, left-padded to ``width``), the source slot it reads
+    and whether it is a template token (kept as the target's own); per row, its tokens' positions in the padded
+    sequence and that sequence's length. A message token reads its own re-encoding; for a source that read
+    another prompt (the controls), the message tokens spread over that prompt's in order."""
+    index = torch.zeros(len(prompts), width, dtype=torch.long)
+    template = torch.ones(len(prompts), width, dtype=torch.bool)
     placed = []
     for row, prompt in enumerate(prompts):
-        flags, sections = encoder.message_flags(prompt), message.sections[row]
-        if len(flags) != len(reads[row]):
-            raise LatentBridgeError("c2c chat alignment: the target's prompt is not the one its sections were taken from")
-        placed.append(aligned_positions(flags, sections.template))
-        received = [i for i, f in enumerate(flags[:-1]) if f]  # the last token is the input's, never fused
+        sections = message.sections[row]
+        placed.append(aligned_positions(flags[row], sections.template))
+        received = [i for i in range(cuts[row]) if flags[row][i]]
         slots = sections.message_slots
         if message.text[row] == prompt.text:
             chosen = slots[: len(received)]
         else:
-            n = max(len([f for f in flags if f]), 1)
+            n = max(sum(flags[row]), 1)
             chosen = [slots[min(len(slots) - 1, m * len(slots) // n)] for m in range(len(received))] if slots else []
         start_src = message.mask.shape[1] - int(message.mask[row].sum())
-        column = width - (len(reads[row]) - 1)
+        column = width - cuts[row]
         for at, slot in zip(received, chosen, strict=False):
             index[row, column + at] = start_src + slot
             template[row, column + at] = False

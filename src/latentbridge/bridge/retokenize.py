@@ -99,6 +99,20 @@ def runs(flags: Sequence[bool]) -> tuple[list[int], list[int]]:
     return template, message
 
 
+def fused_end(flags: Sequence[bool]) -> int:
+    """Under chat sections, where the part of a row that c2c fuses ends: after the last message section that is
+    not the row's last section. The authors run a row section by section, fusing each message section's cache
+    before the next reads it; the last section (the template's closing, or a cue after it) is the input, read
+    with the fused cache and never fused. A row without such a section: before its last token."""
+    end, start = None, 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            if flags[start] and i < len(flags):
+                end = i
+            start = i
+    return end if end else len(flags) - 1
+
+
 def aligned_positions(flags: Sequence[bool], other_template: Sequence[int]) -> tuple[list[int], int]:
     """Positions of a row's tokens (``flags``: True on message tokens) in the padded sequence it shares with a
     row of ``other_template`` template section lengths (a missing section counts as empty), and that
@@ -151,25 +165,23 @@ def section_offsets(sections: Sections, spans: Sequence[tuple[int, int]]) -> lis
     return out
 
 
-_SHARED: dict[tuple[int, int], bool] = {}
-
-
 def share_vocabulary(receiver: Any, sharer: Any) -> bool:
     """Whether two tokenizers have one vocabulary (their tokens apart from the added ones, with the same ids):
     the pairs for which the C2C authors' recipes leave alignment off (``is_do_alignment: false``)."""
-    key = (id(receiver), id(sharer))
-    if key not in _SHARED:
-        vocab = [getattr(t, "backend_tokenizer", None) for t in (receiver, sharer)]
-        _SHARED[key] = None not in vocab and \
-            vocab[0].get_vocab(with_added_tokens=False) == vocab[1].get_vocab(with_added_tokens=False)
-    return _SHARED[key]
+    vocab = [getattr(t, "backend_tokenizer", None) for t in (receiver, sharer)]
+    return None not in vocab and vocab[0].get_vocab(with_added_tokens=False) == vocab[1].get_vocab(with_added_tokens=False)
 
 
 def by_sections(bridge: Any, setting: str) -> bool:
-    """Whether c2c's ``chat_alignment`` ``setting`` aligns this bridge's prompts by chat sections."""
+    """Whether c2c's ``chat_alignment`` ``setting`` aligns this bridge's prompts by chat sections (``auto``: the
+    vocabularies compared once per bridge)."""
     if bridge.target_encoder.chat is None or setting == "reencode":
         return False
-    return setting == "sections" or not share_vocabulary(bridge.target.tokenizer, bridge.source.tokenizer)
+    if setting == "sections":
+        return True
+    if getattr(bridge, "_shares_vocabulary", None) is None:
+        bridge._shares_vocabulary = share_vocabulary(bridge.target.tokenizer, bridge.source.tokenizer)
+    return not bridge._shares_vocabulary
 
 
 def sharer_rows(bridge: Any, prompts: Sequence[Any], strategy: str, memo: dict[int, int],

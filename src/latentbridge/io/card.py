@@ -53,7 +53,8 @@ def recipe_hash(recipe_dict: dict[str, Any]) -> str:
     if isinstance(translator, dict) and "name" in translator:
         data["translator"] = _translator_as_hashed_before(translator)
         task = data.get("task")
-        if not (isinstance(task, dict) and task.get("chat_template")):  # without chat templates it changes nothing
+        chat = isinstance(task, dict) and task.get("chat_template") and translator.get("alignment") != "last_character"
+        if not chat:  # without chat templates (or with c2c's last_character alignment) it changes nothing
             for key, default in UNREAD_WITHOUT_CHAT.get(translator["name"], {}).items():
                 if data["translator"].get(key) == default:
                     data["translator"] = {k: v for k, v in data["translator"].items() if k != key}
