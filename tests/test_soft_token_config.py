@@ -61,8 +61,9 @@ def test_a_recipe_naming_the_old_fields_for_a_cache_translator_still_reads(caplo
 
 
 def test_a_committed_run_folder_of_a_cache_translator_still_loads(caplog):
-    """Run folders written before the move name ``scale: target_rms, target_rms: null`` for kv_prefix."""
-    path = REPO / "benchmarks/results/runs/communicate_arith_kv/arith_relay-seed0/recipe.yaml"
+    """Run folders written before the move name ``scale: target_rms, target_rms: null`` for kv_prefix (this
+    recipe.yaml is a kept run's, as committed at 54bfbec under benchmarks/results/runs/communicate_arith_kv/)."""
+    path = REPO / "tests/data/recipes_before/kv_prefix_run.yaml"
     assert "scale: target_rms" in path.read_text()
     with caplog.at_level(logging.WARNING, logger="latentbridge"):
         recipe = load_recipe(path)
