@@ -135,6 +135,7 @@ class Bridge:
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
         self.leads = LeadCache()  # the target's cached lead (a shared few-shot header), run once
         self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token
+        self._shares_vocabulary: bool | None = None  # c2c's chat_alignment auto: found on first use (retokenize.py)
 
     # -- source side ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class PromptEncoder:
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self._target_text = lru_cache(maxsize=None)(self._encode_target)
         self._opening = lru_cache(maxsize=64)(self._opening)  # type: ignore[method-assign]  # per conversation
+        self._flags = lru_cache(maxsize=None)(self._message_flags)  # read by the sharer's rows and the layout
 
     def _special_prefix(self) -> list[int]:
         probe = "Question: 1"
@@ -57,14 +58,14 @@ class PromptEncoder:
         return before, after
 
     def _render(self, content: str, turns: tuple[tuple[str, str], ...] = ()) -> str:
-        messages = [*({"role": role, "content": text} for role, text in turns), {"role": "user", "content": content}]
-        if not turns:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         import jinja2
 
+        messages = [*({"role": role, "content": text} for role, text in turns), {"role": "user", "content": content}]
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except jinja2.exceptions.TemplateError as error:  # e.g. a template without a system role
+            if not turns:
+                raise
             roles = [role for role, _ in turns]
             raise LatentBridgeError(f"the chat template of {self.name} refuses a conversation whose earlier turns are "
                                     f"{roles}: {error}") from None
@@ -124,10 +125,13 @@ class PromptEncoder:
         content counts as template here."""
         if self.chat is None:
             raise LatentBridgeError(f"message sections need a chat template ({self.name} is read without one)")
+        return list(self._flags(prompt))
+
+    def _message_flags(self, prompt: Prompt) -> tuple[bool, ...]:
         full, start, _, content_end = self._layout(prompt)
         cue_start = len(full) - len(prompt.cue)
         spans = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return [(a < content_end and b > start) or b > cue_start for a, b in spans]
+        return tuple((a < content_end and b > start) or b > cue_start for a, b in spans)
 
     def offsets(self, prompt: Prompt) -> list[tuple[int, int]]:
         """Each token of :meth:`target_text`'s ``prompt``: its character span in ``prompt.text`` (a token

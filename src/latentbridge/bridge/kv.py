@@ -187,6 +187,9 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
     device = target.device
     if any(len(r) < 2 for r in reads):
         raise LatentBridgeError("kv_fusion: a prompt of fewer than two tokens has nothing to fuse")
+    if message.response is not None and message.sections is not None:  # validate refuses sections; auto gets here
+        raise LatentBridgeError("kv_fusion: include_response with chat templates aligned by sections (the two "
+                                "tokenizers differ) is not supported yet; set translator.chat_alignment=reencode")
     flags = [encoder.message_flags(p) for p in prompts] if message.sections is not None else None
     cuts = [fused_end(f) for f in flags] if flags is not None else [len(r) - 1 for r in reads]
     ids, mask = left_pad([r[:c] for r, c in zip(reads, cuts, strict=True)], target.pad_id, device)
@@ -232,9 +235,6 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
     if message.response is not None:
         if response is None:
             raise LatentBridgeError("kv_fusion: fusing the response needs the sharer (the bridge's layout)")
-        if placed is not None:  # validate refuses chat_alignment: sections; auto resolves to it here
-            raise LatentBridgeError("kv_fusion: include_response with chat templates aligned by sections (the two "
-                                    "tokenizers differ) is not supported yet; set translator.chat_alignment=reencode")
         fusion = ResponseFusion(target, response, message, own, mask)
         ids = [[i for seg in row for i in seg.ids] for row in rows]  # [last prompt token][answer], Text only
         first = fusion.first_block(ids, inputs.attention_mask[:, mask.shape[1]:], inputs.position_ids)

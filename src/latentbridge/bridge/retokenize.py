@@ -104,13 +104,14 @@ def fused_end(flags: Sequence[bool]) -> int:
     not the row's last section. The authors run a row section by section, fusing each message section's cache
     before the next reads it; the last section (the template's closing, or a cue after it) is the input, read
     with the fused cache and never fused. A row without such a section: before its last token."""
-    end, start = None, 0
-    for i in range(1, len(flags) + 1):
-        if i == len(flags) or flags[i] != flags[start]:
-            if flags[start] and i < len(flags):
-                end = i
-            start = i
-    return end if end else len(flags) - 1
+    template, message = runs(flags)
+    ends, cursor = [], 0
+    for before, length in zip(template, message, strict=False):  # each message section's end
+        cursor += before + length
+        ends.append(cursor)
+    if template[-1] == 0:  # the row ends in a message section: that one is the input
+        ends = ends[:-1]
+    return ends[-1] if ends else len(flags) - 1
 
 
 def aligned_positions(flags: Sequence[bool], other_template: Sequence[int]) -> tuple[list[int], int]:
@@ -179,7 +180,7 @@ def by_sections(bridge: Any, setting: str) -> bool:
         return False
     if setting == "sections":
         return True
-    if getattr(bridge, "_shares_vocabulary", None) is None:
+    if bridge._shares_vocabulary is None:
         bridge._shares_vocabulary = share_vocabulary(bridge.target.tokenizer, bridge.source.tokenizer)
     return not bridge._shares_vocabulary
 
