@@ -289,3 +289,91 @@ def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(fami
                 ok, ov = own[layer][0][r : r + 1, :, c : c + 1], own[layer][1][r : r + 1, :, c : c + 1]
                 expected, _ = message.fuse(layer, ok, ov, sk[r : r + 1, :, s : s + 1], sv[r : r + 1, :, s : s + 1])
                 torch.testing.assert_close(fused[layer][r : r + 1, :, c : c + 1], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("special", ["fused", "own"])
+def test_reencode_fuses_every_prompt_token_but_the_last_one_for_one(families, special):
+    """chat_alignment: reencode (one vocabulary, the authors' recipes with alignment off): receiver slot i is fused
+    with sharer slot i for every prompt token but the last, the BOS and the template's markup in the middle of
+    the row included, as the authors' unaligned path fuses them; ``special_tokens: own`` keeps the receiver's
+    own entries at its special and template tokens, the cue after the template fused as message text (slot 0 for
+    each, or a fuse of them, would fail here)."""
+    import json
+
+    import torch
+
+    from latentbridge.bridge.build import Experiment
+    from latentbridge.config.overrides import apply_overrides
+    from latentbridge.config.recipe import validate_recipe
+
+    from .test_kv_conformance import BASE, KINDS, prompts_of
+
+    data = json.loads(json.dumps(BASE))
+    folder = str(families.folders["qwen3"])
+    data["models"] = {"source": folder, "target": folder, "device": "cpu", "dtype": "float32"}
+    exp = Experiment.build(validate_recipe(apply_overrides(
+        data, [*KINDS["c2c_chat"], "translator.chat_alignment=reencode", f"translator.special_tokens={special}"])))
+    bridge = exp.bridge
+    prompts = prompts_of(exp, 2)
+    exp.translator.eval()
+    with torch.no_grad():
+        for fuser in exp.translator.fusers.values():  # open every gate: a fused entry differs from the receiver's
+            fuser.key_gate_logit.fill_(1.0)
+            fuser.value_gate_logit.fill_(1.0)
+        message = bridge.message(prompts)
+        fused = _fused_keys(exp, prompts)
+        reads = [bridge.target_encoder.prompt_ids(p) for p in prompts]
+        own = [bridge.target.model(input_ids=torch.tensor([r[:-1]]), use_cache=True).past_key_values for r in reads]
+    flags = [bridge.target_encoder.message_flags(p) for p in prompts]
+    layer = max(t for t, s in enumerate(message.layers) if s is not None)
+    sk, sv = message.keys[message.layers[layer]], message.values[message.layers[layer]]
+    width = fused[layer].shape[2]
+    for r, read in enumerate(reads):
+        n = len(read) - 1
+        assert not all(flags[r][:n]) and any(flags[r][1:n])  # template tokens before and among the fused ones
+        start_src = message.mask.shape[1] - int(message.mask[r].sum())
+        ok, ov = own[r].layers[layer].keys, own[r].layers[layer].values
+        expected, _ = message.fuse(layer, ok, ov, sk[r : r + 1, :, start_src : start_src + n],
+                                   sv[r : r + 1, :, start_src : start_src + n])
+        got = fused[layer][r : r + 1, :, width - n :]
+        special_slots = torch.tensor([not f for f in flags[r][:n]])[None, None, :, None]
+        if special == "own":
+            expected = torch.where(special_slots, ok, expected)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        changed = (got - ok).abs().amax(dim=(0, 1, 3)) > 1e-6
+        assert changed[~special_slots[0, 0, :, 0]].all()  # every message token fused
+        assert changed[special_slots[0, 0, :, 0]].all() == (special == "fused")
+        assert changed[special_slots[0, 0, :, 0]].any() == (special == "fused")
+
+
+def test_special_tokens_hash_and_old_run_folders_as_they_were_made(tmp_path):
+    """special_tokens changed what a c2c recipe with alignment: retokenize does (its special and template tokens are
+    fused now): such a recipe hashes anew, and at ``own`` as before; a run folder's recipe written before the field
+    is read at the value it ran with (own; fused under last_character), a recipe file elsewhere at the default."""
+    import yaml
+
+    from latentbridge.config.recipe import load_recipe
+    from latentbridge.io.card import recipe_hash
+
+    before = {"task": {"name": "arith"}, "translator": {"name": "c2c", "hidden": 16}}
+    assert recipe_hash({"task": before["task"], "translator": {**before["translator"], "special_tokens": "own"}}) \
+        == recipe_hash(before)
+    assert recipe_hash({"task": before["task"], "translator": {**before["translator"], "special_tokens": "fused"}}) \
+        != recipe_hash(before)
+    last = {"task": before["task"], "translator": {**before["translator"], "alignment": "last_character"}}
+    assert recipe_hash({**last, "translator": {**last["translator"], "special_tokens": "fused"}}) == recipe_hash(last)
+    assert recipe_hash({**last, "translator": {**last["translator"], "special_tokens": "own"}}) != recipe_hash(last)
+
+    recipe = load_recipe("c2c_fusion").to_dict()
+    assert recipe["translator"]["special_tokens"] == "fused"
+    for alignment, former in (("retokenize", "own"), ("last_character", "fused")):
+        folder = tmp_path / alignment
+        folder.mkdir()
+        old = {**recipe, "translator": {k: v for k, v in recipe["translator"].items() if k != "special_tokens"}}
+        old["translator"]["alignment"] = alignment
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(old))
+        assert load_recipe(folder / "recipe.yaml").translator.config.special_tokens == "fused"  # not a run folder
+        (folder / "run.json").write_text("{}")
+        assert load_recipe(folder / "recipe.yaml").translator.config.special_tokens == former
+        assert load_recipe(folder / "recipe.yaml", ["translator.special_tokens=fused"]).translator.config.special_tokens \
+            == "fused"  # an override still decides

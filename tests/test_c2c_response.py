@@ -51,18 +51,16 @@ def test_the_cache_holds_the_reference_fusion_of_prompt_and_response(families, n
         own = _full_kv(target.model, ids)
         shared = _full_kv(source.model, retokenize(target.tokenizer, source.tokenizer, ids,
                                                    exp.translator.retokenize))
-        textless = torch.tensor([i in set(target.tokenizer.all_special_ids) for i in read[:-1]])
         checked = 0
         for layer, entry in enumerate(written.layers):
             s = exp.translator.layer_map[layer]
             assert s is not None  # last_aligned fuses every layer
             ok, ov = own[layer]
             fk, fv = message.fuse(layer, ok, ov, *shared[s])
-            # the prompt but its last token: fused, the special tokens keeping their own (the authors')
-            keep = textless[None, None, :, None]
+            # the prompt but its last token: fused one for one, the special tokens too (the authors')
             n = len(read) - 1
-            torch.testing.assert_close(entry.keys[:, :, :n], torch.where(keep, ok[:, :, :n], fk[:, :, :n]))
-            torch.testing.assert_close(entry.values[:, :, :n], torch.where(keep, ov[:, :, :n], fv[:, :, :n]))
+            torch.testing.assert_close(entry.keys[:, :, :n], fk[:, :, :n])
+            torch.testing.assert_close(entry.values[:, :, :n], fv[:, :, :n])
             # the prompt's last token and the answer: fused from the unfused twin and the sharer
             torch.testing.assert_close(entry.keys[:, :, n:], fk[:, :, n:], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(entry.values[:, :, n:], fv[:, :, n:], atol=1e-5, rtol=1e-4)

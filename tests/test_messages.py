@@ -620,15 +620,17 @@ def test_retokenize_gives_one_sharer_token_per_receiver_token(random_pair, rever
         assert first[0] == sharer.bos_token_id
 
 
-def test_with_retokenize_the_source_reads_the_targets_tokens_and_specials_keep_their_cache(bos_pair):
+@pytest.mark.parametrize("special", ["fused", "own"])
+def test_with_retokenize_the_source_reads_the_targets_tokens_and_every_token_is_fused(bos_pair, special):
     """The sharer's cache is computed on the receiver's tokens re-encoded, at the receiver's positions (one
-    entry per receiver token); the receiver's special token (BOS) keeps its own cache while its text
-    tokens are fused; alignment: last_character reads the sharer's own tokenization."""
+    entry per receiver token); every prompt token but the last is fused, the receiver's special token (BOS)
+    included, as the authors' unaligned path fuses it (``special_tokens: own``: the BOS keeps its own cache);
+    alignment: last_character reads the sharer's own tokenization."""
     from latentbridge.bridge.retokenize import retokenize
 
-    exp = experiment(bos_pair, "c2c", "fused_prompt", reverse=True)  # the target has a BOS
+    exp = experiment(bos_pair, "c2c", "fused_prompt", f"translator.special_tokens={special}", reverse=True)
     bridge = exp.bridge
-    assert bridge.target_encoder.prefix
+    assert bridge.target_encoder.prefix  # the target has a BOS
     _, prompts = batch(exp, 3)
     with torch.no_grad():
         states = bridge.source_states(prompts)
@@ -654,7 +656,7 @@ def test_with_retokenize_the_source_reads_the_targets_tokens_and_specials_keep_t
             start = ids.shape[1] - len(read)
             for layer in range(len(cache.layers)):
                 changed = (cache.layers[layer].keys[r] - own.layers[layer].keys[r]).abs().amax(dim=(0, 2)) > 1e-6
-                assert not changed[start : start + n_prefix].any()  # the BOS keeps its own
+                assert changed[start : start + n_prefix].all() == (special == "fused")  # the BOS: its own if asked
                 assert changed[start + n_prefix :].all()
     other = experiment(bos_pair, "c2c", "fused_prompt", "translator.alignment=last_character", reverse=True)
     with torch.no_grad():

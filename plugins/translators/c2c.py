@@ -25,11 +25,13 @@ offset unfused.
 Tokens are aligned as the authors align them (``alignment: retokenize``, see
 :mod:`latentbridge.bridge.retokenize`): the sharer reads the receiver's prompt tokens, each re-encoded with
 its own tokenizer (its ``first`` or ``longest`` piece), at the receiver's positions, and position ``i`` is
-fused with position ``i``; the receiver's special and template tokens (those without text) keep their own
-cache.
+fused with position ``i``: every prompt token but the last, the receiver's special and template tokens (those
+without text: BOS, a chat template's markup) included, as the authors' unaligned path fuses them
+(``special_tokens: own`` leaves those their own cache).
 
-Options that differ from the reference, each named in the README: ``fuser: light`` (one linear + GELU
-body, a linear projection and a linear weight, projection starting at zero); ``layer_map: terminal``;
+Options that differ from the reference, each named in the README: ``special_tokens: own``; ``fuser: light``
+(one linear + GELU body, a linear projection and a linear weight, projection starting at zero);
+``layer_map: terminal``;
 ``alignment: last_character`` (the sharer reads its own tokenization at its own positions; each receiver
 token reads the sharer token holding its last character, special tokens included, see
 :func:`latentbridge.bridge.kv.align`).
@@ -86,6 +88,10 @@ class C2CConfig(KVGeometryConfig):
         "padded to the longer in positions, only message tokens fused), reencode (every receiver token re-encoded, "
         "template tokens included: for one vocabulary, the receiver's own ids, as the authors' sharer reads them "
         "without alignment), or auto: reencode where the two tokenizers share their vocabulary, else sections")
+    special_tokens: Literal["fused", "own"] = option(
+        "fused", help="the receiver's special and template tokens (BOS, a chat template's markup) are fused like "
+        "every prompt token but the last, as the authors' code does without alignment (fused), or keep the "
+        "receiver's own cache (own); chat_alignment: sections keeps the template's own either way, as theirs does")
     layer_map: Literal["last_aligned", "terminal"] = option(
         "last_aligned", help="receiver layer t reads sharer layer t + L_s - L_r, clamped to 0 (last_aligned) or "
         "left unfused below 0 (terminal)")
@@ -265,7 +271,8 @@ class C2C(Translator):
 
         return KVFusion([k for k, _ in states.kv], [v for _, v in states.kv], states.mask, states.offsets,
                         states.text, fuse, self.layer_map,
-                        fuse_special=self.config.alignment == "last_character",
+                        fuse_special=self.config.special_tokens == "fused",
+                        one_to_one=self.config.alignment == "retokenize",
                         response=self.retokenize if self.config.include_response else None,
                         sections=getattr(states, "sections", None))
 

@@ -259,7 +259,10 @@ class KVFusion(Message):
     ``offsets``: per row, each real source token's character span in the prompt text (for the token
     alignment); ``fuse``: the translator's fuser; ``layers``: receiver layer -> source layer it reads
     (None: not fused); ``text``: per row, the prompt text the source read. ``fuse_special``: False leaves
-    the receiver's special and template tokens (those without text) unfused, as the C2C authors do.
+    the receiver's special and template tokens (those without text) their own cache. ``one_to_one``: the
+    source read the target's own tokens, one sharer token each, at the target's positions (c2c's
+    ``alignment: retokenize``), so fused slot ``i`` reads source slot ``i`` (for another prompt's source, the
+    controls, slots map proportionally).
     ``response``: None, or the strategy (``first``/``longest``) with which the sharer reads the receiver's
     response tokens re-encoded, so that each token from the prompt's last on is fused too, at every decoding
     step (the authors' ``include_response``)."""
@@ -273,6 +276,7 @@ class KVFusion(Message):
     layers: list[int | None]
     extra: dict[str, Any] = field(default_factory=dict)
     fuse_special: bool = True
+    one_to_one: bool = False
     response: str | None = None
     sections: list[Any] | None = None  # per row, the chat sections the source was aligned by (SourceStates.sections)
     kind: ClassVar[str] = "kv_fusion"

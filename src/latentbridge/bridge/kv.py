@@ -199,7 +199,7 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
         own = prefill(target.model, ids, mask, left_pad([p[:c] for (p, _), c in zip(placed, cuts, strict=True)],
                                                         0, device)[0])
     else:
-        if message.fuse_special and any(getattr(p, "turns", ()) for p in prompts):
+        if message.fuse_special and not message.one_to_one and any(getattr(p, "turns", ()) for p in prompts):
             raise LatentBridgeError("kv_fusion: a prompt with earlier chat turns (lm-eval's --system_instruction, "
                                     "--fewshot_as_multiturn) has no text to align them by with alignment: "
                                     "last_character; use alignment: retokenize")
@@ -245,18 +245,22 @@ def kv_fusion_inputs(target: Any, encoder: Any, message: KVFusion, rows: Sequenc
 
 def _by_character(encoder: Any, message: KVFusion, prompts: Sequence[Any], texts: Sequence[Any],
                   reads: Sequence[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per fused slot of the target's prompt, the source slot it reads (:func:`align`), and whether it is a
-    special or template token (no text)."""
+    """Per fused slot of the target's prompt, the source slot it reads (:func:`align`; the same slot where the
+    source read the target's tokens one for one, ``message.one_to_one``), and whether it is a special or
+    template token (no text; with a chat template, outside the message and the cue)."""
     device = message.mask.device
     index = torch.zeros(len(reads), width, dtype=torch.long)
     textless = torch.zeros(len(reads), width, dtype=torch.bool)
     for row, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
         spans = [(0, 0)] * len(text.prefix) + list(encoder.offsets(prompt))
         spans = spans[: len(reads[row]) - 1]
-        chosen = align(spans, message.offsets[row], message.text[row] == prompt.text)
+        same = message.text[row] == prompt.text
+        chosen = list(range(len(spans))) if message.one_to_one and same else align(spans, message.offsets[row], same)
         start_src = message.mask.shape[1] - int(message.mask[row].sum())  # the source rows are left-padded too
         index[row, width - len(chosen):] = torch.tensor(chosen) + start_src
-        textless[row, width - len(chosen):] = torch.tensor([b <= a for a, b in spans], dtype=torch.bool)
+        own = [not f for f in encoder.message_flags(prompt)[: len(spans)]] if encoder.chat is not None \
+            else [b <= a for a, b in spans]  # a chat template's markup; else the special tokens (no text)
+        textless[row, width - len(chosen):] = torch.tensor(own, dtype=torch.bool)
     return index.to(device), textless.to(device)
 
 

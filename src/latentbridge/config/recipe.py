@@ -350,6 +350,10 @@ def _loggers(value: Any, registry: Registry, problems: list[str]) -> dict[str, A
 def load_recipe(recipe: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None) -> Recipe:
     """Read, override and validate a recipe (a path or a shipped recipe's name)."""
     data, path = read_recipe_data(recipe)
+    if Path(path).name == "recipe.yaml" and (Path(path).parent / "run.json").is_file():
+        from latentbridge.io.card import as_run_made
+
+        as_run_made(data)  # a run folder's recipe: the fields it predates at the values it ran with
     apply_overrides(data, overrides)
     resolved = validate_recipe(data, registry, source=str(recipe))
     resolved.overrides = tuple(overrides)

@@ -26,6 +26,11 @@ LATER_TRANSLATOR_DEFAULTS = {"c2c": {"include_response": False, "dtype": "auto"}
 # translator fields added later that only chat templates read: left out at their default where the task has none
 # (a recipe with chat templates hashes anew: the added field's default changed what it does)
 UNREAD_WITHOUT_CHAT = {"c2c": {"chat_alignment": "auto"}}
+# translator fields added later whose default changed what a recipe does: by translator, per field, the value a
+# recipe had before it, from its other fields. A recipe at that value hashes as before; a run folder's recipe
+# written before the field is read at that value (a run made then is evaluated and resumed as it was trained)
+FORMER_TRANSLATOR_VALUES = {"c2c": {"special_tokens": lambda c: "fused" if c.get("alignment") == "last_character"
+                                    else "own"}}
 # the soft-token fields every translator config had before SoftTokenConfig (by translator: their default)
 FORMER_SOFT_FIELDS = {"scale": "target_rms", "target_rms": None}
 FORMER_SOFT_DEFAULTS = {"ac": {"scale": "none"}}
@@ -38,6 +43,9 @@ def _translator_as_hashed_before(translator: dict[str, Any]) -> dict[str, Any]:
     name, config = translator["name"], dict(translator)  # the recipe's flat block: name and fields
     for key, default in LATER_TRANSLATOR_DEFAULTS.get(name, {}).items():
         if key in config and config[key] == default:
+            del config[key]
+    for key, former in FORMER_TRANSLATOR_VALUES.get(name, {}).items():
+        if key in config and config[key] == former(config):
             del config[key]
     if "scale" not in config and "target_rms" not in config:
         config.update({**FORMER_SOFT_FIELDS, **FORMER_SOFT_DEFAULTS.get(name, {})})
@@ -115,6 +123,16 @@ def check_card(saved: dict[str, Any], current: dict[str, Any], where: str) -> No
         raise LatentBridgeError(
             f"{where} was trained for {made_for}, not for {now}: " + "; ".join(diffs)
         )
+
+
+def as_run_made(data: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's recipe data with each translator field it lacks (written before the field existed) at the
+    value the run was made with (:data:`FORMER_TRANSLATOR_VALUES`)."""
+    translator = data.get("translator")
+    if isinstance(translator, dict):
+        for key, former in FORMER_TRANSLATOR_VALUES.get(translator.get("name"), {}).items():
+            translator.setdefault(key, former(translator))
+    return data
 
 
 def read_card(folder: Path) -> dict[str, Any] | None:
