@@ -295,9 +295,10 @@ def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(fami
 def test_reencode_fuses_every_prompt_token_but_the_last_one_for_one(families, special):
     """chat_alignment: reencode (one vocabulary, the authors' recipes with alignment off): receiver slot i is fused
     with sharer slot i for every prompt token but the last, the BOS and the template's markup in the middle of
-    the row included, as the authors' unaligned path fuses them; ``special_tokens: own`` keeps the receiver's
-    own entries at its special and template tokens, the cue after the template fused as message text (slot 0 for
-    each, or a fuse of them, would fail here)."""
+    the row included, as the authors' unaligned path fuses them; ``special_tokens: own`` (the former behaviour)
+    keeps the receiver's own entries at its tokens without text in the prompt: the template's markup and the cue
+    after it (slot 0 for each, or a fuse of them, would fail here). A control's source read another prompt: its
+    slots spread over the other row in proportion, not one for one."""
     import json
 
     import torch
@@ -322,28 +323,38 @@ def test_reencode_fuses_every_prompt_token_but_the_last_one_for_one(families, sp
             fuser.value_gate_logit.fill_(1.0)
         message = bridge.message(prompts)
         fused = _fused_keys(exp, prompts)
+        other = bridge.message(prompts[::-1])  # what the shuffled control hands each row: the other prompt's
+        inputs = bridge.bridged_inputs(other, prompts, with_answer=False)
+        shuffled = [layer.keys for layer in next(iter(inputs.cache().values())).layers]
         reads = [bridge.target_encoder.prompt_ids(p) for p in prompts]
         own = [bridge.target.model(input_ids=torch.tensor([r[:-1]]), use_cache=True).past_key_values for r in reads]
     flags = [bridge.target_encoder.message_flags(p) for p in prompts]
     layer = max(t for t, s in enumerate(message.layers) if s is not None)
-    sk, sv = message.keys[message.layers[layer]], message.values[message.layers[layer]]
     width = fused[layer].shape[2]
     for r, read in enumerate(reads):
         n = len(read) - 1
         assert not all(flags[r][:n]) and any(flags[r][1:n])  # template tokens before and among the fused ones
-        start_src = message.mask.shape[1] - int(message.mask[r].sum())
+        spans = [(0, 0)] * len(bridge.target_encoder.target_text(prompts[r]).prefix) + \
+            list(bridge.target_encoder.offsets(prompts[r]))
+        textless = torch.tensor([b <= a for a, b in spans[:n]])
+        assert (textless & torch.tensor(flags[r][:n])).any()  # the cue: message text, none of the prompt's
         ok, ov = own[r].layers[layer].keys, own[r].layers[layer].values
-        expected, _ = message.fuse(layer, ok, ov, sk[r : r + 1, :, start_src : start_src + n],
-                                   sv[r : r + 1, :, start_src : start_src + n])
+        for msg, got_all, slots in ((message, fused, list(range(n))), (other, shuffled, None)):
+            sk, sv = msg.keys[msg.layers[layer]], msg.values[msg.layers[layer]]
+            n_src = int(msg.mask[r].sum())
+            slots = slots or [min(n_src - 1, i * n_src // n) for i in range(n)]  # the other row's, in proportion
+            assert (slots == list(range(n))) == (msg is message)
+            at = torch.tensor(slots) + msg.mask.shape[1] - n_src
+            expected, _ = msg.fuse(layer, ok, ov, sk[r : r + 1, :, at], sv[r : r + 1, :, at])
+            if special == "own":
+                expected = torch.where(textless[None, None, :, None], ok, expected)
+            got = got_all[layer][r : r + 1, :, width - n :]
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
         got = fused[layer][r : r + 1, :, width - n :]
-        special_slots = torch.tensor([not f for f in flags[r][:n]])[None, None, :, None]
-        if special == "own":
-            expected = torch.where(special_slots, ok, expected)
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
         changed = (got - ok).abs().amax(dim=(0, 1, 3)) > 1e-6
-        assert changed[~special_slots[0, 0, :, 0]].all()  # every message token fused
-        assert changed[special_slots[0, 0, :, 0]].all() == (special == "fused")
-        assert changed[special_slots[0, 0, :, 0]].any() == (special == "fused")
+        assert changed[~textless].all()  # every token with text fused
+        assert changed[textless].all() == (special == "fused")
+        assert changed[textless].any() == (special == "fused")
 
 
 def test_special_tokens_hash_and_old_run_folders_as_they_were_made(tmp_path):

@@ -89,9 +89,10 @@ class C2CConfig(KVGeometryConfig):
         "template tokens included: for one vocabulary, the receiver's own ids, as the authors' sharer reads them "
         "without alignment), or auto: reencode where the two tokenizers share their vocabulary, else sections")
     special_tokens: Literal["fused", "own"] = option(
-        "fused", help="the receiver's special and template tokens (BOS, a chat template's markup) are fused like "
-        "every prompt token but the last, as the authors' code does without alignment (fused), or keep the "
-        "receiver's own cache (own); chat_alignment: sections keeps the template's own either way, as theirs does")
+        "fused", help="the receiver's tokens without text in the prompt (BOS, a chat template's markup, a cue after "
+        "it) are fused like every prompt token but the last, as the authors' code does without alignment (fused), "
+        "or keep the receiver's own cache (own, latentbridge's former behaviour); chat_alignment: sections keeps "
+        "the template's own either way, as theirs does")
     layer_map: Literal["last_aligned", "terminal"] = option(
         "last_aligned", help="receiver layer t reads sharer layer t + L_s - L_r, clamped to 0 (last_aligned) or "
         "left unfused below 0 (terminal)")

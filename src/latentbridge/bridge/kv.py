@@ -247,20 +247,20 @@ def _by_character(encoder: Any, message: KVFusion, prompts: Sequence[Any], texts
                   reads: Sequence[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per fused slot of the target's prompt, the source slot it reads (:func:`align`; the same slot where the
     source read the target's tokens one for one, ``message.one_to_one``), and whether it is a special or
-    template token (no text; with a chat template, outside the message and the cue)."""
+    template token (no text in the prompt: BOS, a chat template's markup, a cue after the template)."""
     device = message.mask.device
     index = torch.zeros(len(reads), width, dtype=torch.long)
     textless = torch.zeros(len(reads), width, dtype=torch.bool)
     for row, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
         spans = [(0, 0)] * len(text.prefix) + list(encoder.offsets(prompt))
         spans = spans[: len(reads[row]) - 1]
-        same = message.text[row] == prompt.text
+        # the source read this prompt (not another's, as the controls'); one for one, its very tokens
+        same = message.text[row] == prompt.text and (not message.one_to_one
+                                                     or int(message.mask[row].sum()) == len(reads[row]))
         chosen = list(range(len(spans))) if message.one_to_one and same else align(spans, message.offsets[row], same)
         start_src = message.mask.shape[1] - int(message.mask[row].sum())  # the source rows are left-padded too
         index[row, width - len(chosen):] = torch.tensor(chosen) + start_src
-        own = [not f for f in encoder.message_flags(prompt)[: len(spans)]] if encoder.chat is not None \
-            else [b <= a for a, b in spans]  # a chat template's markup; else the special tokens (no text)
-        textless[row, width - len(chosen):] = torch.tensor(own, dtype=torch.bool)
+        textless[row, width - len(chosen):] = torch.tensor([b <= a for a, b in spans], dtype=torch.bool)
     return index.to(device), textless.to(device)
 
 
