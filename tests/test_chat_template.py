@@ -141,3 +141,34 @@ def test_earlier_turns_a_model_cannot_read_are_one_clear_error(chat_pair, random
     with pytest.raises(LatentBridgeError, match="the chat template of tiny refuses a conversation whose earlier turns "
                                                 "are \\['system'\\]: no system role"):
         encoder.prompt_ids(dataclasses.replace(prompt, turns=(("system", "Be brief."),)))
+
+
+def test_chat_template_kwargs_reach_both_templates_and_leave_other_recipes_as_they_were(random_pair, tmp_path):
+    """task.chat_template_kwargs are the templates' variables (Qwen3's enable_thinking): both models' renderings
+    read them, in every prompt the bridge builds; unset, a recipe and the caches' key are as before the option;
+    set without chat templates, one clear problem."""
+    from latentbridge.config.recipe import load_recipe
+
+    templates = {name: template + "{% if brief is defined and brief %} Then Then{% endif %}"
+                 for name, template in TEMPLATES.items()}
+    pair = {}
+    for name, folder in random_pair.items():
+        copy = tmp_path / f"{name}-vars"
+        shutil.copytree(folder, copy)
+        config = json.loads((copy / "tokenizer_config.json").read_text())
+        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": templates[name]}))
+        pair[name] = copy
+    plain = make_experiment(pair, "task.chat_template=true")
+    brief = make_experiment(pair, "task.chat_template=true", "task.chat_template_kwargs={brief: true}")
+    prompt = plain.task.prompt(plain.task.examples("test")[0])
+    for side in ("source_encoder", "target_encoder"):
+        without, with_ = getattr(plain.bridge, side).text(prompt), getattr(brief.bridge, side).text(prompt)
+        assert with_ != without and same_text(with_, without.removesuffix(prompt.cue) + "ThenThen" + prompt.cue)
+        assert len(getattr(brief.bridge, side).prompt_ids(prompt)) > len(getattr(plain.bridge, side).prompt_ids(prompt))
+    assert "chat_template_kwargs" not in plain.recipe.to_dict()["task"]
+    assert "chat_template_kwargs" not in plain.recipe.task.config.read_settings()
+    assert brief.recipe.to_dict()["task"]["chat_template_kwargs"] == {"brief": True}
+    assert brief.recipe.task.config.read_settings()["chat_template_kwargs"] == {"brief": True}
+    result = CliRunner().invoke(app, ["validate", "answer_softplus", "task.chat_template_kwargs={brief: true}"])
+    assert result.exit_code == 2 and "only with chat_template: true" in result.output, result.output
+    assert load_recipe("answer_softplus").to_dict()["task"].get("chat_template_kwargs") is None

@@ -9,7 +9,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from latentbridge.api.answers import extract_answer
 from latentbridge.api.options import option
@@ -105,6 +105,9 @@ class TaskConfig:
     chat_template: bool = option(
         False, help="each model reads its prompts through its own tokenizer's chat template (one user turn, "
         "the soft tokens inside it), for instruct models")
+    chat_template_kwargs: dict[str, Any] = option(
+        default_factory=dict, help="with chat_template: keyword arguments for each tokenizer's apply_chat_template "
+        "(its template's variables), e.g. {enable_thinking: false} for Qwen3, as the C2C authors render every prompt")
     supervise: Literal["solution", "final_line"] = option(
         "solution", help="what training supervises after the cue: 'solution', the whole worked answer; "
         "'final_line', only its '#### N' line (the answer must then come from the message, not from "
@@ -116,11 +119,16 @@ class TaskConfig:
         """The settings that change what the models read or write at evaluation, ``supervise`` left out
         (it changes only what training supervises): the key of the caches of baselines and source states,
         shared by runs that differ only in it."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "supervise"}
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k != "supervise"}
+        if not settings.get("chat_template_kwargs"):  # unset: the key of the caches made before the option
+            settings.pop("chat_template_kwargs", None)
+        return settings
 
     def check(self) -> list[tuple[str, str]]:
         if "{question}" not in self.question_template:
             return [("question_template", "must contain {question}")]
+        if self.chat_template_kwargs and not self.chat_template:
+            return [("chat_template_kwargs", "only with chat_template: true (no chat template renders the prompts)")]
         return []
 
 

@@ -123,7 +123,8 @@ class Experiment:
         )
         objectives.to(target.device)
         bridge = Bridge(source, target, translator, injection, m.source_layer,
-                        chat_template=bool(getattr(task.config, "chat_template", False)), source_layers=m.source_layers)
+                        chat_template=bool(getattr(task.config, "chat_template", False)), source_layers=m.source_layers,
+                        chat_kwargs=getattr(task.config, "chat_template_kwargs", None))
         if recipe.source.view == "generation":
             bridge.solutions = make_solutions(recipe, task, bridge, log, should_stop, upfront=solve_upfront)
             bridge.through_answer = recipe.source.through_answer

@@ -123,6 +123,7 @@ class Bridge:
     source_layer: int
     source_cache: Any = None  # a SourceCache, when the recipe turns the cache on
     chat_template: bool = False  # each model reads its prompts through its own chat template
+    chat_kwargs: dict[str, Any] | None = None  # task.chat_template_kwargs: the templates' variables
     solutions: Any = None  # a SourceSolutions with source.view 'generation': the source reads its own solution too
     through_answer: bool = False  # with solutions: the solution's '####' line is read too
     source_layers: list[int] | None = None  # models.source_layers: more layers for a translator that reads them
@@ -130,8 +131,8 @@ class Bridge:
     reuse_solving_states: bool = True
 
     def __post_init__(self) -> None:
-        self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name)
-        self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name)
+        self.source_encoder = PromptEncoder(self.source.tokenizer, self.chat_template, self.source.name, self.chat_kwargs)
+        self.target_encoder = PromptEncoder(self.target.tokenizer, self.chat_template, self.target.name, self.chat_kwargs)
         self._prefixes: dict[tuple[int, ...], PrefixState] = {}
         self.leads = LeadCache()  # the target's cached lead (a shared few-shot header), run once
         self._retokenized: dict[str, dict[int, int]] = {}  # c2c's alignment: target token -> source token

@@ -24,12 +24,14 @@ class PromptEncoder:
     tokens, placed after the prefix, sit inside the user turn.
     """
 
-    def __init__(self, tokenizer: Any, chat: bool = False, name: str = "the model"):
+    def __init__(self, tokenizer: Any, chat: bool = False, name: str = "the model",
+                 chat_kwargs: dict[str, Any] | None = None):
         if not getattr(tokenizer, "is_fast", False):
             raise LatentBridgeError(
                 f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; latentbridge needs offsets"
             )
         self.tokenizer, self.name = tokenizer, name
+        self.chat_kwargs = dict(chat_kwargs or {})  # the template's variables (task.chat_template_kwargs)
         self.chat = self._chat_pieces(name) if chat else None
         self.prefix = self.ids(self.chat[0]) if self.chat else self._special_prefix()
         self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -62,7 +64,8 @@ class PromptEncoder:
 
         messages = [*({"role": role, "content": text} for role, text in turns), {"role": "user", "content": content}]
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **self.chat_kwargs)
         except jinja2.exceptions.TemplateError as error:  # e.g. a template without a system role
             if not turns:
                 raise

@@ -75,7 +75,8 @@ class Recipe:
             "teacher": self.teacher,
             # options added after runs were made are written only when set, so those runs still resume
             "models": {k: v for k, v in config_to_dict(self.models).items() if k != "source_layers" or v is not None},
-            "task": {k: v for k, v in self.task.as_dict().items() if k != "supervise" or v != "solution"},
+            "task": {k: v for k, v in self.task.as_dict().items()
+                     if (k != "supervise" or v != "solution") and (k != "chat_template_kwargs" or v)},
             "translator": self.translator.as_dict(),
             "injection": self.injection.as_dict(),
             "objectives": {name: config_to_dict(cfg) for name, cfg in self.objectives.items()},

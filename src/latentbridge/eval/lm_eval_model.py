@@ -170,7 +170,8 @@ class LatentBridgeLM(TemplateLM):
         the renderings (one-turn ones are also read back from the text alone, :meth:`_chat_prompt`, so that
         requests cached by lm-eval read alike)."""
         if self.system != "bridged":
-            return _render_chat(self.tokenizer, chat_history, add_generation_prompt, self.frozen.name)
+            return _render_chat(self.tokenizer, chat_history, add_generation_prompt, self.frozen.name,
+                                self.bridge.target_encoder.chat_kwargs)
         if not self.chat_recipe:
             raise LatentBridgeError("lm-eval model 'latentbridge': --apply_chat_template with system=bridged needs a "
                                     "run whose recipe reads chat templates (task.chat_template: true); this run's "
@@ -337,15 +338,17 @@ class LatentBridgeLM(TemplateLM):
         return [o.text for o in outs]
 
 
-def _render_chat(tokenizer: Any, history: list[dict[str, str]], add_generation_prompt: bool, name: str) -> str:
-    """``history`` through ``tokenizer``'s chat template, as lm-eval's ``hf`` renders it."""
+def _render_chat(tokenizer: Any, history: list[dict[str, str]], add_generation_prompt: bool, name: str,
+                 variables: dict[str, Any]) -> str:
+    """``history`` through ``tokenizer``'s chat template, as lm-eval's ``hf`` renders it (with the recipe's
+    ``task.chat_template_kwargs``)."""
     if not getattr(tokenizer, "chat_template", None):
         raise LatentBridgeError(f"lm-eval model 'latentbridge': --apply_chat_template, but the tokenizer of {name} has "
                                 "no chat template")
     import jinja2
 
     options = {"tokenize": False, "add_generation_prompt": add_generation_prompt,
-               "continue_final_message": not add_generation_prompt}
+               "continue_final_message": not add_generation_prompt, **variables}
     try:
         return tokenizer.apply_chat_template(history, **options)
     except jinja2.exceptions.TemplateError:  # as hf: a template without a system role gets the history without it
