@@ -239,10 +239,17 @@ def test_earlier_turns_have_no_text_to_align_by_last_character(chat_pair):
             exp.bridge.bridged_inputs(exp.bridge.message([turned]), [turned], with_answer=False)
 
 
-@pytest.mark.parametrize("target", ["gemma2", "llama3"])  # qwen3 -> gemma2: the receiver padded; olmo2 -> llama3: the sharer
-def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(families, target):
+TURNS = (("system", "Be brief and exact."), ("user", "What is two plus three?"), ("assistant", "It is five."))
+
+
+@pytest.mark.parametrize(("target", "turns"), [("gemma2", ()), ("llama3", ()), ("llama3", TURNS)])
+def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(families, target, turns):
     """The sharer's cache is its own pass over its row at the padded sequence's positions, and each fused message
-    entry is the fuser applied to the receiver's entry and the sharer's entry of that token's re-encoding."""
+    entry is the fuser applied to the receiver's entry and the sharer's entry of that token's re-encoding
+    (qwen3 -> gemma2: the receiver padded; olmo2 -> llama3: the sharer). With earlier turns (a system instruction,
+    a few-shot exchange), each turn's content is a message section too, as the authors' content spans make it."""
+    import dataclasses
+
     import torch
     from transformers import DynamicCache
 
@@ -252,7 +259,13 @@ def test_each_fused_entry_reads_its_own_re_encoding_at_the_padded_positions(fami
 
     exp = experiment_for(families, target, "target", "c2c_chat", "float32")
     bridge = exp.bridge
-    prompts = prompts_of(exp, 2)
+    prompts = [dataclasses.replace(p, turns=turns) for p in prompts_of(exp, 2)]
+    for encoder in (bridge.target_encoder, bridge.source_encoder):  # the flagged runs: each content, in order
+        ids, flags = encoder.prompt_ids(prompts[0]), encoder.message_flags(prompts[0])
+        pieces = [encoder.tokenizer.decode([i for i, f in zip(ids[a:b], flags[a:b], strict=True) if f]).strip()
+                  for is_message, a, b in sections_of(flags) if is_message]
+        contents = [text for _, text in turns] + [(prompts[0].header + prompts[0].question).strip()]
+        assert [p.replace(" ", "") for p in pieces[: len(contents)]] == [c.replace(" ", "") for c in contents]
     with torch.no_grad():
         message = bridge.message(prompts)
         sharer = bridge.source.model

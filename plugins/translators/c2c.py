@@ -42,8 +42,8 @@ padded to the longer in positions, the cache fused up to the end of the user's m
 :func:`latentbridge.bridge.retokenize.align_sections`),
 ``reencode`` re-encodes every receiver token, template included (for one vocabulary, the receiver's own ids, as
 their sharer reads them with alignment off), ``auto`` picks ``reencode`` where the tokenizers share their
-vocabulary and ``sections`` otherwise. An earlier chat turn counts as template; ``include_response`` is not
-offered with ``sections`` yet.
+vocabulary and ``sections`` otherwise. An earlier chat turn's content is a message section;
+``include_response`` is not offered with ``sections`` yet.
 
 ``include_response: true`` fuses the response as the authors' ``include_response`` does
 (:class:`latentbridge.bridge.response.ResponseFusion`): every token from the prompt's last on, in training and at

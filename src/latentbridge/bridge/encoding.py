@@ -123,9 +123,9 @@ class PromptEncoder:
 
     def message_flags(self, prompt: Prompt) -> list[bool]:
         """With a chat template, for each token of :meth:`prompt_ids`: True where it is the message's rather than
-        the template's (the user's content, header and question, and the cue after the template), as the C2C
-        authors' ``align_chat_messages`` tells message sections from template sections; an earlier turn's
-        content counts as template here."""
+        the template's (each turn's content: the earlier turns' and the user's, header and question; and the cue
+        after the template), as the C2C authors' ``align_chat_messages`` tells message sections from template
+        sections (their ``_compute_content_spans``: each message's content, found in order)."""
         if self.chat is None:
             raise LatentBridgeError(f"message sections need a chat template ({self.name} is read without one)")
         return list(self._flags(prompt))
@@ -133,8 +133,16 @@ class PromptEncoder:
     def _message_flags(self, prompt: Prompt) -> tuple[bool, ...]:
         full, start, _, content_end = self._layout(prompt)
         cue_start = len(full) - len(prompt.cue)
+        contents, cursor = [(start, content_end)], 0
+        for _, text in prompt.turns:  # each earlier turn's content, in order, before the user's message
+            for kept in (text, text.strip()):
+                at = full.find(kept, cursor, start) if kept else -1
+                if at >= 0:
+                    contents.append((at, at + len(kept)))
+                    cursor = at + len(kept)
+                    break
         spans = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return tuple((a < content_end and b > start) or b > cue_start for a, b in spans)
+        return tuple(any(a < end and b > begin for begin, end in contents) or b > cue_start for a, b in spans)
 
     def offsets(self, prompt: Prompt) -> list[tuple[int, int]]:
         """Each token of :meth:`target_text`'s ``prompt``: its character span in ``prompt.text`` (a token
