@@ -26,14 +26,16 @@ def same_text(a: str, b: str) -> bool:
     return a.replace(" ", "") == b.replace(" ", "")
 
 
-def with_chat_templates(pair, root):
-    """Copies of the pair's folders under ``root`` whose tokenizers have the chat templates above."""
+def with_chat_templates(pair, root, templates=None, suffix="chat"):
+    """Copies of the pair's folders under ``root`` whose tokenizers have the chat templates above (or
+    ``templates``, by model)."""
     out = {}
     for name, folder in pair.items():
-        copy = root / f"{name}-chat"
+        copy = root / f"{name}-{suffix}"
         shutil.copytree(folder, copy)
         config = json.loads((copy / "tokenizer_config.json").read_text())
-        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATES[name]}))
+        template = (templates or TEMPLATES)[name]
+        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
         out[name] = copy
     return out
 
@@ -151,13 +153,7 @@ def test_chat_template_kwargs_reach_both_templates_and_leave_other_recipes_as_th
 
     templates = {name: template + "{% if brief is defined and brief %} Then Then{% endif %}"
                  for name, template in TEMPLATES.items()}
-    pair = {}
-    for name, folder in random_pair.items():
-        copy = tmp_path / f"{name}-vars"
-        shutil.copytree(folder, copy)
-        config = json.loads((copy / "tokenizer_config.json").read_text())
-        (copy / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": templates[name]}))
-        pair[name] = copy
+    pair = with_chat_templates(random_pair, tmp_path, templates, suffix="vars")
     plain = make_experiment(pair, "task.chat_template=true")
     brief = make_experiment(pair, "task.chat_template=true", "task.chat_template_kwargs={brief: true}")
     prompt = plain.task.prompt(plain.task.examples("test")[0])
