@@ -401,3 +401,43 @@ def test_special_tokens_hash_and_old_run_folders_as_they_were_made(tmp_path):
         assert load_recipe(folder / "recipe.yaml").translator.config.special_tokens == former
         assert load_recipe(folder / "recipe.yaml", ["translator.special_tokens=fused"]).translator.config.special_tokens \
             == "fused"  # an override still decides
+
+
+FOLDING = ("{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}{% if m['role'] == 'system' %}"
+           "{% set ns.sys = m['content'] + '\n\n' %}{% endif %}{% endfor %}{% for m in messages %}"
+           "{% if m['role'] == 'user' %}[INST] {{ (ns.sys if loop.last else '') + m['content'] }} [/INST]"
+           "{% elif m['role'] == 'assistant' %}{{ m['content'] }}</s>{% endif %}{% endfor %}")
+
+
+@pytest.mark.parametrize("folding", [False, True])
+def test_each_turns_content_is_flagged_where_the_template_puts_it(families, folding):
+    """Each earlier turn's content is a message section where the template writes it: trimmed (Llama-3's template
+    strips), a one-letter answer never matched inside the markup before it ('a' in 'start_header_id'), a system
+    message folded into the last user turn (Mistral's template) after the few-shot turns; every other character
+    of the template is template."""
+    from transformers import AutoTokenizer
+
+    from latentbridge.api.task import Prompt
+    from latentbridge.bridge.encoding import PromptEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(families.folders["llama3"])
+    if folding:
+        tokenizer.chat_template = FOLDING
+    turns = (("system", " Be brief. "), ("user", "What is two plus three?"), ("assistant", "a"))
+    prompt = Prompt(header="", question="Question: what is one plus one?\n", cue="Answer:", answer="", turns=turns)
+    encoder = PromptEncoder(tokenizer, chat=True, name="llama3")
+    full = encoder.text(prompt)
+    answer_anchor = ("a</s>", 0) if folding else ("\n\na<|eot_id|>", 2)
+    system = " Be brief. " if folding else "Be brief."  # as written (the folding template), or trimmed (Llama-3's)
+    regions = [(full.index(system), full.index(system) + len(system)),
+               (full.index("What is two"), full.index("What is two") + len("What is two plus three?")),
+               (full.index(answer_anchor[0]) + answer_anchor[1], full.index(answer_anchor[0]) + answer_anchor[1] + 1),
+               (full.index("Question:"), full.index("Question:") + len("Question: what is one plus one?")),
+               (len(full) - len("Answer:"), len(full))]
+    assert folding == (regions[0][0] > regions[2][0])  # folded: the system message after the few-shot turns
+    spans = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    flags = encoder.message_flags(prompt)
+    assert len(flags) == len(spans)
+    for (a, b), flag in zip(spans, flags, strict=True):
+        inside = any(a < end and b > begin for begin, end in regions)
+        assert flag == inside, (full[a:b], flag)

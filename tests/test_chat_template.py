@@ -168,3 +168,7 @@ def test_chat_template_kwargs_reach_both_templates_and_leave_other_recipes_as_th
     result = CliRunner().invoke(app, ["validate", "answer_softplus", "task.chat_template_kwargs={brief: true}"])
     assert result.exit_code == 2 and "only with chat_template: true" in result.output, result.output
     assert load_recipe("answer_softplus").to_dict()["task"].get("chat_template_kwargs") is None
+    lm_eval_model = pytest.importorskip("latentbridge.eval.lm_eval_model")  # lm-eval's target/source renderings
+    history, tokenizer = [{"role": "user", "content": "Ask"}], brief.bridge.target.tokenizer
+    assert same_text(lm_eval_model._render_chat(tokenizer, history, True, "t", {"brief": True}),
+                     lm_eval_model._render_chat(tokenizer, history, True, "t", {}) + "ThenThen")

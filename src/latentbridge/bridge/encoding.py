@@ -125,7 +125,9 @@ class PromptEncoder:
         """With a chat template, for each token of :meth:`prompt_ids`: True where it is the message's rather than
         the template's (each turn's content: the earlier turns' and the user's, header and question; and the cue
         after the template), as the C2C authors' ``align_chat_messages`` tells message sections from template
-        sections (their ``_compute_content_spans``: each message's content, found in order)."""
+        sections (their ``_compute_content_spans``: each message's content). Each earlier turn's content is
+        located where the template puts it (rendered with a marker in its place), verbatim or trimmed; one the
+        template changes otherwise counts as template, as do the turns after it."""
         if self.chat is None:
             raise LatentBridgeError(f"message sections need a chat template ({self.name} is read without one)")
         return list(self._flags(prompt))
@@ -133,16 +135,28 @@ class PromptEncoder:
     def _message_flags(self, prompt: Prompt) -> tuple[bool, ...]:
         full, start, _, content_end = self._layout(prompt)
         cue_start = len(full) - len(prompt.cue)
-        contents, cursor = [(start, content_end)], 0
-        for _, text in prompt.turns:  # each earlier turn's content, in order, before the user's message
-            for kept in (text, text.strip()):
-                at = full.find(kept, cursor, start) if kept else -1
-                if at >= 0:
-                    contents.append((at, at + len(kept)))
-                    cursor = at + len(kept)
-                    break
+        contents = [(start, content_end), *self._turn_contents(prompt, full)]
         spans = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         return tuple(any(a < end and b > begin for begin, end in contents) or b > cue_start for a, b in spans)
+
+    def _turn_contents(self, prompt: Prompt, full: str) -> list[tuple[int, int]]:
+        """Where each earlier turn's content lies in ``full``: the conversation rendered with a marker for each
+        content shows the template's text around each (a folded system message included, wherever the template
+        puts it); each content sits at its marker's place, shifted by the contents before it."""
+        markers = [f"latentbridgeTURN{i}X" for i in range(len(prompt.turns))]
+        marked = self._render("latentbridgeMARKER", tuple((r, m) for (r, _), m in zip(prompt.turns, markers, strict=True)))
+        texts = {m: t for m, (_, t) in zip(markers, prompt.turns, strict=True)}
+        texts["latentbridgeMARKER"] = prompt.header + prompt.question
+        places = sorted((marked.find(m), m) for m in texts if marked.find(m) >= 0)
+        out, shift = [], 0
+        for at, marker in places:
+            kept = next((k for k in (texts[marker], texts[marker].strip()) if full.startswith(k, at + shift)), None)
+            if kept is None:  # the template changes it beyond trimming: the places after it are unknown
+                break
+            if marker != "latentbridgeMARKER" and kept:
+                out.append((at + shift, at + shift + len(kept)))
+            shift += len(kept) - len(marker)
+        return out
 
     def offsets(self, prompt: Prompt) -> list[tuple[int, int]]:
         """Each token of :meth:`target_text`'s ``prompt``: its character span in ``prompt.text`` (a token

@@ -279,7 +279,7 @@ def _by_sections(message: KVFusion, prompts: Sequence[Any], flags: Sequence[Sequ
         placed.append(aligned_positions(flags[row], sections.template))
         received = [i for i in range(cuts[row]) if flags[row][i]]
         slots = sections.message_slots
-        if message.text[row] == prompt.text:
+        if message.text[row] == prompt.text and len(slots) == sum(flags[row]):  # this very prompt, its turns too
             chosen = slots[: len(received)]
         else:
             n = max(sum(flags[row]), 1)

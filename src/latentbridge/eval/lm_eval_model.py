@@ -46,6 +46,7 @@ from latentbridge.bridge.layout import assemble
 from latentbridge.errors import LatentBridgeError
 from latentbridge.eval.choices import supervised_logprobs
 from latentbridge.eval.harness import item_seed
+from latentbridge.io.digest import json_digest
 from latentbridge.registry.host import get_registry
 from latentbridge.runtime.precision import autocast
 
@@ -140,8 +141,9 @@ class LatentBridgeLM(TemplateLM):
         return self.frozen.device
 
     @property
-    def tokenizer_name(self) -> str:
-        return self.tokenizer.name_or_path.replace("/", "__")
+    def tokenizer_name(self) -> str:  # lm-eval's --cache_requests key: renderings with other template variables apart
+        variables = self.bridge.target_encoder.chat_kwargs
+        return self.tokenizer.name_or_path.replace("/", "__") + (f"__{json_digest(variables, 8)}" if variables else "")
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
                    **kwargs: Any) -> list[int]:
@@ -340,11 +342,9 @@ class LatentBridgeLM(TemplateLM):
 
 def _render_chat(tokenizer: Any, history: list[dict[str, str]], add_generation_prompt: bool, name: str,
                  variables: dict[str, Any]) -> str:
-    """``history`` through ``tokenizer``'s chat template, as lm-eval's ``hf`` renders it (with the recipe's
-    ``task.chat_template_kwargs``)."""
+    """``history`` through ``tokenizer``'s chat template, as lm-eval's ``hf`` renders it (and ``variables``)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise LatentBridgeError(f"lm-eval model 'latentbridge': --apply_chat_template, but the tokenizer of {name} has "
-                                "no chat template")
+        raise LatentBridgeError(f"lm-eval model 'latentbridge': --apply_chat_template, but {name}'s tokenizer has no chat template")
     import jinja2
 
     options = {"tokenize": False, "add_generation_prompt": add_generation_prompt,
