@@ -143,6 +143,8 @@ class PromptEncoder:
         """Where each earlier turn's content lies in ``full``: the conversation rendered with a marker for each
         content shows the template's text around each (a folded system message included, wherever the template
         puts it); each content sits at its marker's place, shifted by the contents before it."""
+        if not prompt.turns:
+            return []
         markers = [f"latentbridgeTURN{i}X" for i in range(len(prompt.turns))]
         marked = self._render("latentbridgeMARKER", tuple((r, m) for (r, _), m in zip(prompt.turns, markers, strict=True)))
         texts = {m: t for m, (_, t) in zip(markers, prompt.turns, strict=True)}
