@@ -87,3 +87,49 @@ def test_a_query_at_batch_one_reuses_the_few_shot_header(random_pair):
     short = make_experiment(random_pair)  # no few-shot header: one plain pass, nothing kept
     short.bridge.source_hidden([short.task.prompt(short.task.examples("test")[0])])
     assert not short.bridge._prefixes
+
+
+@pytest.mark.parametrize("alignment", ["retokenize", "last_character"])
+def test_a_cache_readers_shared_header_runs_once_and_reads_as_the_full_pass(random_pair, alignment):
+    """c2c's source pass with a fixed few-shot header: the header runs once (kept for the next batch) and only
+    each row's rest reads its cache; the hidden states, the mask and every layer's keys and values come back
+    where a plain pass over the left-padded rows puts them (rows of different lengths: different padding), and
+    the target's fused prompt cache is the same."""
+    from latentbridge.bridge import core
+
+    exp = make_experiment(random_pair, "task.shots=2", "translator=c2c", "translator.hidden=16",
+                          "translator.intermediate=16", "injection=fused_prompt", f"translator.alignment={alignment}")
+    bridge = exp.bridge
+    prompts = [exp.task.prompt(e) for e in exp.task.examples("test")[:4]]
+    with torch.no_grad():
+        for fuser in exp.translator.fusers.values():  # open gates: the fused cache depends on the sharer's entries
+            fuser.key_gate_logit.fill_(1.0)
+            fuser.value_gate_logit.fill_(1.0)
+        exp.translator.eval()
+        shared = bridge.source_states(prompts)
+        assert len(bridge._prefixes) == 1 and len(next(iter(bridge._prefixes))) >= MIN_SHARED_PREFIX
+        inputs = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False)
+        fused = inputs.cache()
+        state = next(iter(bridge._prefixes.values()))
+        again = bridge.source_states(prompts)
+        assert next(iter(bridge._prefixes.values())) is state  # the header's cache reused, not run again
+        torch.testing.assert_close(again.kv[0][0], shared.kv[0][0])
+        original = core.MIN_SHARED_PREFIX
+        core.MIN_SHARED_PREFIX = 10**9  # the plain pass over the left-padded rows
+        try:
+            plain = bridge.source_states(prompts)
+            plain_fused = bridge.bridged_inputs(bridge.message(prompts), prompts, with_answer=False).cache()
+        finally:
+            core.MIN_SHARED_PREFIX = original
+    assert len(set(plain.mask.sum(1).tolist())) > 1  # rows of different lengths
+    assert torch.equal(shared.mask, plain.mask) and shared.offsets == plain.offsets
+    real = plain.mask.bool()
+    torch.testing.assert_close(shared.hidden[real], plain.hidden[real], rtol=1e-4, atol=1e-5)
+    for (k, v), (pk, pv) in zip(shared.kv, plain.kv, strict=True):
+        torch.testing.assert_close(k.transpose(1, 2)[real], pk.transpose(1, 2)[real], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v.transpose(1, 2)[real], pv.transpose(1, 2)[real], rtol=1e-4, atol=1e-5)
+    for a, b in zip(next(iter(fused.values())).layers, next(iter(plain_fused.values())).layers, strict=True):
+        cached = inputs.attention_mask[:, : a.keys.shape[2]].bool()  # the target's real prompt slots (pads: masked)
+        torch.testing.assert_close(a.keys.transpose(1, 2)[cached], b.keys.transpose(1, 2)[cached], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a.values.transpose(1, 2)[cached], b.values.transpose(1, 2)[cached], rtol=1e-4,
+                                   atol=1e-5)

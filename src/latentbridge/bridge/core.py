@@ -37,7 +37,7 @@ from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions
 from latentbridge.bridge.lead import LeadCache
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
-from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, common_prefix
+from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, cache_pass, common_prefix
 from latentbridge.bridge.response import ResponseSource
 from latentbridge.bridge.retokenize import by_sections, retokenize, section_offsets, sharer_rows
 from latentbridge.bridge.solutions import relay_continuation
@@ -191,12 +191,13 @@ class Bridge:
         header = list(text.prefix) + list(text.prompt)[:inside]
         return common_prefix([list(row), header + [-1]])  # the row's tokens as far as they are the header's
 
+    def _prefix_state(self, prefix: tuple[int, ...]) -> PrefixState:
+        if prefix not in self._prefixes:  # the header changes rarely: keep the last one
+            self._prefixes = {prefix: PrefixState.compute(self.source.model, prefix, self.source_layer, self.source.device)}
+        return self._prefixes[prefix]
+
     def _hidden_with_prefix(self, rows: Sequence[Sequence[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
-        prefix = tuple(rows[0][:shared])
-        cached = self._prefixes.get(prefix)
-        if cached is None:
-            cached = PrefixState.compute(self.source.model, prefix, self.source_layer, self.source.device)
-            self._prefixes = {prefix: cached}  # the header changes rarely: keep the last one
+        cached = self._prefix_state(tuple(rows[0][:shared]))
         rest_ids, rest_mask = left_pad([r[shared:] for r in rows], self.source.pad_id, self.source.device)
         b = len(rows)
         mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
@@ -238,6 +239,14 @@ class Bridge:
             rows, aligned = sharer_rows(self, prompts, strategy, memo, sections)
         else:
             rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
+        shared = self._shared_prefix(rows, prompts) if cache and aligned is None and not self.source_layers else 0
+        if shared >= MIN_SHARED_PREFIX:  # a shared header (the few-shot exemplars) run once, kept between batches
+            state = self._prefix_state(tuple(rows[0][:shared]))
+            hidden, mask, kv = cache_pass(self.source.model, rows, shared, state, self.source.pad_id, self.source.device,
+                                          self.source_layer)
+            states = SourceStates(hidden, mask)
+            self._read_cache(states, prompts, kv, on_target_tokens=bool(strategy))
+            return states
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         positions = positions_from_mask(mask) if aligned is None else \
             left_pad([s.positions for s in aligned], 0, self.source.device)[0]

@@ -45,3 +45,27 @@ class PrefixState:
         that a sliding-window model's masks measure its window in positions (:mod:`latentbridge.bridge.windows`)."""
         data = [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in self.kv]
         return DynamicCache(ddp_cache_data=data)
+
+
+def cache_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, state: PrefixState, pad_id: int,
+               device: torch.device, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+    """A cache reader's source pass over ``rows`` whose first ``shared`` tokens are ``state``'s prefix: only the
+    rest is run, reading the prefix's cache (``[prefix][pad][rest]``, positions counted from the mask), and the
+    hidden states of ``layer``, the mask and every layer's keys and values come back laid out as a plain pass
+    over the left-padded rows lays them out (``[pad][prefix][rest]``), so that what reads them is unchanged."""
+    from latentbridge.api.layout import left_pad, positions_from_mask
+
+    rest_ids, rest_mask = left_pad([r[shared:] for r in rows], pad_id, device)
+    b, width = rest_ids.shape
+    mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=device), rest_mask], 1)
+    out = model(input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
+                output_hidden_states=True, logits_to_keep=1, use_cache=True, **with_cache(model, state.cache(b)))
+    # slot j of the left-padded layout: a pad (j < p), the prefix's slot j - p, or the rest's slot j (unmoved)
+    pads = (width - rest_mask.sum(1)).to(device)[:, None]
+    j = torch.arange(shared + width, device=device)[None]
+    index = torch.where(j < pads, shared + j, torch.where(j < pads + shared, j - pads, j))
+    hidden = torch.cat([state.hidden.expand(b, -1, -1), out.hidden_states[layer]], 1)
+    hidden = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[2]))
+    kv = [tuple(t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+                for t in (lay.keys, lay.values)) for lay in cache_of(out).layers]
+    return hidden, mask.gather(1, index), kv
