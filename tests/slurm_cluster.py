@@ -33,6 +33,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def diagnosis(env: dict[str, str], lines: int = 40) -> str:
+    """What the cluster says of its jobs and node, and the tails of its daemons' logs: for a failing test's
+    message, so that a run elsewhere (CI) says why a job did not run."""
+    parts = []
+    for command in (["squeue", "-h", "-o", "%A %T %r %S"], ["sinfo", "-h", "-o", "%t %E"], ["scontrol", "show", "job"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        parts.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+    logs = Path(env["SLURM_CONF"]).parent / "log"
+    for name in ("slurmctld.log", "slurmd.log"):
+        path = logs / name
+        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else ["(none)"]
+        parts.append(f"--- {name}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 def _binary(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from latentbridge.cli.main import app
 
 from .helpers import recipe_dict
+from .slurm_cluster import diagnosis
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FAST = ["train.steps=4", "train.warmup_steps=0", "eval.every=4"]
@@ -260,9 +261,11 @@ def test_a_real_slurm_requeues_a_signalled_cell_and_it_resumes_exactly(tmp_path,
                      "eval.every=150")
     out = tmp_path / "array"
     env = {**ENV, **slurm}
-    process = subprocess.Popen([sys.executable, "-m", "latentbridge", "sweep", str(recipe), "--out", str(out),
-                                "--launcher", "slurm", "--cpus", "1", "--time", "10"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    printed = tmp_path / "sweep.out"  # a file, not a pipe: nothing reads it while the test polls SLURM
+    with printed.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "latentbridge", "sweep", str(recipe), "--out", str(out),
+                                    "--launcher", "slurm", "--cpus", "1", "--time", "10"], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         cell = out / "tiny-seed0"
         _wait_for(lambda: _steps_logged(cell) >= 3, 300, "the cell's third step")
@@ -270,16 +273,28 @@ def test_a_real_slurm_requeues_a_signalled_cell_and_it_resumes_exactly(tmp_path,
         assert len(jobs) == 1
         subprocess.run(["scancel", "--signal=USR1", jobs[0]], env=env, check=True)
 
-        def requeued() -> bool:  # pending again, held back by SLURM's requeue delay
-            state = subprocess.run(["squeue", "-h", "-j", jobs[0], "-o", "%t %r"], env=env, capture_output=True,
-                                   text=True).stdout.split()
-            return state[:1] == ["PD"]
+        def job(field: str) -> str:  # one squeue field of the job, "" once SLURM no longer lists it
+            return subprocess.run(["squeue", "-h", "-j", jobs[0], "-o", field], env=env, capture_output=True,
+                                  text=True).stdout.strip()
 
-        _wait_for(requeued, 120, "the job to requeue")
-        # start it now rather than after the delay (the delay is SLURM's; what is tested is the requeue)
+        _wait_for(lambda: job("%t") == "PD", 120, "the job to requeue")
+        # SLURM holds a requeued job back for a while (what is tested is the requeue, not that delay), but a
+        # start forced before the node has finished with the first run can fail to launch, which SLURM answers
+        # by holding the job ("launch failed requeued held"): start it once the node is idle again, release
+        # it once if SLURM held it all the same, and fail with what SLURM says if it is held again
+        _wait_for(lambda: subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True,
+                                         text=True).stdout.strip() == "idle", 120, "the node to clean up")
+        time.sleep(1.5)
         subprocess.run(["scontrol", "update", f"JobId={jobs[0]}", "StartTime=now"], env=env, check=True)
-        output, _ = process.communicate(timeout=900)
+        deadline, released = time.monotonic() + 600, False
+        while process.poll() is None:
+            reason = job("%r")
+            if "held" in reason.lower() and not released:
+                released = subprocess.run(["scontrol", "release", jobs[0]], env=env).returncode == 0
+            elif "held" in reason.lower() or time.monotonic() > deadline:
+                pytest.fail(f"the requeued job did not run to its end ({reason or 'gone'}):\n{diagnosis(env)}")
+            time.sleep(2)
     finally:
         process.kill()
-    assert process.returncode == 0, output
+    assert process.returncode == 0, printed.read_text()
     _assert_resumed_as_uninterrupted(out, cell, recipe, tmp_path)
