@@ -37,7 +37,7 @@ from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions
 from latentbridge.bridge.lead import LeadCache
 from latentbridge.bridge.models import FrozenModel, cache_of, with_cache
 from latentbridge.bridge.patch import activation_inputs
-from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, cache_pass, common_prefix
+from latentbridge.bridge.prefix import MIN_SHARED_PREFIX, PrefixState, cache_pass, common_prefix, rest_pass
 from latentbridge.bridge.response import ResponseSource
 from latentbridge.bridge.retokenize import by_sections, retokenize, section_offsets, sharer_rows
 from latentbridge.bridge.solutions import relay_continuation
@@ -198,15 +198,8 @@ class Bridge:
 
     def _hidden_with_prefix(self, rows: Sequence[Sequence[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self._prefix_state(tuple(rows[0][:shared]))
-        rest_ids, rest_mask = left_pad([r[shared:] for r in rows], self.source.pad_id, self.source.device)
-        b = len(rows)
-        mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1)
-        out = self.source.model(
-            input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
-            **with_cache(self.source.model, cached.cache(b)), output_hidden_states=True, logits_to_keep=1,
-        )
-        hidden = torch.cat([cached.hidden.expand(b, -1, -1), out.hidden_states[self.source_layer]], 1)
-        return hidden, mask
+        out, _, mask = rest_pass(self.source.model, rows, shared, cached, self.source.pad_id, self.source.device)
+        return torch.cat([cached.hidden.expand(len(rows), -1, -1), out.hidden_states[self.source_layer]], 1), mask
 
     def hidden_rows(self, prompts: Sequence[Prompt]) -> list[torch.Tensor]:
         """Each prompt's source hidden states on its real tokens only (``t_i d``)."""

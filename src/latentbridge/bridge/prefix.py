@@ -47,19 +47,30 @@ class PrefixState:
         return DynamicCache(ddp_cache_data=data)
 
 
-def cache_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, state: PrefixState, pad_id: int,
-               device: torch.device, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
-    """A cache reader's source pass over ``rows`` whose first ``shared`` tokens are ``state``'s prefix: only the
-    rest is run, reading the prefix's cache (``[prefix][pad][rest]``, positions counted from the mask), and the
-    hidden states of ``layer``, the mask and every layer's keys and values come back laid out as a plain pass
-    over the left-padded rows lays them out (``[pad][prefix][rest]``), so that what reads them is unchanged."""
+def rest_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, state: PrefixState, pad_id: int,
+              device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The source over ``rows`` whose first ``shared`` tokens are ``state``'s prefix: only the rest is run,
+    left-padded after the prefix's cache (``[prefix][pad][rest]``, positions counted from the mask). Returns
+    the model's output (hidden states of every layer, the cache with the prefix in front), the rest's mask
+    ``b w`` and the whole mask ``b (shared + w)``."""
     from latentbridge.api.layout import left_pad, positions_from_mask
 
     rest_ids, rest_mask = left_pad([r[shared:] for r in rows], pad_id, device)
-    b, width = rest_ids.shape
+    b = rest_ids.shape[0]
     mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=device), rest_mask], 1)
     out = model(input_ids=rest_ids, attention_mask=mask, position_ids=positions_from_mask(mask)[:, shared:],
                 output_hidden_states=True, logits_to_keep=1, use_cache=True, **with_cache(model, state.cache(b)))
+    return out, rest_mask, mask
+
+
+def cache_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, state: PrefixState, pad_id: int,
+               device: torch.device, layer: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+    """A cache reader's source pass over ``rows`` whose first ``shared`` tokens are ``state``'s prefix
+    (:func:`rest_pass`): the hidden states of ``layer``, the mask and every layer's keys and values come back
+    laid out as a plain pass over the left-padded rows lays them out (``[pad][prefix][rest]``), so that what
+    reads them is unchanged."""
+    out, rest_mask, mask = rest_pass(model, rows, shared, state, pad_id, device)
+    b, width = rest_mask.shape
     # slot j of the left-padded layout: a pad (j < p), the prefix's slot j - p, or the rest's slot j (unmoved)
     pads = (width - rest_mask.sum(1)).to(device)[:, None]
     j = torch.arange(shared + width, device=device)[None]
