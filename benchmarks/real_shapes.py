@@ -21,6 +21,9 @@ Measured in one run, each ratio from interleaved repeats (the medians), against 
 * batched evaluation's generated tokens/s over Hugging Face ``generate`` on the same inputs, outputs
   identical: goal >= 1.0;
 * the source cache on over off, 8 shots: goal >= 2x (with the message in front of the header and after it);
+* the context split at about 2k source tokens (``qa_context``: each item's own long context, which the source
+  reads and the target does not; no header shared between rows): a step, the source cache on over off, and
+  the source's share of a step;
 * how a step grows with shots, k, batch and message kind (``results/real_shapes.png``);
 * peak memory of a step over the static estimate (frozen weights + translator x 16 bytes);
 * a bf16 step over an fp32 step (on this CPU).
@@ -105,9 +108,11 @@ class Bench:
 
     def recipe(self, overrides: list[str], recipe: str = "answer_softplus", bf16: bool = False):
         suffix = "-bf16" if bf16 else ""
+        task = ["task=gsm8k", f"task.data_dir={self.data_dir}", "task.shots=8"]
+        if any(o.startswith("task=") for o in overrides):  # another task: its own data and shots
+            task = []
         base = [f"models.source={self.folders['source' + suffix]}", f"models.target={self.folders['target' + suffix]}",
-                f"models.dtype={'bfloat16' if bf16 else 'float32'}", "task=gsm8k", f"task.data_dir={self.data_dir}",
-                "task.shots=8", "train.batch_size=4", "eval.max_new_tokens=32", "eval.batch_size=4",
+                f"models.dtype={'bfloat16' if bf16 else 'float32'}", *task, "train.batch_size=4", "eval.max_new_tokens=32", "eval.batch_size=4",
                 f"cache.dir={self.tmp}/cache", "cache.source=true"]
         out = load_recipe(recipe, [*base, *overrides])
         out.train.max_train_examples = out.train.batch_size  # every step reads the same batch
@@ -167,6 +172,58 @@ def eval_against_generate(exp, items: int = 4, new: int = 32) -> dict[str, float
     return {"eval_over_generate_tokens_per_s": ratio(times, "generate", "ours"),
             "identical_outputs": outs["ours"] == outs["generate"],
             "generated_tokens_per_s": items * new / statistics.median(times["ours"])}
+
+
+CONTEXT_TOKENS = 2000  # source tokens of a context-split prompt: about 2k, as issue 27 asks
+
+
+def context_split_data(folder: Path, data_dir: Path, tokenizer, items: int = 24) -> Path:
+    """A ``qa_context`` folder (SQuAD layout) whose contexts are GSM8K questions strung together until the
+    source's tokenizer reads about :data:`CONTEXT_TOKENS` tokens; each question asks for the answer of one
+    problem in it (random weights: only the lengths matter)."""
+    import random
+
+    rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines() if line.strip()]
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        lines = []
+        for i in range(items):
+            picked: list[dict] = []
+            while len(tokenizer(" ".join(r["question"] for r in picked))["input_ids"]) < CONTEXT_TOKENS - 40:
+                picked.append(rng.choice(rows))
+            asked = rng.randrange(len(picked))
+            lines.append(json.dumps({"id": f"{split}-{i}", "context": " ".join(r["question"] for r in picked),
+                                     "question": f"What is the answer to problem {asked + 1}?",
+                                     "answers": [picked[asked]["answer"].split("####")[-1].strip()]}))
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def context_split_section(bench: Bench, repeats: int) -> dict[str, object]:
+    """The context split at about 2k source tokens: a step (soft tokens), the source cache on over off, and
+    how much of an uncached step the source's pass takes (what the cache can save)."""
+    from transformers import AutoTokenizer
+
+    data = context_split_data(Path(bench.tmp) / "context_split", bench.data_dir,
+                              AutoTokenizer.from_pretrained(bench.folders["source"]))
+    task = ["task=qa_context", f"task.data_dir={data}", "task.target_reads=question", "eval.dev_n=4"]
+    on = bench.runner("ctx-on", task)
+    bench.runner("ctx-off", [*task, "cache.source=false"])
+    prompts = [on.exp.task.prompt(e) for e in on.exp.task.examples("test")[:8]]
+    lengths = {"source": statistics.mean(len(r) for r in on.exp.bridge.source_rows(prompts)),
+               "target": statistics.mean(len(on.exp.bridge.target_encoder.prompt_ids(p)) for p in prompts)}
+    batch = [on.exp.task.prompt(e) for e in on.train_examples[:4]]
+
+    def source_pass() -> None:
+        on.exp.bridge.source_states(batch)  # no examples: the source runs, as with the cache off
+
+    times = interleaved({"on": bench.step("ctx-on"), "off": bench.step("ctx-off"), "source": source_pass}, repeats)
+    bench.close("ctx-on", "ctx-off")
+    return {"context_split_prompt_tokens": lengths,
+            "context_split_step_s": {k: statistics.median(v) for k, v in times.items()},
+            "context_split_cache_on_speedup": ratio(times, "off", "on"),
+            "context_split_source_share_of_step": ratio(times, "source", "off")}
 
 
 def main() -> None:
@@ -238,6 +295,10 @@ def main() -> None:
         bench.close("after-8-nocache", "after-8")
         print("cache after the header", out["cache_on_speedup_after_header"], flush=True)
 
+        # 3b. the same at the context split (~2k source tokens, no header shared between rows)
+        out.update(context_split_section(bench, args.repeats))
+        print("context split", out["context_split_cache_on_speedup"], out["context_split_step_s"], flush=True)
+
         # 4. c2c step over soft-token step
         c2c = bench.runner("c2c", [], recipe="c2c_fusion")
         out["parameters"]["c2c_fusers"] = sum(p.numel() for p in c2c.exp.trainable_parameters())
@@ -305,6 +366,10 @@ def main() -> None:
     mem = out["memory"]
     if mem["peak_over_estimate"] is not None:
         table.append(("peak memory / static estimate", f"{mem['peak_over_estimate']:.2f}", "-", "-"))
+    table.append(("context split (~2k source tokens): cache on speedup", f"{out['context_split_cache_on_speedup']:.2f}",
+                  "-", "-"))
+    table.append(("context split: the source's pass / an uncached step", f"{out['context_split_source_share_of_step']:.2f}",
+                  "-", "-"))
     table.append(("bf16 step / fp32 step (this CPU)", f"{out['bf16_over_fp32_step']:.2f}", "-", "-"))
     table.append(("8-shot floor / 0-shot floor (what this layout cannot skip)", f"{out['floor8_over_floor0']:.2f}",
                   "-", "-"))
