@@ -38,7 +38,7 @@ def diagnosis(env: dict[str, str], lines: int = 40) -> str:
     message, so that a run elsewhere (CI) says why a job did not run."""
     parts = []
     for command in (["squeue", "-h", "-o", "%A %T %r %S"], ["sinfo", "-h", "-o", "%t %E"], ["scontrol", "show", "job"]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
         parts.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
     logs = Path(env["SLURM_CONF"]).parent / "log"
     for name in ("slurmctld.log", "slurmd.log"):
