@@ -136,9 +136,9 @@ class Bench:
             self.runners.pop(name, None)
 
 
-def prompt_lengths(exp) -> dict[str, float]:
+def prompt_lengths(exp, items: int = 16) -> dict[str, float]:
     bridge, task = exp.bridge, exp.task
-    prompts = [task.prompt(e) for e in task.examples("test")[:16]]
+    prompts = [task.prompt(e) for e in task.examples("test")[:items]]
     return {"source": statistics.mean(len(r) for r in bridge.source_rows(prompts)),
             "target": statistics.mean(len(bridge.target_encoder.prompt_ids(p)) for p in prompts)}
 
@@ -212,9 +212,7 @@ def context_split_section(bench: Bench, repeats: int) -> dict[str, object]:
     task = ["task=qa_context", f"task.data_dir={data}", "task.target_reads=question", "eval.dev_n=4"]
     on = bench.runner("ctx-on", task)
     bench.runner("ctx-off", [*task, "cache.source=false"])
-    prompts = [on.exp.task.prompt(e) for e in on.exp.task.examples("test")[:8]]
-    lengths = {"source": statistics.mean(len(r) for r in on.exp.bridge.source_rows(prompts)),
-               "target": statistics.mean(len(on.exp.bridge.target_encoder.prompt_ids(p)) for p in prompts)}
+    lengths = prompt_lengths(on.exp, items=8)
     batch = [on.exp.task.prompt(e) for e in on.train_examples[:4]]
 
     def source_pass() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from latentbridge.api.layout import left_pad, positions_from_mask
 from latentbridge.bridge.models import cache_of, with_cache
 
 MIN_SHARED_PREFIX = 32  # tokens: below this, reusing a prefix's key/value cache is not worth it
@@ -53,8 +54,6 @@ def rest_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, state: Pre
     left-padded after the prefix's cache (``[prefix][pad][rest]``, positions counted from the mask). Returns
     the model's output (hidden states of every layer, the cache with the prefix in front), the rest's mask
     ``b w`` and the whole mask ``b (shared + w)``."""
-    from latentbridge.api.layout import left_pad, positions_from_mask
-
     rest_ids, rest_mask = left_pad([r[shared:] for r in rows], pad_id, device)
     b = rest_ids.shape[0]
     mask = torch.cat([torch.ones(b, shared, dtype=rest_mask.dtype, device=device), rest_mask], 1)
