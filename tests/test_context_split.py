@@ -141,10 +141,11 @@ def _states(exp, n=4):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
-def test_kv_translate_reads_the_context_and_nothing_else(random_pair, reverse):
-    """The tokens it reads are the context's, whole; noise everywhere else in the source's cache changes
-    nothing, noise inside the context changes the message."""
+def test_kv_translate_reads_the_context_and_nothing_else(random_pair, reverse, monkeypatch):
+    """The tokens it reads are the context's, whole; noise everywhere else in the source's cache (the source
+    made to read the question too) changes nothing, noise inside the context changes the message."""
     exp = make_experiment(random_pair, *PASSAGES, reverse=reverse)
+    monkeypatch.setattr(type(exp.translator), "reads_context_only", False)  # the source reads every token
     examples, prompts, states = _states(exp)
     rows = exp.bridge.source_rows(prompts)
     width = states.mask.shape[1]
@@ -175,6 +176,45 @@ def test_kv_translate_reads_the_context_and_nothing_else(random_pair, reverse):
     for a, b in zip(message.keys + message.values, same.keys + same.values, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any((a - b).abs().max() > 1e-3 for a, b in zip(message.keys, changed.keys, strict=True))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
+def test_the_source_stops_after_the_context_and_the_message_is_the_same(random_pair, reverse, monkeypatch):
+    """kv_translate reads the source's cache at the context only, so the source reads each row up to the
+    context's last token: the question is never run, and the message equals the one from every token read.
+    A cut one token early (or late) changes the message or its length; no cut leaves the question read."""
+    exp = make_experiment(random_pair, *PASSAGES, reverse=reverse)
+    examples, prompts, cut = _states(exp, 6)
+    monkeypatch.setattr(type(exp.translator), "reads_context_only", False)
+    _, _, whole = _states(exp, 6)
+    rows = exp.bridge.source_rows(prompts)
+    real = cut.mask.sum(1).tolist()
+    assert len({end - start for start, end in cut.context}) > 1  # contexts of different lengths in one batch
+    for row, n, (start, end), (w_start, w_end) in zip(rows, real, cut.context, whole.context, strict=True):
+        assert end == cut.mask.shape[1]  # each row's last token read is its context's last
+        assert end - start == w_end - w_start
+        assert n < len(row)  # the question's tokens were not read
+        assert len(row) - n == whole.mask.shape[1] - w_end  # exactly those after the context
+    assert [len(o) for o in cut.offsets] == real
+    with torch.no_grad():
+        a, b = exp.translator.message(cut), exp.translator.message(whole)
+    assert a.ntokens() == b.ntokens()
+    for x, y in zip(a.keys + a.values, b.keys + b.values, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_cut_after_context_keeps_a_row_without_a_context_and_refuses_misaligned_spans():
+    from latentbridge.api.task import Prompt
+    from latentbridge.bridge.context import cut_after_context
+
+    with_context = Prompt(header="", question="ab cd ef", cue="", answer="", context_span=(0, 5))
+    without = Prompt(header="", question="ab cd ef", cue="", answer="")
+    spans = [(0, 0), (0, 2), (2, 5), (5, 8)]  # a special token, then "ab", " cd", " ef"
+    assert cut_after_context([[1, 2, 3, 4]] * 2, [with_context, without], [spans] * 2) == [[1, 2, 3], [1, 2, 3, 4]]
+    straddling = Prompt(header="", question="ab cd ef", cue="", answer="", context_span=(0, 4))  # ends inside " cd"
+    assert cut_after_context([[1, 2, 3, 4]], [straddling], [spans]) == [[1, 2, 3]]
+    with pytest.raises(ValueError, match="3 token spans for a row of 4"):
+        cut_after_context([[1, 2, 3, 4]], [with_context], [spans[:3]])
 
 
 def test_rope_is_taken_off_and_put_back_as_the_model_rotates(random_pair):

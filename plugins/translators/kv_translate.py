@@ -104,6 +104,7 @@ class KVTranslate(Translator):
     emits = "kv_prefix"
     reads_cache = True
     needs_context = True
+    reads_context_only = True  # the source stops after the context: the question's tokens are never run
 
     @classmethod
     def check_models(cls, source: Any, target: Any, config: KVTranslateConfig) -> list[str]:

@@ -31,6 +31,7 @@ from latentbridge.api.messages import (
 from latentbridge.api.segments import Soft, TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
+from latentbridge.bridge.context import context_tokens, cut_after_context
 from latentbridge.bridge.encoding import PromptEncoder
 from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask, split_cached
@@ -44,22 +45,6 @@ from latentbridge.bridge.solutions import relay_continuation
 from latentbridge.errors import LatentBridgeError
 from latentbridge.nn.rope import rope_tables
 from latentbridge.registry.blame import blame
-
-
-def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Sequence[tuple[int, int]]],
-                   mask: torch.Tensor) -> list[tuple[int, int]]:
-    """Per row, ``[start, end)``: the indices in the left-padded row of the tokens whose characters overlap the
-    prompt's context (:meth:`Prompt.own_context_span`); ``(t, t)`` for a row without one. A row's real tokens
-    start after its padding, the prompt first (a solution read after it does not move them)."""
-    t = mask.shape[1]
-    out = []
-    for prompt, spans, real in zip(prompts, offsets, mask.sum(1).tolist(), strict=True):
-        span = prompt.own_context_span()
-        inside = [] if span is None or span[1] <= span[0] else \
-            [i for i, (a, b) in enumerate(spans) if b > a and a < span[1] and b > span[0]]
-        start = t - int(real)
-        out.append((start + inside[0], start + inside[-1] + 1) if inside else (t, t))
-    return out
 
 
 class Layouts:
@@ -232,6 +217,10 @@ class Bridge:
             rows, aligned = sharer_rows(self, prompts, strategy, memo, sections)
         else:
             rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
+            if cache and self.translator.reads_context_only and self.solutions is None:
+                # its message reads the cache at the context's tokens only, which nothing after them changes
+                read = [p.for_source for p in prompts]
+                rows = cut_after_context(rows, read, self._row_offsets(read, self.source_encoder))
         shared = self._shared_prefix(rows, prompts) if cache and aligned is None and not self.source_layers else 0
         if shared >= MIN_SHARED_PREFIX:  # a shared header (the few-shot exemplars) run once, kept between batches
             state = self._prefix_state(tuple(rows[0][:shared]))
@@ -258,6 +247,11 @@ class Bridge:
                 states.offsets = [section_offsets(s, spans) for s, spans in zip(aligned, states.offsets, strict=True)]
         return states
 
+    @staticmethod
+    def _row_offsets(read: Sequence[Prompt], encoder: PromptEncoder) -> list[list[tuple[int, int]]]:
+        """Each row's token spans in its prompt's text: ``(0, 0)`` for the special prefix, then the prompt's."""
+        return [[(0, 0)] * len(encoder.target_text(p).prefix) + encoder.offsets(p) for p in read]
+
     def _read_cache(self, states: SourceStates, prompts: Sequence[Prompt],
                     kv: list[tuple[torch.Tensor, torch.Tensor]], on_target_tokens: bool = False) -> None:
         """Fill ``states``' cache fields: ``kv`` (every position the source read) and what locates it (with
@@ -269,7 +263,8 @@ class Bridge:
         # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
         read = [p.for_source for p in prompts]
         encoder = self.target_encoder if on_target_tokens else self.source_encoder
-        states.offsets = [[(0, 0)] * len(encoder.target_text(p).prefix) + encoder.offsets(p) for p in read]
+        real = states.mask.sum(1).tolist()  # a row cut after its context (cut_after_context) has only those spans
+        states.offsets = [spans[:n] for spans, n in zip(self._row_offsets(read, encoder), real, strict=True)]
         states.text = [p.text for p in read]
         states.positions = positions_from_mask(states.mask)
         source = self.source.model
