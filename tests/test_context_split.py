@@ -178,13 +178,21 @@ def test_kv_translate_reads_the_context_and_nothing_else(random_pair, reverse, m
     assert any((a - b).abs().max() > 1e-3 for a, b in zip(message.keys, changed.keys, strict=True))
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["llama->mistral", "mistral->llama"])
-def test_the_source_stops_after_the_context_and_the_message_is_the_same(random_pair, reverse, monkeypatch):
+@pytest.mark.parametrize(("reverse", "shots"), [(False, 0), (True, 0), (False, 1)],
+                         ids=["llama->mistral", "mistral->llama", "one shot"])
+def test_the_source_stops_after_the_context_and_the_message_is_the_same(random_pair, reverse, shots, monkeypatch):
     """kv_translate reads the source's cache at the context only, so the source reads each row up to the
-    context's last token: the question is never run, and the message equals the one from every token read.
-    A cut one token early (or late) changes the message or its length; no cut leaves the question read."""
-    exp = make_experiment(random_pair, *PASSAGES, reverse=reverse)
+    context's last token: the question is never run, and the message equals the one from every token read
+    (with a shot, through the shared header's kept cache). A cut one token early (or late) changes the
+    message or its length; no cut leaves the question read."""
+    import latentbridge.bridge.core as core
+    from latentbridge.bridge.prefix import cache_pass
+
+    exp = make_experiment(random_pair, *PASSAGES, f"task.shots={shots}", reverse=reverse)
+    kept = []  # with a shot, the rows share a header long enough to be run once and kept (cache_pass)
+    monkeypatch.setattr(core, "cache_pass", lambda *a, **k: kept.append(1) or cache_pass(*a, **k))
     examples, prompts, cut = _states(exp, 6)
+    assert bool(kept) == bool(shots)
     monkeypatch.setattr(type(exp.translator), "reads_context_only", False)
     _, _, whole = _states(exp, 6)
     rows = exp.bridge.source_rows(prompts)
@@ -203,9 +211,42 @@ def test_the_source_stops_after_the_context_and_the_message_is_the_same(random_p
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
+def test_no_cut_where_later_tokens_change_the_cache(random_pair, monkeypatch):
+    """Where cut_is_exact says no (bidirectional attention, rotary tables that follow the longest position),
+    the source reads every token, as before."""
+    import latentbridge.bridge.core as core
+
+    exp = make_experiment(random_pair, *PASSAGES)
+    monkeypatch.setattr(core, "cut_is_exact", lambda model: False)
+    examples, prompts, states = _states(exp)
+    assert [int(n) for n in states.mask.sum(1)] == [len(r) for r in exp.bridge.source_rows(prompts)]
+    assert all(end < states.mask.shape[1] for _, end in states.context)
+
+
+def test_cut_is_exact_only_for_causal_models_with_fixed_rotary_tables():
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    from latentbridge.bridge.context import cut_is_exact
+
+    def model(config):
+        return type("M", (), {"config": config})()
+
+    assert cut_is_exact(model(LlamaConfig()))
+    for parameters in ({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4},
+                       {"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "longrope"}}):
+        config = LlamaConfig()
+        config.rope_parameters = parameters
+        assert not cut_is_exact(model(config))
+    gemma = Gemma3TextConfig()
+    assert cut_is_exact(model(gemma))
+    gemma.use_bidirectional_attention = True
+    assert not cut_is_exact(model(gemma))
+
+
 def test_cut_after_context_keeps_a_row_without_a_context_and_refuses_misaligned_spans():
     from latentbridge.api.task import Prompt
     from latentbridge.bridge.context import cut_after_context
+    from latentbridge.errors import LatentBridgeError
 
     with_context = Prompt(header="", question="ab cd ef", cue="", answer="", context_span=(0, 5))
     without = Prompt(header="", question="ab cd ef", cue="", answer="")
@@ -213,7 +254,7 @@ def test_cut_after_context_keeps_a_row_without_a_context_and_refuses_misaligned_
     assert cut_after_context([[1, 2, 3, 4]] * 2, [with_context, without], [spans] * 2) == [[1, 2, 3], [1, 2, 3, 4]]
     straddling = Prompt(header="", question="ab cd ef", cue="", answer="", context_span=(0, 4))  # ends inside " cd"
     assert cut_after_context([[1, 2, 3, 4]], [straddling], [spans]) == [[1, 2, 3]]
-    with pytest.raises(ValueError, match="3 token spans for a row of 4"):
+    with pytest.raises(LatentBridgeError, match="3 token spans for a row of 4"):
         cut_after_context([[1, 2, 3, 4]], [with_context], [spans[:3]])
 
 

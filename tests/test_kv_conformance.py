@@ -128,12 +128,13 @@ def test_each_row_of_a_padded_batch_reads_what_it_reads_alone(families, name, ro
     exp = experiment_for(families, name, role, kind, dtype)
     bridge, target = exp.bridge, exp.bridge.target
     prompts = prompts_of(exp)
-    # what the window must span: the target's prompts, or (kv_translate) the context the message holds
-    rows = bridge.source_rows(prompts) if kind == "kv_translate" else \
-        [bridge.target_encoder.prompt_ids(p) for p in prompts]
-    assert len({len(r) for r in rows}) > 1 and min(len(r) for r in rows) > WINDOW
     with torch.no_grad():
         message = bridge.message(prompts)
+    # what the window must span: the target's prompts, or (kv_translate) the context the message holds
+    sizes = message.ntokens() if kind == "kv_translate" else \
+        [len(bridge.target_encoder.prompt_ids(p)) for p in prompts]
+    assert len(set(sizes)) > 1 and min(sizes) > WINDOW
+    with torch.no_grad():
         batch = bridge.bridged_inputs(message, prompts, with_answer=True)
         logits = batch.forward(target.model).logits.float()
         for r in range(len(prompts)):

@@ -2,8 +2,9 @@
 key/value geometry at those positions, so the target attends to a translated context as a cache it never
 computed (the cross-model cache translation of the dense heterogeneous-KV and cache-flow work).
 
-For a context-split task (``task.target_reads: question``) the source reads the context and the question;
-the target reads the question only, after the translated context:
+For a context-split task (``task.target_reads: question``) the source reads its prompt up to the context's
+last token (the question after it would change nothing there: ``reads_context_only``); the target reads the
+question only, after the translated context:
 
 - **What it reads.** Only the source tokens whose characters lie in the item's context
   (``SourceStates.context``): never the question, the template's words or the special prefix.
@@ -104,7 +105,7 @@ class KVTranslate(Translator):
     emits = "kv_prefix"
     reads_cache = True
     needs_context = True
-    reads_context_only = True  # the source stops after the context: the question's tokens are never run
+    reads_context_only = True  # the source stops after the context's last token
 
     @classmethod
     def check_models(cls, source: Any, target: Any, config: KVTranslateConfig) -> list[str]:

@@ -50,7 +50,9 @@ class SourceStates:
     ``[start, end)`` token indices of the context in the padded row (``(t, t)`` where it holds none);
     ``sections``, with chat templates and c2c's ``chat_alignment: sections``, per row how the source's row is
     aligned with the target's (:class:`latentbridge.bridge.retokenize.Sections`; ``positions`` then count the
-    padding the alignment puts between sections)."""
+    padding the alignment puts between sections). For a translator that reads the context only
+    (``reads_context_only``) each row ends at its context's last token: ``hidden``, ``mask``, ``kv``,
+    ``offsets`` and ``positions`` stop there, while ``text`` stays the whole prompt."""
 
     hidden: torch.Tensor
     mask: torch.Tensor

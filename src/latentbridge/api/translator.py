@@ -94,8 +94,9 @@ class Translator(nn.Module):
     fuses_target_prompt: ClassVar[bool] = False
     # True: it translates the source's context (SourceStates.context), so it needs a context split
     needs_context: ClassVar[bool] = False
-    # True: its message reads the source's cache at the context's tokens only (SourceStates.context), so the
-    # source reads each row up to the context's last token and stops there (nothing after it changes them)
+    # True (with reads_cache): its message reads the source's cache at the context's tokens only
+    # (SourceStates.context), so the source reads each row up to the context's last token and stops there
+    # (nothing after it changes them; not where bridge.context.cut_is_exact says otherwise)
     reads_context_only: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

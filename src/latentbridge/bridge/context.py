@@ -1,9 +1,11 @@
 """Where a context split's context lies in the rows the source reads.
 
-A context-split task's source reads ``[special prefix][header][context][question][cue]``; a translator of the
-context (``kv_translate``) reads the source's cache at the context's tokens only. Causal attention makes
-those positions' keys and values depend on the tokens up to them and on none after, so the source can stop
-after the context's last token (:func:`cut_after_context`): the same cache there, without the question.
+A context-split task's source reads its prompt with the context in it (``task.context_template``, by default
+``{context} {question}``, then the cue); a translator of the context (``kv_translate``) reads the source's
+cache at the context's tokens only. Causal attention makes those positions' keys and values depend on the
+tokens up to them and on none after, so the source can stop after the context's last token
+(:func:`cut_after_context`): the same cache there, without what follows (with the default template, the
+question and the cue). :func:`cut_is_exact` says where that holds.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from latentbridge.api.task import Prompt
+from latentbridge.errors import LatentBridgeError
 
 Spans = Sequence[tuple[int, int]]
 
@@ -39,13 +42,40 @@ def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Spans], mask: to
     return out
 
 
+# rotary tables whose frequencies follow the longest position in the batch (transformers' dynamic_rope_update):
+# a row cut shorter can change them, and with them the keys at the context's positions
+LENGTH_DEPENDENT_ROPE = frozenset({"dynamic", "longrope"})
+
+
+def _rope_types(parameters: object) -> set[str]:
+    """Every ``rope_type`` in a config's ``rope_parameters`` (one table, or one per layer type)."""
+    if not isinstance(parameters, dict):
+        return set()
+    found = {parameters["rope_type"]} if isinstance(parameters.get("rope_type"), str) else set()
+    for value in parameters.values():
+        found |= _rope_types(value)
+    return found
+
+
+def cut_is_exact(model: object) -> bool:
+    """Whether the source's cache at a position depends on the tokens up to it only, so that
+    :func:`cut_after_context` changes nothing there: not under bidirectional attention (a Gemma config's
+    ``use_bidirectional_attention``), nor with rotary frequencies chosen from the batch's longest position
+    (``dynamic``, ``longrope``)."""
+    config = model.config.get_text_config()
+    if getattr(config, "use_bidirectional_attention", False):
+        return False
+    types = _rope_types(getattr(config, "rope_parameters", None)) | _rope_types(getattr(config, "rope_scaling", None))
+    return not types & LENGTH_DEPENDENT_ROPE
+
+
 def cut_after_context(rows: Sequence[list[int]], prompts: Sequence[Prompt], offsets: Sequence[Spans]) -> list[list[int]]:
     """Each row up to and including the last token that overlaps its prompt's context (a row without a
     context stays whole): what the source must read for its cache over the context."""
     out = []
     for row, prompt, spans in zip(rows, prompts, offsets, strict=True):
         if len(spans) != len(row):
-            raise ValueError(f"cut_after_context: {len(spans)} token spans for a row of {len(row)} tokens")
+            raise LatentBridgeError(f"cut_after_context: {len(spans)} token spans for a row of {len(row)} tokens")
         inside = _inside(prompt, spans)
         out.append(list(row[: inside[-1] + 1]) if inside else list(row))
     return out

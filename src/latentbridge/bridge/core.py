@@ -31,7 +31,7 @@ from latentbridge.api.messages import (
 from latentbridge.api.segments import Soft, TargetInputs, Text
 from latentbridge.api.task import Example, Prompt
 from latentbridge.api.translator import Translator
-from latentbridge.bridge.context import context_tokens, cut_after_context
+from latentbridge.bridge.context import context_tokens, cut_after_context, cut_is_exact
 from latentbridge.bridge.encoding import PromptEncoder
 from latentbridge.bridge.kv import kv_fusion_inputs, kv_prefix_inputs, kv_share_inputs
 from latentbridge.bridge.layout import assemble, left_pad, pad_hidden, positions_from_mask, split_cached
@@ -195,7 +195,8 @@ class Bridge:
     def source_states(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> SourceStates:
         """What the translator reads: the chosen layer's states; with ``models.source_layers``, those layers
         too; for a translator that reads the cache (``reads_cache``), the source's key/value cache of the
-        prompt and its token offsets.
+        prompt and its token offsets (of each row up to its context's last token, for a translator that reads
+        the context only: ``reads_context_only``, where :func:`cut_is_exact`).
 
         With the ``generation`` view, prompts whose solutions the source writes now (new questions; not the
         cached train, dev and test items) are read from the states the source computed while writing them:
@@ -211,23 +212,27 @@ class Bridge:
         # a translator aligned as the C2C authors align: the source reads the target's tokens, re-encoded
         strategy = getattr(self.translator, "retokenize", None) if cache else None
         aligned = None  # with chat templates, c2c's sections: the sharer's own template, positions that count padding
+        offsets = None  # each row's token spans, where its row was cut after the context
         if strategy:
             sections = by_sections(self, getattr(self.translator, "chat_alignment", "reencode"))
             memo = self._retokenized.setdefault(strategy, {})  # per strategy: the pair is the bridge's
             rows, aligned = sharer_rows(self, prompts, strategy, memo, sections)
         else:
             rows = self.source_rows(prompts)  # one plain forward pass gives every layer and the cache
-            if cache and self.translator.reads_context_only and self.solutions is None:
+            if (cache and self.translator.reads_context_only and self.solutions is None
+                    and cut_is_exact(self.source.model)):
                 # its message reads the cache at the context's tokens only, which nothing after them changes
                 read = [p.for_source for p in prompts]
-                rows = cut_after_context(rows, read, self._row_offsets(read, self.source_encoder))
+                spans = self._row_offsets(read, self.source_encoder)
+                rows = cut_after_context(rows, read, spans)
+                offsets = [s[: len(row)] for s, row in zip(spans, rows, strict=True)]
         shared = self._shared_prefix(rows, prompts) if cache and aligned is None and not self.source_layers else 0
         if shared >= MIN_SHARED_PREFIX:  # a shared header (the few-shot exemplars) run once, kept between batches
             state = self._prefix_state(tuple(rows[0][:shared]))
             hidden, mask, kv = cache_pass(self.source.model, rows, shared, state, self.source.pad_id, self.source.device,
                                           self.source_layer)
             states = SourceStates(hidden, mask)
-            self._read_cache(states, prompts, kv, on_target_tokens=bool(strategy))
+            self._read_cache(states, prompts, kv, on_target_tokens=bool(strategy), offsets=offsets)
             return states
         ids, mask = left_pad(rows, self.source.pad_id, self.source.device)
         positions = positions_from_mask(mask) if aligned is None else \
@@ -241,7 +246,7 @@ class Bridge:
                               layers=[out.hidden_states[i] for i in self.source_layers or ()])
         if cache:
             self._read_cache(states, prompts, [(layer.keys, layer.values) for layer in cache_of(out).layers],
-                             on_target_tokens=bool(strategy))
+                             on_target_tokens=bool(strategy), offsets=offsets)
             if aligned is not None:
                 states.sections, states.positions = aligned, positions
                 states.offsets = [section_offsets(s, spans) for s, spans in zip(aligned, states.offsets, strict=True)]
@@ -253,9 +258,11 @@ class Bridge:
         return [[(0, 0)] * len(encoder.target_text(p).prefix) + encoder.offsets(p) for p in read]
 
     def _read_cache(self, states: SourceStates, prompts: Sequence[Prompt],
-                    kv: list[tuple[torch.Tensor, torch.Tensor]], on_target_tokens: bool = False) -> None:
+                    kv: list[tuple[torch.Tensor, torch.Tensor]], on_target_tokens: bool = False,
+                    offsets: list[list[tuple[int, int]]] | None = None) -> None:
         """Fill ``states``' cache fields: ``kv`` (every position the source read) and what locates it (with
-        ``on_target_tokens``, the source read the target's tokens: each has the target token's span)."""
+        ``on_target_tokens``, the source read the target's tokens: each has the target token's span;
+        ``offsets``: the rows' spans where they were cut after the context)."""
         states.kv = kv
         if any(k.shape[2] != states.mask.shape[1] for k, _ in states.kv):
             raise LatentBridgeError(f"the source's cache of {self.source.name} does not hold every position it "
@@ -263,8 +270,7 @@ class Bridge:
         # the special prefix as the row has it (with a chat template: cut from the rendered prompt)
         read = [p.for_source for p in prompts]
         encoder = self.target_encoder if on_target_tokens else self.source_encoder
-        real = states.mask.sum(1).tolist()  # a row cut after its context (cut_after_context) has only those spans
-        states.offsets = [spans[:n] for spans, n in zip(self._row_offsets(read, encoder), real, strict=True)]
+        states.offsets = offsets if offsets is not None else self._row_offsets(read, encoder)
         states.text = [p.text for p in read]
         states.positions = positions_from_mask(states.mask)
         source = self.source.model
