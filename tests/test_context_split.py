@@ -64,6 +64,45 @@ def test_an_item_states_the_asked_fact_once_and_asks_about_it(n_facts, seed):
     assert item["question"] == f"{item['context']} {item['query']}"
 
 
+def test_a_split_that_runs_out_of_fresh_names_refuses_rather_than_searching_for_ever():
+    """Every entity is fresh, so a split has only so many names: the last free ones are drawn (each once),
+    then a draw refuses (before, it searched for ever: 20,000 train items of 8 facts need more names than the
+    train split has)."""
+    import random
+
+    class Bounded(random.Random):  # a draw that searched for ever fails the test instead of hanging it
+        calls = 0
+
+        def choice(self, seq):
+            Bounded.calls += 1
+            assert Bounded.calls < 10_000_000, "the draw searches for ever"
+            return super().choice(seq)
+
+    free = sorted(passages.names_in_split("test"))[:3]
+    names = passages._Names("test", Bounded(0), set(passages.names_in_split("test")) - set(free))
+    assert names.left == 3
+    assert sorted(names.draw().lower() for _ in range(3)) == free
+    with pytest.raises(ValueError, match="the test split has no fresh name left"):
+        names.draw()
+
+
+def test_the_task_says_which_option_to_lower_when_names_run_out(random_pair, monkeypatch):
+    from latentbridge.plugins.tasks import passages as task_module
+
+    from latentbridge.errors import LatentBridgeError
+
+    exp = make_experiment(random_pair, *PASSAGES)
+    task = type(exp.task)(dataclasses.replace(exp.task.config, n_train=123))
+    task.dev_size = exp.task.dev_size
+
+    def exhausted(*args, **kwargs):
+        raise ValueError("passages: the train split has no fresh name left")
+
+    monkeypatch.setattr(task_module.passages, "generate_split", exhausted)
+    with pytest.raises(LatentBridgeError, match=r"no fresh name left \(123 train items of 3 facts: lower task.n_train"):
+        task.load("train")
+
+
 def test_splits_are_deterministic_and_seeded():
     assert passages.generate_split("test", 0) == passages.generate_split("test", 0)
     assert passages.generate_split("test", 0) != passages.generate_split("test", 1)

@@ -46,7 +46,12 @@ class Passages(ContextTask):
             raise LatentBridgeError(f"eval.dev_n={self.dev_size} is too large for task 'passages' (at most "
                                     f"{passages.SPLIT_SIZES['dev'] * 5})")
         n = {"train": c.n_train, "dev": self.dev_size, "test": passages.SPLIT_SIZES["test"]}[split]
-        return list(_split(split, c.data_seed, c.n_facts, n))
+        try:
+            return list(_split(split, c.data_seed, c.n_facts, n))
+        except ValueError as error:  # every entity is fresh: the split's names ran out
+            option = {"train": "task.n_train", "dev": "eval.dev_n"}.get(split, "task.n_facts")
+            raise LatentBridgeError(f"{error} ({n:,} {split} items of {c.n_facts} facts: lower {option} or "
+                                    "task.n_facts)") from None
 
 
 @hookimpl

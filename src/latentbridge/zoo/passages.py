@@ -23,7 +23,9 @@ share an entity, whatever the seed or the number of facts. Names of the ``facts`
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import random
 
 from latentbridge.zoo import facts
@@ -53,13 +55,26 @@ def split_of(name: str) -> str:
     raise AssertionError("bucket shares must add up to 100")
 
 
+@functools.cache
+def names_in_split(split: str) -> frozenset[str]:
+    """Every name (lower case) that falls in ``split``: what its items can draw from."""
+    return frozenset(name for name in ("".join(p) for p in itertools.product(NAME_SYLLABLES, repeat=3))
+                     if split_of(name) == split)
+
+
 class _Names:
-    """Fresh names of one split: each one drawn once, never a ``facts`` entity or an ``arith`` person."""
+    """Fresh names of one split: each one drawn once, never a ``facts`` entity or an ``arith`` person. A draw
+    after the split's last free name raises ``ValueError`` (rather than search for ever)."""
 
     def __init__(self, split: str, rng: random.Random, taken: set[str]):
         self.split, self.rng, self.taken = split, rng, taken
+        self.left = len(names_in_split(split) - taken)
 
     def draw(self) -> str:
+        if self.left <= 0:
+            raise ValueError(f"passages: the {self.split} split has no fresh name left (it has "
+                             f"{len(names_in_split(self.split)):,}); ask for fewer items or fewer facts per item")
+        self.left -= 1
         while True:
             name = "".join(self.rng.choice(NAME_SYLLABLES) for _ in range(3)).capitalize()
             if name.lower() not in self.taken and split_of(name) == self.split:
