@@ -34,6 +34,7 @@ from common import RESULTS, pack_runs, write_or_check
 
 from latentbridge.eval.stats import t_interval
 from latentbridge.report.provenance import provenance_problems
+from latentbridge.zoo.passages import SPLIT_SIZES
 
 RUNS = RESULTS / "runs" / "context_split"
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ BASELINES = ("target", "source", "skyline", "relay", "two_stage")
 CONTROLS = ("shuffled", "null", "covgauss", "randomrot")
 FACTS = (1, 2, 4, 8, 12, 16)
 FACTS_SYSTEMS = "[target, skyline, bridged, shuffled]"
-FACTS_TRAIN = "task.n_train=4000"  # the default (see facts())
+FACTS_TRAIN = f"task.n_train={SPLIT_SIZES['train']}"  # the default (see facts())
 SEED = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 K = re.compile(r"^(?P<name>.+)-k(?P<k>\d+)$")
 
@@ -231,8 +232,9 @@ def facts(folders: list[str]) -> None:
             target = folder / f"eval_best_facts{f}"
             if (target / "summary.json").is_file():
                 continue
-            # the build loads every split, train too, which a test evaluation never reads (test items do not depend
-            # on task.n_train): 20,000 train items of 8 or more facts need more fresh names than the split has
+            # the build loads every split, train too, which a 0-shot test evaluation never reads (test items do not
+            # depend on task.n_train; with shots, the exemplars would): 20,000 train items of 6 or more facts need
+            # more fresh names than the split has
             evaluate_run(folder, "best", [f"task.n_facts={f}", f"eval.systems={FACTS_SYSTEMS}", FACTS_TRAIN])
             shutil.move(str(folder / "eval_best"), str(target))
             print(f"{folder.name}: {f} facts done", flush=True)

@@ -48,10 +48,9 @@ class Passages(ContextTask):
         n = {"train": c.n_train, "dev": self.dev_size, "test": passages.SPLIT_SIZES["test"]}[split]
         try:
             return list(_split(split, c.data_seed, c.n_facts, n))
-        except ValueError as error:  # every entity is fresh: the split's names ran out
-            option = {"train": "task.n_train", "dev": "eval.dev_n"}.get(split, "task.n_facts")
-            raise LatentBridgeError(f"{error} ({n:,} {split} items of {c.n_facts} facts: lower {option} or "
-                                    "task.n_facts)") from None
+        except passages.NamesExhausted as error:  # every entity is fresh: the split's names ran out
+            lower = {"train": "task.n_train or task.n_facts", "dev": "eval.dev_n or task.n_facts"}.get(split, "task.n_facts")
+            raise LatentBridgeError(f"{error} ({n:,} {split} items of {c.n_facts} facts: lower {lower})") from None
 
 
 @hookimpl

@@ -42,9 +42,11 @@ def context_tokens(prompts: Sequence[Prompt], offsets: Sequence[Spans], mask: to
     return out
 
 
-# rotary tables whose frequencies follow the longest position in the batch (transformers' dynamic_rope_update):
-# a row cut shorter can change them, and with them the keys at the context's positions
-LENGTH_DEPENDENT_ROPE = frozenset({"dynamic", "longrope"})
+def _length_dependent(rope_type: str) -> bool:
+    """Rotary tables whose frequencies follow the longest position in the batch, as transformers'
+    ``dynamic_rope_update`` decides (any ``dynamic`` type, ``longrope``): a row cut shorter can change them,
+    and with them the keys at the context's positions."""
+    return "dynamic" in rope_type or rope_type == "longrope"
 
 
 def _rope_types(parameters: object) -> set[str]:
@@ -59,14 +61,16 @@ def _rope_types(parameters: object) -> set[str]:
 
 def cut_is_exact(model: object) -> bool:
     """Whether the source's cache at a position depends on the tokens up to it only, so that
-    :func:`cut_after_context` changes nothing there: not under bidirectional attention (a Gemma config's
-    ``use_bidirectional_attention``), nor with rotary frequencies chosen from the batch's longest position
-    (``dynamic``, ``longrope``)."""
+    :func:`cut_after_context` changes nothing there: not under bidirectional attention over text (a Gemma
+    config's ``use_bidirectional_attention``, ``is_causal: false``), nor with rotary frequencies chosen from
+    the batch's longest position (``dynamic``, ``longrope``). What a remote-code model does without saying
+    so in its config (Qwen-1's ``use_dynamic_ntk``) is not seen here."""
     config = model.config.get_text_config()
-    if getattr(config, "use_bidirectional_attention", False):
+    bidirectional = getattr(config, "use_bidirectional_attention", False)  # Gemma-4's "vision": images only
+    if bidirectional is True or bidirectional == "all" or getattr(config, "is_causal", True) is False:
         return False
     types = _rope_types(getattr(config, "rope_parameters", None)) | _rope_types(getattr(config, "rope_scaling", None))
-    return not types & LENGTH_DEPENDENT_ROPE
+    return not any(_length_dependent(t) for t in types)
 
 
 def cut_after_context(rows: Sequence[list[int]], prompts: Sequence[Prompt], offsets: Sequence[Spans]) -> list[list[int]]:

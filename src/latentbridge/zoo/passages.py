@@ -62,9 +62,14 @@ def names_in_split(split: str) -> frozenset[str]:
                      if split_of(name) == split)
 
 
+class NamesExhausted(ValueError):
+    """A split has no fresh name left for the items asked of it."""
+
+
 class _Names:
     """Fresh names of one split: each one drawn once, never a ``facts`` entity or an ``arith`` person. A draw
-    after the split's last free name raises ``ValueError`` (rather than search for ever)."""
+    after the split's last free name raises :class:`NamesExhausted` (rather than search for ever). The count
+    of free names is exact while this object is the only one adding names of its split to ``taken``."""
 
     def __init__(self, split: str, rng: random.Random, taken: set[str]):
         self.split, self.rng, self.taken = split, rng, taken
@@ -72,7 +77,7 @@ class _Names:
 
     def draw(self) -> str:
         if self.left <= 0:
-            raise ValueError(f"passages: the {self.split} split has no fresh name left (it has "
+            raise NamesExhausted(f"passages: the {self.split} split has no fresh name left (it has "
                              f"{len(names_in_split(self.split)):,}); ask for fewer items or fewer facts per item")
         self.left -= 1
         while True:
