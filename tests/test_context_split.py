@@ -280,11 +280,16 @@ def test_cut_is_exact_only_for_causal_models_with_fixed_rotary_tables():
         assert not cut_is_exact(model(config))
     gemma = Gemma3TextConfig()
     assert cut_is_exact(model(gemma))
-    gemma.use_bidirectional_attention = "vision"  # Gemma-4's: images only, text stays causal
-    assert cut_is_exact(model(gemma))
-    for flag in (True, "all"):
-        gemma.use_bidirectional_attention = flag
-        assert not cut_is_exact(model(gemma))
+    gemma.use_bidirectional_attention = True
+    assert not cut_is_exact(model(gemma))
+
+    class Flagged(LlamaConfig):  # Gemma-4's config: the flag is a string ('vision': images only, text causal)
+        use_bidirectional_attention = None
+
+    flagged = Flagged()
+    for flag, exact in (("vision", True), ("all", False)):
+        object.__setattr__(flagged, "use_bidirectional_attention", flag)
+        assert cut_is_exact(model(flagged)) is exact
     causal = LlamaConfig()
     causal.is_causal = False
     assert not cut_is_exact(model(causal))
