@@ -103,7 +103,9 @@ def channel_rows(channels: dict[str, list], timed: dict[str, Any], batch: int) -
 
     def ratio(name: str) -> list[float | None]:
         t = timed.get(name)
-        return [t[k] / reference[k] if t and reference else None for k in ("batch 1", f"batch {batch}")]
+        # latency.py --repeats: the median of its rounds' ratios (each round times every system once)
+        return [t.get(f"ratio, {k}", t[k] / reference[k]) if t and reference else None
+                for k in ("batch 1", f"batch {batch}")]
 
     def row(name: str, system: str, runs: list, kind: str) -> None:
         accs = [s["systems"][system]["accuracy"] for _, _, s in runs if s["systems"].get(system)]

@@ -41,7 +41,7 @@ python benchmarks/latency.py --recipes passages_kv passages_kv_long passages_kv_
             "passages_kv_20k=$OUT/passages_kv_20k-seed0/best" "passages_kv_sky=$OUT/passages_kv_sky-seed0/best" \
             "passages_prefix=$OUT/compared/passages_prefix-seed0/best" \
             "passages_soft=$OUT/compared/passages_soft-seed0/best" \
-  --systems target skyline relay two_stage --against two_stage --name context_split_latency
+  --queries 96 --repeats 5 --systems target skyline relay two_stage --against two_stage --name context_split_latency
 # keep the runs' small files under results/runs/context_split/, then write the table from them
 python benchmarks/context_split.py pack "$OUT"/passages_kv-seed* "$OUT"/passages_kv_long-seed* "$OUT"/passages_kv_20k-seed* \
   "$OUT"/passages_kv_sky-seed* "$OUT"/compared/passages_*-seed* \
