@@ -116,6 +116,8 @@ def main() -> None:
                         help="also time each latent relay with a second source pass over prompt + solution")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     weights = dict(w.split("=", 1) for w in args.weights)
     systems = [(name, name, []) for name in args.recipes]
     for variant in args.variant:
