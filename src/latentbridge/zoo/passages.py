@@ -56,10 +56,18 @@ def split_of(name: str) -> str:
 
 
 @functools.cache
+def _names_by_split() -> dict[str, frozenset[str]]:
+    """Every name (lower case), by the split it falls in: one pass over the name space for all splits."""
+    by_split: dict[str, set[str]] = {split: set() for split, _ in _BUCKETS}
+    for parts in itertools.product(NAME_SYLLABLES, repeat=3):
+        name = "".join(parts)
+        by_split[split_of(name)].add(name)
+    return {split: frozenset(names) for split, names in by_split.items()}
+
+
 def names_in_split(split: str) -> frozenset[str]:
     """Every name (lower case) that falls in ``split``: what its items can draw from."""
-    return frozenset(name for name in ("".join(p) for p in itertools.product(NAME_SYLLABLES, repeat=3))
-                     if split_of(name) == split)
+    return _names_by_split()[split]
 
 
 class NamesExhausted(ValueError):
@@ -73,7 +81,8 @@ class _Names:
 
     def __init__(self, split: str, rng: random.Random, taken: set[str]):
         self.split, self.rng, self.taken = split, rng, taken
-        self.left = len(names_in_split(split) - taken)
+        pool = names_in_split(split)
+        self.left = len(pool) - sum(name in pool for name in taken)
 
     def draw(self) -> str:
         if self.left <= 0:
